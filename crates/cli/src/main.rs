@@ -1,0 +1,45 @@
+//! `weft`: run WebAssembly model modules with wasi-nn.
+
+mod parse;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+/// Weft runs machine-learning model modules: WebAssembly programs that call
+/// the standard wasi-nn API, in a hard sandbox, with native-speed inference.
+#[derive(Parser)]
+#[command(name = "weft", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Run(run::RunArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match cli.command {
+        Command::Run(args) => run::exec(args),
+    };
+    match code {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            eprintln!("weft: {err:#}");
+            let code = err
+                .downcast_ref::<weft_runtime::RuntimeError>()
+                .map(weft_runtime::RuntimeError::exit_code)
+                .unwrap_or(1);
+            std::process::exit(code);
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `weft run`: run a model module.
+
+use crate::parse;
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weft_nn::{BackendOptions, GpuPolicy, Models, Preload};
+use weft_runtime::{DirGrant, Limits, RunOptions, Runtime, RuntimeConfig};
+
+/// Run a WebAssembly module (wasm32-wasip1 core module or wasm32-wasip2
+/// component) with wasi-nn. The module gets no files, network or environment
+/// unless granted; its exit code becomes weft's.
+#[derive(Args)]
+#[command(after_help = "Example:\n  weft run ocr.wasm \\\n    --nn-preload ppocr-det:onnx:cpu:models/ch_PP-OCRv4_det_infer.onnx \\\n    --nn-preload ppocr-rec:onnx:cpu:models/ch_PP-OCRv4_rec_infer.onnx \\\n    --dir models::/models:ro --dir modules/ocr/testdata::/data:ro -- /data/sample.png")]
+pub struct RunArgs {
+    /// The module file (.wasm).
+    pub module: PathBuf,
+
+    /// Preload a model for `load_by_name`: NAME:ENCODING:TARGET:PATH
+    /// (WasmEdge's syntax). ENCODING: onnx or autodetect; TARGET: cpu, gpu,
+    /// tpu or auto.
+    #[arg(long = "nn-preload", value_name = "NAME:ENCODING:TARGET:PATH")]
+    pub nn_preload: Vec<String>,
+
+    /// Grant a host directory: HOST::GUEST, or HOST::GUEST:ro for read only.
+    #[arg(long, value_name = "HOST::GUEST", value_parser = parse::dir)]
+    pub dir: Vec<DirGrant>,
+
+    /// Set an environment variable for the module: KEY=VALUE, or KEY to
+    /// pass the host's value.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse::env)]
+    pub env: Vec<(String, String)>,
+
+    /// Cap on the module's linear memory (e.g. 512MiB, 2GiB).
+    #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse::size)]
+    pub max_memory: usize,
+
+    /// Wall-clock deadline (e.g. 30s, 500ms, 5m) or `none`. Enforced when the
+    /// module runs wasm code; one long inference call finishes first.
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse::timeout)]
+    pub timeout: Option<Duration>,
+
+    /// Stop the module after this many units of fuel (about one per wasm
+    /// instruction). Metering slows wasm code down.
+    #[arg(long, value_name = "UNITS")]
+    pub fuel: Option<u64>,
+
+    /// Directory of the compiled-module cache [default: the user cache dir,
+    /// e.g. ~/.cache/weft/compiled; env WEFT_CACHE_DIR].
+    #[arg(long, value_name = "DIR", env = "WEFT_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Do not read or write the compiled-module cache.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// When a module asks for the GPU and the node has none, run on the CPU
+    /// instead of failing the load.
+    #[arg(long, env = "WEFT_NN_GPU_FALLBACK", value_parser = clap::builder::BoolishValueParser::new())]
+    pub nn_gpu_fallback: bool,
+
+    /// Print load, preload and run times to stderr.
+    #[arg(long)]
+    pub timings: bool,
+
+    /// Arguments for the module (after `--`).
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let preloads = a
+        .nn_preload
+        .iter()
+        .map(|s| s.parse::<Preload>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let nn = BackendOptions {
+        gpu: if a.nn_gpu_fallback {
+            GpuPolicy::FallbackToCpu
+        } else {
+            GpuPolicy::Fail
+        },
+    };
+    let cache_dir = if a.no_cache {
+        None
+    } else {
+        a.cache_dir.clone().or_else(weft_runtime::ModuleCache::default_dir)
+    };
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir,
+        fuel: a.fuel.is_some(),
+        nn,
+    })?;
+    let program = runtime.load_file(&a.module)?;
+    let loaded = started.elapsed();
+    let models = Models::load(&preloads, nn).context("preloading models")?;
+    let preloaded = started.elapsed();
+    let code = runtime.run(
+        &program,
+        RunOptions {
+            args: a.args,
+            program_name: None,
+            env: a.env,
+            dirs: a.dir,
+            limits: Limits {
+                max_memory: a.max_memory,
+                timeout: a.timeout,
+                fuel: a.fuel,
+            },
+            models: Arc::new(models),
+        },
+    )?;
+    if a.timings {
+        let total = started.elapsed();
+        eprintln!(
+            "weft: timings: load {:.1} ms (compile cache: {:?}), preload {:.1} ms, run {:.1} ms, total {:.1} ms",
+            ms(loaded),
+            program.cache_outcome(),
+            ms(preloaded - loaded),
+            ms(total - preloaded),
+            ms(total)
+        );
+    }
+    Ok(code)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

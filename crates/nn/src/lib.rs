@@ -1,0 +1,44 @@
+//! `weft-nn`: the wasi-nn backends of Weft.
+//!
+//! The CPU backend runs ONNX models on [tract](https://github.com/sonos/tract).
+//! It implements the backend traits of `wasmtime-wasi-nn`, so the same
+//! backend serves both guest ABIs (the witx `wasi_ephemeral_nn` of
+//! `wasm32-wasip1` modules and the `wasi:nn` WIT of components).
+//!
+//! Where to start: [`backends`] builds the per-encoding backend list a
+//! wasi-nn context needs; [`Models`] holds preloaded named models;
+//! [`OnnxModel`] is the parsed model with its plan cache.
+//!
+//! ```no_run
+//! use weft_nn::{BackendOptions, Models, Preload};
+//! let preload: Preload = "tiny:onnx:cpu:tiny.onnx".parse()?;
+//! let models = Models::load(&[preload], BackendOptions::default())?;
+//! assert_eq!(models.names(), ["tiny"]);
+//! # Ok::<(), weft_nn::NnError>(())
+//! ```
+//!
+//! Architecture invariant: this crate knows nothing about OCI, serving or
+//! Kubernetes; it turns model bytes and tensors into tensors.
+
+mod backend;
+mod error;
+mod model;
+mod registry;
+mod tensor;
+
+pub use backend::{BackendOptions, GpuPolicy, TractBackend, TractContext, graph};
+pub use error::{ErrorKind, NnError, kind_of};
+pub use model::{Dim, OnnxModel, Plan, TensorInfo, digest};
+pub use registry::{Models, Preload};
+pub use tensor::{from_tract, to_tract, type_name};
+pub use wasmtime_wasi_nn::backend::Id;
+pub use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding, TensorType};
+pub use wasmtime_wasi_nn::{Backend, Graph, Tensor};
+
+/// The backends a wasi-nn context needs: tract for `onnx` and `autodetect`.
+pub fn backends(options: BackendOptions) -> Vec<Backend> {
+    vec![
+        Backend::from(TractBackend::new(GraphEncoding::Onnx, options)),
+        Backend::from(TractBackend::new(GraphEncoding::Autodetect, options)),
+    ]
+}

@@ -1,0 +1,361 @@
+//! ONNX models on tract: parsing, interface, and a cache of optimized plans.
+//!
+//! A model is parsed once per process (keyed by the SHA-256 of its bytes) and
+//! shared by every graph handle that loads it. tract plans are compiled per
+//! concrete set of input shapes, because a symbolic dimension costs tract up
+//! to 8x at run time; each plan is shared (`Arc`) and every execution context
+//! spawns its own state from it, so concurrent runs never serialize.
+
+use crate::error::NnError;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use tract_onnx::pb;
+use tract_onnx::tract_hir::infer::Factoid;
+use tract_onnx::prelude::*;
+
+/// A compiled, optimized tract plan for one set of input shapes.
+pub type Plan = Arc<TypedRunnableModel>;
+
+/// How many plans (distinct input shapes) one model keeps before evicting the
+/// oldest. Each plan holds its own packed weights, so this bounds memory.
+const MAX_PLANS_PER_MODEL: usize = 16;
+
+/// One dimension of a declared tensor shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dim {
+    Fixed(usize),
+    /// A named dynamic dimension, such as a batch size `N`.
+    Symbol(String),
+    /// Dynamic and unnamed.
+    Unknown,
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dim::Fixed(n) => write!(f, "{n}"),
+            Dim::Symbol(s) => f.write_str(s),
+            Dim::Unknown => f.write_str("?"),
+        }
+    }
+}
+
+/// A model input or output as the model declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// `None` when the model does not declare it.
+    pub datum_type: Option<DatumType>,
+    /// `None` when even the rank is unknown.
+    pub shape: Option<Vec<Dim>>,
+}
+
+impl TensorInfo {
+    /// The shape as text, `[N,3,?,?]`, or `any` when the rank is unknown.
+    pub fn shape_string(&self) -> String {
+        match &self.shape {
+            None => "any".into(),
+            Some(dims) => format!(
+                "[{}]",
+                dims.iter().map(Dim::to_string).collect::<Vec<_>>().join(",")
+            ),
+        }
+    }
+
+    /// The type as a lower-case name, `f32`, or `any`.
+    pub fn type_string(&self) -> String {
+        self.datum_type
+            .map(|dt| format!("{dt:?}").to_lowercase())
+            .unwrap_or_else(|| "any".into())
+    }
+
+    fn concrete_shape(&self) -> Option<Vec<usize>> {
+        self.shape.as_ref()?.iter().map(|d| match d {
+            Dim::Fixed(n) => Some(*n),
+            _ => None,
+        }).collect()
+    }
+
+    fn accepts_shape(&self, shape: &[usize]) -> bool {
+        match &self.shape {
+            None => true,
+            Some(dims) => {
+                dims.len() == shape.len()
+                    && dims
+                        .iter()
+                        .zip(shape)
+                        .all(|(d, &s)| !matches!(d, Dim::Fixed(n) if *n != s))
+            }
+        }
+    }
+}
+
+type PlanCell = Arc<OnceLock<Result<Plan, String>>>;
+
+/// A parsed ONNX model with its plan cache.
+pub struct OnnxModel {
+    digest: String,
+    inference: InferenceModel,
+    inputs: Vec<TensorInfo>,
+    outputs: Vec<TensorInfo>,
+    metadata: BTreeMap<String, String>,
+    plans: Mutex<PlanCache>,
+}
+
+#[derive(Default)]
+struct PlanCache {
+    cells: HashMap<Vec<Vec<usize>>, PlanCell>,
+    order: Vec<Vec<Vec<usize>>>,
+}
+
+impl fmt::Debug for OnnxModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OnnxModel")
+            .field("digest", &self.digest)
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .finish_non_exhaustive()
+    }
+}
+
+fn onnx() -> &'static tract_onnx::Onnx {
+    static ONNX: OnceLock<tract_onnx::Onnx> = OnceLock::new();
+    ONNX.get_or_init(tract_onnx::onnx)
+}
+
+fn models() -> &'static Mutex<HashMap<String, Weak<OnnxModel>>> {
+    static MODELS: OnceLock<Mutex<HashMap<String, Weak<OnnxModel>>>> = OnceLock::new();
+    MODELS.get_or_init(Default::default)
+}
+
+/// Run tract code that may panic on hostile input; a panic becomes an error.
+fn guarded<T>(what: &str, f: impl FnOnce() -> TractResult<T>) -> Result<T, String> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            Err(format!("tract panicked while {what}: {msg}"))
+        }
+    }
+}
+
+/// The hex SHA-256 of model bytes: the key of the process-wide model cache.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+impl OnnxModel {
+    /// Parse ONNX bytes, or return the already-parsed model with the same
+    /// digest. Fails with the names of operators tract cannot run.
+    pub fn load(bytes: &[u8]) -> Result<Arc<OnnxModel>, NnError> {
+        let digest = digest(bytes);
+        if let Some(model) = models().lock().unwrap().get(&digest).and_then(Weak::upgrade) {
+            tracing::debug!(model.digest = %digest, "model cache hit");
+            return Ok(model);
+        }
+        let model = Arc::new(Self::parse(bytes, digest.clone())?);
+        let mut cache = models().lock().unwrap();
+        cache.retain(|_, m| m.strong_count() > 0);
+        // Another thread may have parsed the same bytes meanwhile: keep one.
+        if let Some(existing) = cache.get(&digest).and_then(Weak::upgrade) {
+            return Ok(existing);
+        }
+        cache.insert(digest, Arc::downgrade(&model));
+        Ok(model)
+    }
+
+    fn parse(bytes: &[u8], digest: String) -> Result<OnnxModel, NnError> {
+        let bad = |message: String| NnError::BadModel { message };
+        let proto = guarded("decoding the model", || {
+            Ok(onnx().proto_model_for_read(&mut &*bytes)?)
+        })
+        .map_err(bad)?;
+        let graph = proto
+            .graph
+            .as_ref()
+            .ok_or_else(|| bad("the file holds no graph".into()))?;
+        let mut missing = Vec::new();
+        unsupported_ops(graph, &mut missing);
+        if !missing.is_empty() {
+            missing.sort();
+            missing.dedup();
+            return Err(NnError::UnsupportedOperators { ops: missing });
+        }
+        let parsed =
+            guarded("parsing the model", || onnx().parse(&proto, None)).map_err(bad)?;
+        if !parsed.unresolved_inputs.is_empty() {
+            return Err(bad(format!(
+                "graph refers to undefined tensors: {}",
+                parsed.unresolved_inputs.join(", ")
+            )));
+        }
+        let inference = parsed.model;
+        let metadata = proto
+            .metadata_props
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect();
+        let inputs = inference
+            .input_outlets()
+            .map_err(|e| bad(format!("{e:#}")))?
+            .iter()
+            .map(|o| info(&inference, *o))
+            .collect();
+        let outputs = inference
+            .output_outlets()
+            .map_err(|e| bad(format!("{e:#}")))?
+            .iter()
+            .map(|o| info(&inference, *o))
+            .collect();
+        let model = OnnxModel {
+            digest,
+            inference,
+            inputs,
+            outputs,
+            metadata,
+            plans: Mutex::default(),
+        };
+        // A model with fully static inputs is compiled right away, so a model
+        // tract cannot type or optimize fails at load, not at first compute.
+        let static_shapes: Option<Vec<Vec<usize>>> =
+            model.inputs.iter().map(TensorInfo::concrete_shape).collect();
+        let static_types: Option<Vec<DatumType>> =
+            model.inputs.iter().map(|i| i.datum_type).collect();
+        if let (Some(shapes), Some(types)) = (static_shapes, static_types) {
+            model.plan(&shapes, &types)?;
+        }
+        Ok(model)
+    }
+
+    /// `sha256:<hex>` of the model bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    pub fn inputs(&self) -> &[TensorInfo] {
+        &self.inputs
+    }
+
+    pub fn outputs(&self) -> &[TensorInfo] {
+        &self.outputs
+    }
+
+    /// The ONNX `metadata_props` (for PP-OCR, the `character` dictionary).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    /// Number of compiled plans currently cached.
+    pub fn plan_count(&self) -> usize {
+        self.plans.lock().unwrap().cells.len()
+    }
+
+    /// Check a guest-supplied input against the model's declaration.
+    pub fn check_input(&self, index: usize, dt: DatumType, shape: &[usize]) -> Result<(), NnError> {
+        let info = &self.inputs[index];
+        if let Some(expected) = info.datum_type
+            && expected != dt
+        {
+            return Err(NnError::InputType {
+                name: info.name.clone(),
+                expected: info.type_string(),
+                got: format!("{dt:?}").to_lowercase(),
+            });
+        }
+        if !info.accepts_shape(shape) {
+            return Err(NnError::InputShape {
+                name: info.name.clone(),
+                expected: info.shape_string(),
+                got: shape.iter().map(|&d| d as u32).collect(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The optimized plan for these concrete input shapes and types,
+    /// compiling it once; concurrent callers of the same shapes wait for the
+    /// one compilation instead of repeating it.
+    pub fn plan(&self, shapes: &[Vec<usize>], types: &[DatumType]) -> Result<Plan, NnError> {
+        let cell = {
+            let mut cache = self.plans.lock().unwrap();
+            let key = shapes.to_vec();
+            if !cache.cells.contains_key(&key) {
+                if cache.order.len() >= MAX_PLANS_PER_MODEL {
+                    let oldest = cache.order.remove(0);
+                    cache.cells.remove(&oldest);
+                }
+                cache.order.push(key.clone());
+            }
+            cache.cells.entry(key).or_default().clone()
+        };
+        let result = cell.get_or_init(|| {
+            let span = tracing::info_span!("plan", model.digest = %self.digest, shapes = ?shapes);
+            let _enter = span.enter();
+            let started = std::time::Instant::now();
+            let plan = guarded("optimizing the model", || {
+                let mut m = self.inference.clone();
+                for (ix, (shape, dt)) in shapes.iter().zip(types).enumerate() {
+                    m.set_input_fact(ix, InferenceFact::dt_shape(*dt, shape.as_slice()))?;
+                }
+                m.into_optimized()?.into_runnable()
+            });
+            tracing::debug!(elapsed = ?started.elapsed(), ok = plan.is_ok(), "compiled plan");
+            plan
+        });
+        result.clone().map_err(|message| NnError::Plan {
+            shapes: format!("{shapes:?}"),
+            message,
+        })
+    }
+}
+
+fn info(model: &InferenceModel, outlet: OutletId) -> TensorInfo {
+    let name = model
+        .outlet_label(outlet)
+        .map(str::to_owned)
+        .unwrap_or_else(|| model.node(outlet.node).name.clone());
+    let fact = model.outlet_fact(outlet).ok();
+    let datum_type = fact.and_then(|f| f.datum_type.concretize());
+    let shape = fact.filter(|f| !f.shape.is_open()).map(|f| {
+        f.shape
+            .dims()
+            .map(|d| match d.concretize() {
+                Some(TDim::Val(n)) if n >= 0 => Dim::Fixed(n as usize),
+                Some(TDim::Sym(s)) => Dim::Symbol(s.to_string()),
+                _ => Dim::Unknown,
+            })
+            .collect()
+    });
+    TensorInfo {
+        name,
+        datum_type,
+        shape,
+    }
+}
+
+/// Collect the op types in `graph` (and its subgraphs) that tract lacks.
+fn unsupported_ops(graph: &pb::GraphProto, out: &mut Vec<String>) {
+    let registry = &onnx().op_register.0;
+    for node in &graph.node {
+        if !registry.contains_key(&node.op_type) {
+            out.push(if node.domain.is_empty() || node.domain == "ai.onnx" {
+                node.op_type.clone()
+            } else {
+                format!("{}.{}", node.domain, node.op_type)
+            });
+        }
+        for attr in &node.attribute {
+            for g in attr.g.iter().chain(&attr.graphs) {
+                unsupported_ops(g, out);
+            }
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Named models preloaded by the host, so guests can `load_by_name`.
+
+use crate::backend::{BackendOptions, check_target, graph};
+use crate::error::NnError;
+use crate::model::OnnxModel;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding};
+use wasmtime_wasi_nn::{Graph, GraphRegistry};
+
+/// One `--nn-preload NAME:ENCODING:TARGET:PATH` (WasmEdge's syntax, so
+/// command lines people already use carry over).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preload {
+    pub name: String,
+    pub encoding: GraphEncoding,
+    pub target: ExecutionTarget,
+    pub path: PathBuf,
+}
+
+const PRELOAD_EXAMPLE: &str = "for example ocr-det:onnx:cpu:models/det.onnx";
+
+impl FromStr for Preload {
+    type Err = NnError;
+
+    fn from_str(spec: &str) -> Result<Self, NnError> {
+        let err = |reason: String| NnError::PreloadSpec {
+            spec: spec.into(),
+            reason,
+        };
+        // The path is last and may itself contain ':'.
+        let mut parts = spec.splitn(4, ':');
+        let (Some(name), Some(encoding), Some(target), Some(path)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(err(format!("expected NAME:ENCODING:TARGET:PATH ({PRELOAD_EXAMPLE})")));
+        };
+        if name.is_empty() || path.is_empty() {
+            return Err(err(format!("NAME and PATH must not be empty ({PRELOAD_EXAMPLE})")));
+        }
+        let encoding = match encoding.to_ascii_lowercase().as_str() {
+            "onnx" => GraphEncoding::Onnx,
+            "autodetect" | "auto" => GraphEncoding::Autodetect,
+            other => {
+                return Err(err(format!(
+                    "unknown encoding `{other}`; supported: onnx, autodetect"
+                )));
+            }
+        };
+        let target = match target.to_ascii_lowercase().as_str() {
+            // Without a GPU backend, `auto` resolves to the CPU.
+            "cpu" | "auto" => ExecutionTarget::Cpu,
+            "gpu" => ExecutionTarget::Gpu,
+            "tpu" => ExecutionTarget::Tpu,
+            other => {
+                return Err(err(format!(
+                    "unknown target `{other}`; supported: cpu, gpu, tpu, auto"
+                )));
+            }
+        };
+        Ok(Preload {
+            name: name.into(),
+            encoding,
+            target,
+            path: path.into(),
+        })
+    }
+}
+
+/// Models loaded once per process and handed to every run by name.
+#[derive(Clone, Default)]
+pub struct Models {
+    graphs: HashMap<String, (Graph, Arc<OnnxModel>)>,
+}
+
+impl Models {
+    /// Load every preload; the first failure names the spec and the cause.
+    pub fn load(preloads: &[Preload], options: BackendOptions) -> Result<Models, NnError> {
+        let mut models = Models::default();
+        for p in preloads {
+            models.insert_file(p, options)?;
+        }
+        Ok(models)
+    }
+
+    fn insert_file(&mut self, p: &Preload, options: BackendOptions) -> Result<(), NnError> {
+        check_target(p.target, options)?;
+        let bytes = read(&p.path)?;
+        let model = OnnxModel::load(&bytes)?;
+        tracing::info!(
+            model.name = %p.name,
+            model.digest = %model.digest(),
+            path = %p.path.display(),
+            "preloaded model"
+        );
+        self.insert(&p.name, model);
+        Ok(())
+    }
+
+    /// Register an already-loaded model under a name.
+    pub fn insert(&mut self, name: &str, model: Arc<OnnxModel>) {
+        self.graphs.insert(name.into(), (graph(model.clone()), model));
+    }
+
+    /// The parsed model behind a name.
+    pub fn model(&self, name: &str) -> Option<&Arc<OnnxModel>> {
+        self.graphs.get(name).map(|(_, m)| m)
+    }
+
+    /// Model names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.graphs.keys().map(String::as_str).collect();
+        names.sort();
+        names
+    }
+
+    /// The wasi-nn graph for a name.
+    pub fn graph(&self, name: &str) -> Option<&Graph> {
+        self.graphs.get(name).map(|(g, _)| g)
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, NnError> {
+    std::fs::read(path).map_err(|source| NnError::ModelFile {
+        path: path.into(),
+        source,
+    })
+}
+
+impl GraphRegistry for Models {
+    fn get(&self, name: &str) -> Option<&Graph> {
+        self.graph(name)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Graph> {
+        self.graphs.get_mut(name).map(|(g, _)| g)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wasmedge_style_specs() {
+        let p: Preload = "det:ONNX:AUTO:/models/det.onnx".parse().unwrap();
+        assert_eq!(p.name, "det");
+        assert_eq!(p.encoding, GraphEncoding::Onnx);
+        assert_eq!(p.target, ExecutionTarget::Cpu);
+        assert_eq!(p.path, PathBuf::from("/models/det.onnx"));
+    }
+
+    #[test]
+    fn path_may_contain_colons() {
+        let p: Preload = "m:onnx:gpu:C:/models/m.onnx".parse().unwrap();
+        assert_eq!(p.target, ExecutionTarget::Gpu);
+        assert_eq!(p.path, PathBuf::from("C:/models/m.onnx"));
+    }
+
+    #[test]
+    fn typos_are_named() {
+        let e = "m:onxx:cpu:m.onnx".parse::<Preload>().unwrap_err().to_string();
+        assert!(e.contains("unknown encoding `onxx`"), "{e}");
+        let e = "m:onnx:cpux:m.onnx".parse::<Preload>().unwrap_err().to_string();
+        assert!(e.contains("unknown target `cpux`"), "{e}");
+        let e = "m:onnx:m.onnx".parse::<Preload>().unwrap_err().to_string();
+        assert!(e.contains("NAME:ENCODING:TARGET:PATH"), "{e}");
+    }
+}

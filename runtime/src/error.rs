@@ -1,0 +1,70 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Errors of loading and running a module.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    #[error("cannot read module {path}")]
+    ReadModule {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{name} is not a WebAssembly module (it does not start with \\0asm); build one with `cargo build --target wasm32-wasip1`"
+    )]
+    NotWasm { name: String },
+    #[error("{name} is not valid WebAssembly: {message}")]
+    Compile { name: String, message: String },
+    #[error(
+        "{name} exports no `_start` function: it is a library (reactor) module, but `weft run` needs a command module (a `bin` crate built for wasm32-wasip1)"
+    )]
+    NoStart { name: String },
+    #[error(
+        "{name} is a component but not a WASI command (it must export `wasi:cli/run`): {message}"
+    )]
+    NotCommand { name: String, message: String },
+    #[error("{name} imports something Weft does not provide: {message}")]
+    Link { name: String, message: String },
+    #[error("compile cache {path}")]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot grant directory {host} to the module: {message}")]
+    Dir { host: PathBuf, message: String },
+    #[error("{0}")]
+    Nn(#[from] weft_nn::NnError),
+    #[error(
+        "module ran past its deadline of {}s and was stopped; raise it with --timeout",
+        .limit.as_secs_f64()
+    )]
+    Timeout { limit: Duration },
+    #[error("module used up its fuel ({fuel} units) and was stopped; raise it with --fuel")]
+    OutOfFuel { fuel: u64 },
+    #[error(
+        "module tried to grow its memory to {requested} bytes, past its limit of {limit} bytes; raise it with --max-memory"
+    )]
+    MemoryLimit { limit: usize, requested: usize },
+    #[error("module trapped: {message}")]
+    Trap { message: String },
+    #[error("engine setup failed: {message}")]
+    Engine { message: String },
+}
+
+impl RuntimeError {
+    /// The process exit code a CLI should use for this failure: 124 for a
+    /// deadline (as `timeout(1)` does), 134 for traps (as wasmtime does),
+    /// 1 for anything that failed before the module ran.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RuntimeError::Timeout { .. } => 124,
+            RuntimeError::OutOfFuel { .. }
+            | RuntimeError::MemoryLimit { .. }
+            | RuntimeError::Trap { .. } => 134,
+            _ => 1,
+        }
+    }
+}

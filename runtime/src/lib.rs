@@ -1,0 +1,578 @@
+//! `weft-runtime`: the one API every Weft host program uses to run a model
+//! module.
+//!
+//! A [`Runtime`] owns the process's single wasmtime [`Engine`], its
+//! compiled-module cache and the epoch ticker that enforces deadlines.
+//! [`Runtime::load`] turns wasm bytes into a [`Program`] (a pre-linked
+//! `InstancePre`, compiled once, cached on disk); [`Runtime::run`] runs it
+//! in a fresh `Store` with the [`RunOptions`] sandbox: no files, network or
+//! environment unless granted, a linear-memory cap, a wall-clock deadline
+//! and optional fuel. Both guest kinds get wasi-nn: `wasm32-wasip1` core
+//! modules through the witx ABI ([`nn_witx`]), `wasm32-wasip2` components
+//! through `wasi:nn` WIT.
+//!
+//! ```no_run
+//! use weft_runtime::{Runtime, RuntimeConfig, RunOptions};
+//! let rt = Runtime::new(RuntimeConfig::default())?;
+//! let program = rt.load_file("hello.wasm".as_ref())?;
+//! let code = rt.run(&program, RunOptions::default())?;
+//! std::process::exit(code);
+//! # Ok::<(), weft_runtime::RuntimeError>(())
+//! ```
+
+mod cache;
+mod error;
+pub mod nn_witx;
+
+pub use cache::{CacheOutcome, ModuleCache};
+pub use error::RuntimeError;
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::sync::CommandPre;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_nn::wit::{WasiNnCtx, WasiNnView};
+use weft_nn::{BackendOptions, Models};
+
+/// How often the epoch ticker advances; deadlines are rounded up to it.
+const TICK: Duration = Duration::from_millis(5);
+
+/// Default linear-memory cap per module instance.
+pub const DEFAULT_MAX_MEMORY: usize = 1 << 30;
+/// Default wall-clock deadline of one run.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Process-wide settings, fixed when the engine is built.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled modules are cached; `None` turns caching off.
+    pub cache_dir: Option<PathBuf>,
+    /// Compile fuel metering in (needed for [`Limits::fuel`]; costs speed).
+    pub fuel: bool,
+    /// wasi-nn backend options.
+    pub nn: BackendOptions,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: ModuleCache::default_dir(),
+            fuel: false,
+            nn: BackendOptions::default(),
+        }
+    }
+}
+
+/// Per-run sandbox limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest linear memory, in bytes.
+    pub max_memory: usize,
+    /// Wall-clock deadline; `None` for none.
+    pub timeout: Option<Duration>,
+    /// Fuel units (roughly wasm instructions); needs [`RuntimeConfig::fuel`].
+    pub fuel: Option<u64>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_memory: DEFAULT_MAX_MEMORY,
+            timeout: Some(DEFAULT_TIMEOUT),
+            fuel: None,
+        }
+    }
+}
+
+/// A host directory granted to the guest (`--dir HOST::GUEST[:ro]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirGrant {
+    pub host: PathBuf,
+    pub guest: String,
+    pub read_only: bool,
+}
+
+/// What one run gets: arguments, granted environment and directories,
+/// limits and the preloaded models.
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// Arguments after the program name.
+    pub args: Vec<String>,
+    /// `argv[0]` as the guest sees it; defaults to the module's name.
+    pub program_name: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub dirs: Vec<DirGrant>,
+    pub limits: Limits,
+    pub models: Arc<Models>,
+}
+
+/// Which ABI a program uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A `wasm32-wasip1` core module.
+    Core,
+    /// A `wasm32-wasip2` component.
+    Component,
+}
+
+enum Pre {
+    Core(InstancePre<CoreState>),
+    Component(CommandPre<ComponentState>),
+}
+
+/// A compiled, linked module ready to instantiate many times.
+pub struct Program {
+    name: String,
+    digest: String,
+    cache: CacheOutcome,
+    compile_time: Duration,
+    pre: Pre,
+}
+
+impl Program {
+    /// The module's file name, used as `argv[0]` and in messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `sha256:<hex>` of the wasm bytes.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self.pre {
+            Pre::Core(_) => Kind::Core,
+            Pre::Component(_) => Kind::Component,
+        }
+    }
+
+    /// Whether compiled code came from the cache.
+    pub fn cache_outcome(&self) -> CacheOutcome {
+        self.cache
+    }
+
+    /// Time spent compiling or loading compiled code.
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+}
+
+/// The engine, linkers, cache and epoch ticker of one process.
+pub struct Runtime {
+    engine: Engine,
+    cache: Option<ModuleCache>,
+    nn: BackendOptions,
+    fuel: bool,
+    core_linker: Linker<CoreState>,
+    component_linker: wasmtime::component::Linker<ComponentState>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+fn engine_err(e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Engine {
+        message: e.to_string(),
+    }
+}
+
+impl Runtime {
+    /// Build the engine. Make one per process: it owns the compiled code and
+    /// a ticker thread.
+    pub fn new(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true)
+            .consume_fuel(config.fuel)
+            .wasm_component_model(true);
+        let engine = Engine::new(&wasm).map_err(engine_err)?;
+
+        let mut core_linker = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut core_linker, |s: &mut CoreState| &mut s.wasi)
+            .map_err(engine_err)?;
+        nn_witx::add_to_linker(&mut core_linker, |s: &mut CoreState| &mut s.nn)
+            .map_err(engine_err)?;
+
+        let mut component_linker = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut component_linker).map_err(engine_err)?;
+        wasmtime_wasi_nn::wit::add_to_linker(&mut component_linker, |s: &mut ComponentState| {
+            WasiNnView::new(&mut s.table, &mut s.nn)
+        })
+        .map_err(engine_err)?;
+
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
+        std::thread::Builder::new()
+            .name("weft-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(engine_err)?;
+
+        Ok(Self {
+            engine,
+            cache: config.cache_dir.map(ModuleCache::new),
+            nn: config.nn,
+            fuel: config.fuel,
+            core_linker,
+            component_linker,
+            stop_ticker,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The compile cache, when enabled.
+    pub fn cache(&self) -> Option<&ModuleCache> {
+        self.cache.as_ref()
+    }
+
+    /// Backend options for wasi-nn contexts and preloads.
+    pub fn nn_options(&self) -> BackendOptions {
+        self.nn
+    }
+
+    /// Read, compile (or load from cache) and link a module file.
+    pub fn load_file(&self, path: &Path) -> Result<Program, RuntimeError> {
+        let bytes = std::fs::read(path).map_err(|source| RuntimeError::ReadModule {
+            path: path.to_owned(),
+            source,
+        })?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        self.load(&name, &bytes)
+    }
+
+    /// Compile (or load from cache) and link wasm bytes.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Program, RuntimeError> {
+        let kind = match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Kind::Core,
+            Some([0, b'a', b's', b'm', _, _, 1, 0]) => Kind::Component,
+            _ => return Err(RuntimeError::NotWasm { name: name.into() }),
+        };
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        let started = Instant::now();
+        let (compiled, cache) = self.compile(name, kind, &digest, bytes)?;
+        let compile_time = started.elapsed();
+        let pre = match compiled {
+            Compiled::Core(module) => {
+                let has_start = module
+                    .exports()
+                    .any(|e| e.name() == "_start" && e.ty().func().is_some());
+                if !has_start {
+                    return Err(RuntimeError::NoStart { name: name.into() });
+                }
+                let pre = self
+                    .core_linker
+                    .instantiate_pre(&module)
+                    .map_err(|e| RuntimeError::Link {
+                        name: name.into(),
+                        message: format!("{e:#}"),
+                    })?;
+                Pre::Core(pre)
+            }
+            Compiled::Component(component) => {
+                let pre = self
+                    .component_linker
+                    .instantiate_pre(&component)
+                    .map_err(|e| RuntimeError::Link {
+                        name: name.into(),
+                        message: format!("{e:#}"),
+                    })?;
+                Pre::Component(CommandPre::new(pre).map_err(|e| RuntimeError::NotCommand {
+                    name: name.into(),
+                    message: format!("{e:#}"),
+                })?)
+            }
+        };
+        tracing::debug!(module = name, module.digest = %digest, ?cache, ?compile_time, "loaded module");
+        Ok(Program {
+            name: name.into(),
+            digest,
+            cache,
+            compile_time,
+            pre,
+        })
+    }
+
+    fn compile(
+        &self,
+        name: &str,
+        kind: Kind,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<(Compiled, CacheOutcome), RuntimeError> {
+        let invalid = |e: wasmtime::Error| RuntimeError::Compile {
+            name: name.into(),
+            message: format!("{e:#}"),
+        };
+        let Some(cache) = &self.cache else {
+            let compiled = match kind {
+                Kind::Core => Compiled::Core(Module::new(&self.engine, bytes).map_err(invalid)?),
+                Kind::Component => {
+                    Compiled::Component(Component::new(&self.engine, bytes).map_err(invalid)?)
+                }
+            };
+            return Ok((compiled, CacheOutcome::Disabled));
+        };
+        let path = cache.path(&self.engine, digest.trim_start_matches("sha256:"));
+        if path.exists() {
+            // SAFETY: files in the cache directory are only ever written by
+            // `ModuleCache::store` with bytes from wasmtime's own
+            // `precompile_*`, through a temporary file and an atomic rename,
+            // under a name that includes the engine's compatibility hash;
+            // wasmtime additionally checks the header and engine settings.
+            let loaded = match kind {
+                Kind::Core => unsafe { Module::deserialize_file(&self.engine, &path) }
+                    .map(Compiled::Core),
+                Kind::Component => unsafe { Component::deserialize_file(&self.engine, &path) }
+                    .map(Compiled::Component),
+            };
+            match loaded {
+                Ok(c) => return Ok((c, CacheOutcome::Hit)),
+                Err(e) => tracing::warn!(
+                    path = %path.display(),
+                    "ignoring unusable compile-cache entry: {e:#}"
+                ),
+            }
+        }
+        // Validate and compile before writing anything: bad input must leave
+        // no file behind.
+        let code = match kind {
+            Kind::Core => self.engine.precompile_module(bytes),
+            Kind::Component => self.engine.precompile_component(bytes),
+        }
+        .map_err(invalid)?;
+        if let Err(e) = cache.store(&path, &code) {
+            tracing::warn!("not caching compiled module: {:#}", anyhow::Error::from(e));
+        }
+        // SAFETY: `code` was produced just above by this engine's
+        // `precompile_*`.
+        let compiled = match kind {
+            Kind::Core => unsafe { Module::deserialize(&self.engine, &code) }.map(Compiled::Core),
+            Kind::Component => {
+                unsafe { Component::deserialize(&self.engine, &code) }.map(Compiled::Component)
+            }
+        }
+        .map_err(invalid)?;
+        Ok((compiled, CacheOutcome::Miss))
+    }
+
+    /// Instantiate the program in a fresh store and run it to completion.
+    /// Returns the module's exit code (0 when `_start`/`run` returns).
+    pub fn run(&self, program: &Program, opts: RunOptions) -> Result<i32, RuntimeError> {
+        let span = tracing::info_span!("run", module = program.name(), module.digest = %program.digest());
+        let _enter = span.enter();
+        let limiter = Limiter::new(opts.limits.max_memory);
+        let wasi = self.wasi_builder(program, &opts)?;
+        let backends = weft_nn::backends(self.nn);
+        let models = Models::clone(&opts.models);
+        let result = match &program.pre {
+            Pre::Core(pre) => {
+                let mut wasi = wasi;
+                let state = CoreState {
+                    wasi: wasi.build_p1(),
+                    nn: nn_witx::NnState::new(backends, models),
+                    limiter,
+                };
+                let mut store = self.store(state, &opts.limits);
+                pre.instantiate(&mut store)
+                    .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
+                    .and_then(|start| start.call(&mut store, ()))
+                    .map(|()| 0)
+            }
+            Pre::Component(pre) => {
+                let mut wasi = wasi;
+                let state = ComponentState {
+                    wasi: wasi.build(),
+                    table: ResourceTable::new(),
+                    nn: WasiNnCtx::new(backends, models.into()),
+                    limiter,
+                };
+                let mut store = self.store(state, &opts.limits);
+                pre.instantiate(&mut store)
+                    .and_then(|command| command.wasi_cli_run().call_run(&mut store))
+                    .map(|r| if r.is_ok() { 0 } else { 1 })
+            }
+        };
+        result.or_else(|e| exit_or_error(e, &opts.limits))
+    }
+
+    fn store<T: HasLimiter>(&self, state: T, limits: &Limits) -> Store<T> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| s.limiter());
+        match limits.timeout {
+            Some(t) => {
+                let ticks = t.as_nanos().div_ceil(TICK.as_nanos()).max(1);
+                store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX / 2));
+            }
+            None => store.set_epoch_deadline(u64::MAX / 2),
+        }
+        store.epoch_deadline_trap();
+        if self.fuel {
+            // With metering compiled in, "no fuel limit" is a very large tank.
+            let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+        }
+        store
+    }
+
+    fn wasi_builder(&self, program: &Program, opts: &RunOptions) -> Result<WasiCtxBuilder, RuntimeError> {
+        let mut b = WasiCtxBuilder::new();
+        b.inherit_stdio()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .arg(opts.program_name.as_deref().unwrap_or(program.name()))
+            .args(&opts.args)
+            .envs(&opts.env);
+        for d in &opts.dirs {
+            let perms = if d.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
+            b.preopened_dir(&d.host, &d.guest, perms)
+                .map_err(|e| RuntimeError::Dir {
+                    host: d.host.clone(),
+                    message: format!("{e:#}"),
+                })?;
+        }
+        Ok(b)
+    }
+}
+
+enum Compiled {
+    Core(Module),
+    Component(Component),
+}
+
+/// Map a run failure to an exit code (a clean `proc_exit`) or a typed error.
+fn exit_or_error(e: wasmtime::Error, limits: &Limits) -> Result<i32, RuntimeError> {
+    if let Some(exit) = e.downcast_ref::<I32Exit>() {
+        return Ok(exit.0);
+    }
+    if let Some(hit) = e.downcast_ref::<MemoryLimitHit>() {
+        return Err(RuntimeError::MemoryLimit {
+            limit: hit.limit,
+            requested: hit.requested,
+        });
+    }
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Err(RuntimeError::Timeout {
+            limit: limits.timeout.unwrap_or_default(),
+        }),
+        Some(Trap::OutOfFuel) => Err(RuntimeError::OutOfFuel {
+            fuel: limits.fuel.unwrap_or(u64::MAX),
+        }),
+        _ => Err(RuntimeError::Trap {
+            message: format!("{e:?}"),
+        }),
+    }
+}
+
+/// Raised (as a trap) when a guest grows memory past its cap, so the user
+/// sees "memory limit" rather than the guest's own allocation-failure abort.
+#[derive(Debug, thiserror::Error)]
+#[error("memory limit of {limit} bytes exceeded (requested {requested})")]
+struct MemoryLimitHit {
+    limit: usize,
+    requested: usize,
+}
+
+/// Caps linear memory and table growth for one store.
+pub struct Limiter {
+    max_memory: usize,
+}
+
+/// Largest table a guest may grow (entries); generous for real programs.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl Limiter {
+    fn new(max_memory: usize) -> Self {
+        Self { max_memory }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            return Err(MemoryLimitHit {
+                limit: self.max_memory,
+                requested: desired,
+            }
+            .into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+trait HasLimiter: 'static {
+    fn limiter(&mut self) -> &mut dyn ResourceLimiter;
+}
+
+/// Store data of a core module run.
+pub struct CoreState {
+    wasi: WasiP1Ctx,
+    nn: nn_witx::NnState,
+    limiter: Limiter,
+}
+
+impl HasLimiter for CoreState {
+    fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limiter
+    }
+}
+
+/// Store data of a component run.
+pub struct ComponentState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    nn: WasiNnCtx,
+    limiter: Limiter,
+}
+
+impl HasLimiter for ComponentState {
+    fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limiter
+    }
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

@@ -1,0 +1,511 @@
+//! wasi-nn for `wasm32-wasip1` core modules: the witx `wasi_ephemeral_nn` ABI.
+//!
+//! We own this glue rather than use `wasmtime_wasi_nn::witx`, whose wiggle
+//! bindings panic the host when a guest passes an out-of-bounds pointer
+//! (`unimplemented!("guest error conversion")`), never free graphs or
+//! contexts, and panic on shared memories. Here every pointer is bounds
+//! checked, every failure is an errno, backend panics are caught, and handles
+//! are counted so a guest cannot grow host memory without limit.
+//!
+//! The ABI is the one the `wasi-nn` 0.6 crate, WasmEdge and the wasmtime
+//! examples use, plus WasmEdge's `load_by_name_with_config`, `unload` and
+//! `finalize_execution_context`, so guests can free what they load.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use wasmtime::{Caller, Extern, Linker};
+use weft_nn::{
+    Backend, ErrorKind, ExecutionTarget, Graph, GraphEncoding, Id, Models, NnError, Tensor,
+    TensorType, kind_of,
+};
+
+const MODULE: &str = "wasi_ephemeral_nn";
+
+/// Live graphs one instance may hold at once.
+pub const MAX_GRAPHS: usize = 256;
+/// Live execution contexts one instance may hold at once.
+pub const MAX_CONTEXTS: usize = 1024;
+/// Most model buffers a `load` may pass.
+const MAX_BUILDERS: u32 = 64;
+/// Most dimensions a tensor may have.
+const MAX_RANK: u32 = 32;
+
+/// The witx `nn_errno` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i32)]
+pub enum Errno {
+    Success = 0,
+    InvalidArgument = 1,
+    InvalidEncoding = 2,
+    MissingMemory = 3,
+    Busy = 4,
+    RuntimeError = 5,
+    UnsupportedOperation = 6,
+    TooLarge = 7,
+    NotFound = 8,
+}
+
+impl From<ErrorKind> for Errno {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::InvalidArgument => Errno::InvalidArgument,
+            ErrorKind::InvalidEncoding => Errno::InvalidEncoding,
+            ErrorKind::NotFound => Errno::NotFound,
+            ErrorKind::Unsupported => Errno::UnsupportedOperation,
+            ErrorKind::TooLarge => Errno::TooLarge,
+            _ => Errno::RuntimeError,
+        }
+    }
+}
+
+/// A failed call: the code the guest gets and the reason the host logs.
+struct Fail(Errno, String);
+
+type Res<T> = Result<T, Fail>;
+
+fn fail<T>(errno: Errno, why: impl Into<String>) -> Res<T> {
+    Err(Fail(errno, why.into()))
+}
+
+impl From<NnError> for Fail {
+    fn from(e: NnError) -> Self {
+        Fail(e.kind().into(), e.to_string())
+    }
+}
+
+impl From<wasmtime_wasi_nn::backend::BackendError> for Fail {
+    fn from(e: wasmtime_wasi_nn::backend::BackendError) -> Self {
+        let errno = kind_of(&e).into();
+        let msg = match &e {
+            wasmtime_wasi_nn::backend::BackendError::BackendAccess(inner) => format!("{inner:#}"),
+            other => other.to_string(),
+        };
+        Fail(errno, msg)
+    }
+}
+
+/// Handles with monotonically increasing ids: a stale handle never aliases a
+/// newer object.
+struct Handles<V> {
+    live: HashMap<u32, V>,
+    next: u32,
+    max: usize,
+}
+
+impl<V> Handles<V> {
+    fn new(max: usize) -> Self {
+        Self {
+            live: HashMap::new(),
+            next: 0,
+            max,
+        }
+    }
+
+    fn insert(&mut self, what: &str, v: V) -> Res<u32> {
+        if self.live.len() >= self.max {
+            return fail(
+                Errno::TooLarge,
+                format!(
+                    "too many live {what}s ({}); free some with unload/finalize_execution_context",
+                    self.max
+                ),
+            );
+        }
+        let id = self.next;
+        self.next = self
+            .next
+            .checked_add(1)
+            .ok_or_else(|| Fail(Errno::TooLarge, format!("{what} handles exhausted")))?;
+        self.live.insert(id, v);
+        Ok(id)
+    }
+}
+
+/// Per-instance wasi-nn state. Everything is freed when the store drops.
+pub struct NnState {
+    backends: HashMap<GraphEncoding, Backend>,
+    models: Models,
+    graphs: Handles<Graph>,
+    contexts: Handles<wasmtime_wasi_nn::ExecutionContext>,
+}
+
+impl NnState {
+    pub fn new(backends: Vec<Backend>, models: Models) -> Self {
+        Self {
+            backends: backends.into_iter().map(|b| (b.encoding(), b)).collect(),
+            models,
+            graphs: Handles::new(MAX_GRAPHS),
+            contexts: Handles::new(MAX_CONTEXTS),
+        }
+    }
+
+    /// Live (graphs, contexts), for tests and metrics.
+    pub fn live(&self) -> (usize, usize) {
+        (self.graphs.live.len(), self.contexts.live.len())
+    }
+}
+
+fn bytes(mem: &[u8], ptr: u32, len: u32) -> Res<&[u8]> {
+    let start = ptr as usize;
+    start
+        .checked_add(len as usize)
+        .and_then(|end| mem.get(start..end))
+        .ok_or_else(|| {
+            Fail(
+                Errno::InvalidArgument,
+                format!("guest buffer {ptr:#x}+{len} is outside its memory"),
+            )
+        })
+}
+
+fn read_u32(mem: &[u8], ptr: u32) -> Res<u32> {
+    let b = bytes(mem, ptr, 4)?;
+    Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+}
+
+fn write_u32(mem: &mut [u8], ptr: u32, v: u32) -> Res<()> {
+    let start = ptr as usize;
+    let slot = start
+        .checked_add(4)
+        .and_then(|end| mem.get_mut(start..end))
+        .ok_or_else(|| {
+            Fail(
+                Errno::InvalidArgument,
+                format!("result pointer {ptr:#x} is outside guest memory"),
+            )
+        })?;
+    slot.copy_from_slice(&v.to_le_bytes());
+    Ok(())
+}
+
+fn encoding(v: i32) -> Res<GraphEncoding> {
+    Ok(match v {
+        0 => GraphEncoding::Openvino,
+        1 => GraphEncoding::Onnx,
+        2 => GraphEncoding::Tensorflow,
+        3 => GraphEncoding::Pytorch,
+        4 => GraphEncoding::Tensorflowlite,
+        5 => GraphEncoding::Autodetect,
+        _ => return fail(Errno::InvalidEncoding, format!("unknown graph encoding {v}")),
+    })
+}
+
+fn target(v: i32) -> Res<ExecutionTarget> {
+    Ok(match v {
+        0 => ExecutionTarget::Cpu,
+        1 => ExecutionTarget::Gpu,
+        2 => ExecutionTarget::Tpu,
+        _ => return fail(Errno::InvalidArgument, format!("unknown execution target {v}")),
+    })
+}
+
+fn tensor_type(v: u8) -> Res<TensorType> {
+    Ok(match v {
+        0 => TensorType::Fp16,
+        1 => TensorType::Fp32,
+        2 => TensorType::Fp64,
+        3 => TensorType::U8,
+        4 => TensorType::I32,
+        5 => TensorType::I64,
+        _ => return fail(Errno::InvalidArgument, format!("unknown tensor type {v}")),
+    })
+}
+
+/// Run backend code, turning a panic into a runtime error so a backend bug
+/// triggered by guest input never takes the host down.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Res<T>) -> Res<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        fail(
+            Errno::RuntimeError,
+            format!("the backend panicked during {what}"),
+        )
+    })
+}
+
+/// Split the caller into guest memory and our state, or fail cleanly.
+fn split<'a, T: 'static>(
+    caller: &'a mut Caller<'_, T>,
+    get: fn(&mut T) -> &mut NnState,
+) -> Res<(&'a mut [u8], &'a mut NnState)> {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(memory)) => {
+            let (mem, data) = memory.data_and_store_mut(caller);
+            Ok((mem, get(data)))
+        }
+        Some(Extern::SharedMemory(_)) => fail(
+            Errno::UnsupportedOperation,
+            "wasi-nn does not support modules with a shared memory",
+        ),
+        _ => fail(
+            Errno::MissingMemory,
+            "module exports no memory named `memory`",
+        ),
+    }
+}
+
+fn finish(func: &str, r: Res<()>) -> i32 {
+    match r {
+        Ok(()) => Errno::Success as i32,
+        Err(Fail(errno, why)) => {
+            tracing::warn!(target: "wasi_nn", "{func}: {why} (returning {errno:?})");
+            errno as i32
+        }
+    }
+}
+
+fn load<T: 'static>(
+    c: &mut Caller<'_, T>,
+    get: fn(&mut T) -> &mut NnState,
+    (builders, count, enc, tgt, out): (u32, u32, i32, i32, u32),
+) -> Res<()> {
+    let (mem, st) = split(c, get)?;
+    let enc = encoding(enc)?;
+    let tgt = target(tgt)?;
+    if count > MAX_BUILDERS {
+        return fail(
+            Errno::InvalidArgument,
+            format!("{count} model buffers passed; at most {MAX_BUILDERS}"),
+        );
+    }
+    let table = bytes(mem, builders, count * 8)?;
+    let mut parts = Vec::with_capacity(count as usize);
+    for pair in table.chunks_exact(8) {
+        let ptr = u32::from_le_bytes(pair[..4].try_into().expect("4 bytes"));
+        let len = u32::from_le_bytes(pair[4..].try_into().expect("4 bytes"));
+        parts.push(bytes(mem, ptr, len)?);
+    }
+    let backend = st.backends.get_mut(&enc).ok_or_else(|| {
+        Fail(
+            Errno::InvalidEncoding,
+            format!("no backend for encoding {enc}; this node supports onnx and autodetect"),
+        )
+    })?;
+    let graph = guarded("load", || Ok(backend.load(&parts, tgt)?))?;
+    // Check the result slot before publishing the handle.
+    read_u32(mem, out)?;
+    let id = st.graphs.insert("graph", graph)?;
+    write_u32(mem, out, id)
+}
+
+fn load_by_name<T: 'static>(
+    c: &mut Caller<'_, T>,
+    get: fn(&mut T) -> &mut NnState,
+    (name_ptr, name_len, out): (u32, u32, u32),
+) -> Res<()> {
+    let (mem, st) = split(c, get)?;
+    let name = std::str::from_utf8(bytes(mem, name_ptr, name_len)?)
+        .map_err(|_| Fail(Errno::InvalidArgument, "model name is not UTF-8".into()))?;
+    let graph = st.models.graph(name).cloned().ok_or_else(|| {
+        let known = st.models.names();
+        Fail(
+            Errno::NotFound,
+            if known.is_empty() {
+                format!("no model named `{name}` was preloaded; preload it with --nn-preload {name}:onnx:cpu:PATH")
+            } else {
+                format!("no model named `{name}` was preloaded; preloaded: {}", known.join(", "))
+            },
+        )
+    })?;
+    read_u32(mem, out)?;
+    let id = st.graphs.insert("graph", graph)?;
+    write_u32(mem, out, id)
+}
+
+fn init_execution_context<T: 'static>(
+    c: &mut Caller<'_, T>,
+    get: fn(&mut T) -> &mut NnState,
+    (graph, out): (u32, u32),
+) -> Res<()> {
+    let (mem, st) = split(c, get)?;
+    let graph = st
+        .graphs
+        .live
+        .get(&graph)
+        .ok_or_else(|| Fail(Errno::InvalidArgument, format!("no graph with handle {graph}")))?;
+    let ctx = guarded("init_execution_context", || {
+        Ok(graph.init_execution_context()?)
+    })?;
+    read_u32(mem, out)?;
+    let id = st.contexts.insert("execution context", ctx)?;
+    write_u32(mem, out, id)
+}
+
+fn context(
+    st: &mut NnState,
+    ctx: u32,
+) -> Res<&mut wasmtime_wasi_nn::ExecutionContext> {
+    st.contexts.live.get_mut(&ctx).ok_or_else(|| {
+        Fail(
+            Errno::InvalidArgument,
+            format!("no execution context with handle {ctx}"),
+        )
+    })
+}
+
+fn set_input<T: 'static>(
+    c: &mut Caller<'_, T>,
+    get: fn(&mut T) -> &mut NnState,
+    (ctx, index, tensor): (u32, u32, u32),
+) -> Res<()> {
+    let (mem, st) = split(c, get)?;
+    // struct tensor { dims: (ptr, len), type: u8 @8, data: (ptr, len) @12 }
+    let raw = bytes(mem, tensor, 20)?;
+    let word = |at: usize| u32::from_le_bytes(raw[at..at + 4].try_into().expect("4 bytes"));
+    let (dims_ptr, dims_len, ty, data_ptr, data_len) =
+        (word(0), word(4), raw[8], word(12), word(16));
+    if dims_len > MAX_RANK {
+        return fail(
+            Errno::InvalidArgument,
+            format!("tensor has {dims_len} dimensions; at most {MAX_RANK}"),
+        );
+    }
+    let dimensions = bytes(mem, dims_ptr, dims_len * 4)?
+        .chunks_exact(4)
+        .map(|d| u32::from_le_bytes(d.try_into().expect("4 bytes")))
+        .collect();
+    let ty = tensor_type(ty)?;
+    let data = bytes(mem, data_ptr, data_len)?.to_vec();
+    let exec = context(st, ctx)?;
+    let tensor = Tensor {
+        dimensions,
+        ty,
+        data,
+    };
+    guarded("set_input", || Ok(exec.set_input(Id::Index(index), &tensor)?))
+}
+
+fn compute<T: 'static>(
+    c: &mut Caller<'_, T>,
+    get: fn(&mut T) -> &mut NnState,
+    ctx: u32,
+) -> Res<()> {
+    let (_, st) = split(c, get)?;
+    let exec = context(st, ctx)?;
+    guarded("compute", || Ok(exec.compute()?))
+}
+
+fn get_output<T: 'static>(
+    c: &mut Caller<'_, T>,
+    get: fn(&mut T) -> &mut NnState,
+    (ctx, index, buf, max, written): (u32, u32, u32, u32, u32),
+) -> Res<()> {
+    let (mem, st) = split(c, get)?;
+    bytes(mem, buf, max)?;
+    read_u32(mem, written)?;
+    let exec = context(st, ctx)?;
+    let tensor = guarded("get_output", || Ok(exec.get_output(Id::Index(index))?))?;
+    let len = tensor.data.len();
+    if len > max as usize {
+        return fail(
+            Errno::TooLarge,
+            format!("output {index} is {len} bytes; the guest buffer holds {max}"),
+        );
+    }
+    let start = buf as usize;
+    mem[start..start + len].copy_from_slice(&tensor.data);
+    write_u32(mem, written, len as u32)
+}
+
+fn unload<T: 'static>(c: &mut Caller<'_, T>, get: fn(&mut T) -> &mut NnState, graph: u32) -> Res<()> {
+    let (_, st) = split(c, get)?;
+    st.graphs
+        .live
+        .remove(&graph)
+        .map(drop)
+        .ok_or_else(|| Fail(Errno::InvalidArgument, format!("no graph with handle {graph}")))
+}
+
+fn finalize<T: 'static>(c: &mut Caller<'_, T>, get: fn(&mut T) -> &mut NnState, ctx: u32) -> Res<()> {
+    let (_, st) = split(c, get)?;
+    st.contexts.live.remove(&ctx).map(drop).ok_or_else(|| {
+        Fail(
+            Errno::InvalidArgument,
+            format!("no execution context with handle {ctx}"),
+        )
+    })
+}
+
+/// Add `wasi_ephemeral_nn` to a core-module linker.
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut NnState,
+) -> wasmtime::Result<()> {
+    // Guest pointers arrive as i32; reinterpret them as the u32 they are.
+    linker.func_wrap(
+        MODULE,
+        "load",
+        move |mut c: Caller<'_, T>, b: i32, n: i32, e: i32, t: i32, out: i32| {
+            finish("load", load(&mut c, get, (b as u32, n as u32, e, t, out as u32)))
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "load_by_name",
+        move |mut c: Caller<'_, T>, p: i32, n: i32, out: i32| {
+            finish(
+                "load_by_name",
+                load_by_name(&mut c, get, (p as u32, n as u32, out as u32)),
+            )
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "load_by_name_with_config",
+        move |mut c: Caller<'_, T>, p: i32, n: i32, cp: i32, cn: i32, out: i32| {
+            // The config (a WasmEdge extension, JSON for GGML) means nothing
+            // to tract; it is bounds checked and otherwise ignored.
+            let r = split(&mut c, get)
+                .and_then(|(mem, _)| bytes(mem, cp as u32, cn as u32).map(drop))
+                .and_then(|()| load_by_name(&mut c, get, (p as u32, n as u32, out as u32)));
+            finish("load_by_name_with_config", r)
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "init_execution_context",
+        move |mut c: Caller<'_, T>, g: i32, out: i32| {
+            finish(
+                "init_execution_context",
+                init_execution_context(&mut c, get, (g as u32, out as u32)),
+            )
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "set_input",
+        move |mut c: Caller<'_, T>, ctx: i32, i: i32, t: i32| {
+            finish(
+                "set_input",
+                set_input(&mut c, get, (ctx as u32, i as u32, t as u32)),
+            )
+        },
+    )?;
+    linker.func_wrap(MODULE, "compute", move |mut c: Caller<'_, T>, ctx: i32| {
+        finish("compute", compute(&mut c, get, ctx as u32))
+    })?;
+    linker.func_wrap(
+        MODULE,
+        "get_output",
+        move |mut c: Caller<'_, T>, ctx: i32, i: i32, b: i32, m: i32, w: i32| {
+            finish(
+                "get_output",
+                get_output(
+                    &mut c,
+                    get,
+                    (ctx as u32, i as u32, b as u32, m as u32, w as u32),
+                ),
+            )
+        },
+    )?;
+    linker.func_wrap(MODULE, "unload", move |mut c: Caller<'_, T>, g: i32| {
+        finish("unload", unload(&mut c, get, g as u32))
+    })?;
+    linker.func_wrap(
+        MODULE,
+        "finalize_execution_context",
+        move |mut c: Caller<'_, T>, ctx: i32| {
+            finish("finalize_execution_context", finalize(&mut c, get, ctx as u32))
+        },
+    )?;
+    Ok(())
+}
