@@ -2,7 +2,7 @@
 
 use crate::error::NnError;
 use crate::model::{OnnxModel, Plan};
-use crate::tensor::{from_tract, to_tract};
+use crate::tensor::{from_tract, tensor_type, to_tract, wire_type};
 use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::*;
 use wasmtime_wasi_nn::backend::{
@@ -143,7 +143,21 @@ impl TractContext {
     /// Validate and store one input.
     pub fn set(&mut self, id: Id, tensor: &Tensor) -> Result<(), NnError> {
         let index = self.input_index(&id)?;
-        let t = to_tract(tensor)?;
+        let mut t = to_tract(tensor)?;
+        // A model input of a type wasi-nn cannot carry (bool, i8, u16...)
+        // accepts its widened wire type and is narrowed back here.
+        if let Some(expected) = self.model.inputs()[index].datum_type
+            && expected != t.datum_type()
+            && tensor_type(expected).is_none()
+            && wire_type(expected) == Some(t.datum_type())
+        {
+            t = t
+                .cast_to_dt(expected)
+                .map_err(|e| NnError::Compute {
+                    message: format!("{e:#}"),
+                })?
+                .into_owned();
+        }
         self.model.check_input(index, t.datum_type(), t.shape())?;
         self.inputs[index] = Some(t);
         Ok(())

@@ -79,15 +79,30 @@ pub fn to_tract(t: &Tensor) -> Result<TractTensor, NnError> {
     })
 }
 
+/// The type a tract datum type travels as over wasi-nn, which lacks bool,
+/// the narrow and unsigned integers, and tract's symbolic dims (`TDim`,
+/// the output of `Shape`): each is widened to the nearest type it has.
+pub fn wire_type(dt: DatumType) -> Option<DatumType> {
+    match dt {
+        DatumType::Bool | DatumType::I8 | DatumType::I16 | DatumType::U16 => Some(DatumType::I32),
+        DatumType::U32 | DatumType::U64 | DatumType::TDim => Some(DatumType::I64),
+        dt if tensor_type(dt).is_some() => Some(dt),
+        _ => None,
+    }
+}
+
 /// Turn a tract output into a wasi-nn tensor, widening types wasi-nn lacks
-/// (bool and narrow ints) to the nearest type it has.
+/// (see [`wire_type`]).
 pub fn from_tract(t: &TractTensor) -> Result<Tensor, NnError> {
-    let target = match t.datum_type() {
-        DatumType::Bool | DatumType::I8 => Some(DatumType::I32),
-        DatumType::I16 | DatumType::U16 => Some(DatumType::I32),
-        DatumType::U32 | DatumType::U64 => Some(DatumType::I64),
-        dt if tensor_type(dt).is_some() => None,
-        dt => return Err(NnError::UnsupportedType(format!("{dt:?} output"))),
+    let target = match wire_type(t.datum_type()) {
+        Some(dt) if dt == t.datum_type() => None,
+        Some(dt) => Some(dt),
+        None => {
+            return Err(NnError::UnsupportedType(format!(
+                "{:?} output",
+                t.datum_type()
+            )));
+        }
     };
     let cast;
     let t = match target {

@@ -1,0 +1,3 @@
+//! Weft's end-to-end tests, one binary to keep link time down.
+
+mod conformance;
