@@ -135,6 +135,17 @@ pub struct Program {
     pre: Pre,
 }
 
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("name", &self.name)
+            .field("digest", &self.digest)
+            .field("kind", &self.kind())
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Program {
     /// The module's file name, used as `argv[0]` and in messages.
     pub fn name(&self) -> &str {

@@ -1,3 +1,5 @@
 //! Weft's end-to-end tests, one binary to keep link time down.
 
 mod conformance;
+mod nn;
+mod runtime;

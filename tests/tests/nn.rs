@@ -1,0 +1,185 @@
+//! The CPU backend directly: dtypes, dynamic batch, plan sharing,
+//! concurrency, unsupported operators.
+
+use std::sync::Arc;
+use weft_nn::{Id, NnError, OnnxModel, Tensor, TensorType, TractContext};
+use weft_tests::data;
+
+fn load(name: &str) -> Arc<OnnxModel> {
+    OnnxModel::load(&std::fs::read(data(name)).unwrap()).unwrap()
+}
+
+fn f32s(dims: Vec<u32>, v: &[f32]) -> Tensor {
+    Tensor {
+        dimensions: dims,
+        ty: TensorType::Fp32,
+        data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+fn as_f32(t: &Tensor) -> Vec<f32> {
+    t.data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn tiny_model_computes_2x_plus_1() {
+    let mut ctx = TractContext::new(load("tiny.onnx"));
+    ctx.set(Id::Index(0), &f32s(vec![1, 4], &[0.0, 1.0, -2.0, 3.5]))
+        .unwrap();
+    ctx.run().unwrap();
+    let y = ctx.output(&Id::Index(0)).unwrap();
+    assert_eq!(y.dimensions, [1, 4]);
+    assert_eq!(as_f32(&y), [1.0, 3.0, -3.0, 8.0]);
+}
+
+#[test]
+fn every_wasi_nn_dtype_crosses_the_backend() {
+    for (name, ty, size) in [
+        ("double_f16.onnx", TensorType::Fp16, 2),
+        ("double_f32.onnx", TensorType::Fp32, 4),
+        ("double_f64.onnx", TensorType::Fp64, 8),
+        ("double_u8.onnx", TensorType::U8, 1),
+        ("double_i32.onnx", TensorType::I32, 4),
+        ("double_i64.onnx", TensorType::I64, 8),
+    ] {
+        // Element values 1..=6 encoded in the dtype, doubled by the model.
+        let enc = |v: u8| -> Vec<u8> {
+            match ty {
+                TensorType::Fp16 => half::f16::from_f32(v as f32).to_le_bytes().to_vec(),
+                TensorType::Fp32 => (v as f32).to_le_bytes().to_vec(),
+                TensorType::Fp64 => (v as f64).to_le_bytes().to_vec(),
+                TensorType::U8 => vec![v],
+                TensorType::I32 => (v as i32).to_le_bytes().to_vec(),
+                _ => (v as i64).to_le_bytes().to_vec(),
+            }
+        };
+        let input: Vec<u8> = (1..=6).flat_map(enc).collect();
+        let expected: Vec<u8> = (1..=6).map(|v| v * 2).flat_map(enc).collect();
+        let mut ctx = TractContext::new(load(name));
+        let t = Tensor {
+            dimensions: vec![2, 3],
+            ty,
+            data: input,
+        };
+        assert_eq!(t.data.len(), 6 * size);
+        ctx.set(Id::Index(0), &t).unwrap();
+        ctx.run().unwrap();
+        let y = ctx.output(&Id::Index(0)).unwrap();
+        assert_eq!(y.ty, ty, "{name}");
+        assert_eq!(y.data, expected, "{name}");
+    }
+}
+
+#[test]
+fn dynamic_batch_compiles_one_plan_per_shape_and_reuses_it() {
+    let model = load("mlp_dynamic_batch.onnx");
+    assert_eq!(model.inputs()[0].shape_string(), "[N,4]");
+    let run = |batch: u32| {
+        let mut ctx = TractContext::new(model.clone());
+        let x: Vec<f32> = (0..batch * 4).map(|i| i as f32 * 0.1).collect();
+        ctx.set(Id::Index(0), &f32s(vec![batch, 4], &x)).unwrap();
+        ctx.run().unwrap();
+        ctx.output(&Id::Index(0)).unwrap()
+    };
+    let one = run(1);
+    let three = run(3);
+    assert_eq!(three.dimensions, [3, 3]);
+    // Row 0 of the batch-3 run equals the batch-1 run.
+    assert_eq!(as_f32(&three)[..3], as_f32(&one)[..]);
+    assert_eq!(model.plan_count(), 2);
+    run(3);
+    assert_eq!(model.plan_count(), 2, "same shape must reuse its plan");
+}
+
+#[test]
+fn same_bytes_share_one_model() {
+    let a = load("tiny.onnx");
+    let b = load("tiny.onnx");
+    assert!(Arc::ptr_eq(&a, &b));
+}
+
+#[test]
+fn contexts_of_one_model_run_concurrently_and_agree() {
+    let model = load("mlp_dynamic_batch.onnx");
+    let results: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let model = model.clone();
+                s.spawn(move || {
+                    let mut ctx = TractContext::new(model);
+                    let mut last = Vec::new();
+                    for _ in 0..50 {
+                        ctx.set(Id::Index(0), &f32s(vec![2, 4], &[0.5; 8])).unwrap();
+                        ctx.run().unwrap();
+                        last = as_f32(&ctx.output(&Id::Index(0)).unwrap());
+                    }
+                    last
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(results.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn unsupported_operators_are_named_at_load() {
+    let err = OnnxModel::load(&std::fs::read(data("unsupported_op.onnx")).unwrap()).unwrap_err();
+    assert!(
+        matches!(&err, NnError::UnsupportedOperators { ops } if ops == &["NegativeLogLikelihoodLoss"]),
+        "{err}"
+    );
+}
+
+#[test]
+fn garbage_model_bytes_are_a_clear_error() {
+    let err = OnnxModel::load(b"\x08\x07definitely not a protobuf model").unwrap_err();
+    assert!(matches!(err, NnError::BadModel { .. }), "{err}");
+}
+
+#[test]
+fn wrong_inputs_get_precise_errors() {
+    let mut ctx = TractContext::new(load("tiny.onnx"));
+    let e = ctx.set(Id::Index(0), &f32s(vec![1, 5], &[0.0; 5])).unwrap_err();
+    assert!(e.to_string().contains("expects shape [1,4]"), "{e}");
+    let e = ctx.set(Id::Index(3), &f32s(vec![1, 4], &[0.0; 4])).unwrap_err();
+    assert!(matches!(e, NnError::InputIndex { index: 3, count: 1 }), "{e}");
+    let e = ctx.set(Id::Name("nope".into()), &f32s(vec![1, 4], &[0.0; 4])).unwrap_err();
+    assert!(e.to_string().contains("`x`"), "{e}");
+    let i64s = Tensor {
+        dimensions: vec![1, 4],
+        ty: TensorType::I64,
+        data: vec![0; 32],
+    };
+    let e = ctx.set(Id::Index(0), &i64s).unwrap_err();
+    assert!(e.to_string().contains("expects f32, got i64"), "{e}");
+    let e = ctx.run().unwrap_err();
+    assert!(matches!(e, NnError::MissingInput { .. }), "{e}");
+    let e = ctx.output(&Id::Index(0)).unwrap_err();
+    assert!(matches!(e, NnError::NotComputed), "{e}");
+}
+
+#[test]
+fn named_inputs_and_outputs_work_the_wit_way() {
+    use wasmtime_wasi_nn::backend::{BackendExecutionContext, NamedTensor};
+    let mut ctx = TractContext::new(load("two_inputs.onnx"));
+    let outputs = ctx
+        .compute(Some(vec![
+            NamedTensor {
+                name: "b".into(),
+                tensor: f32s(vec![3], &[4.0, 5.0, 6.0]),
+            },
+            NamedTensor {
+                name: "a".into(),
+                tensor: f32s(vec![3], &[1.0, 2.0, 3.0]),
+            },
+        ]))
+        .unwrap()
+        .unwrap();
+    let by_name = |n: &str| as_f32(&outputs.iter().find(|o| o.name == n).unwrap().tensor);
+    assert_eq!(by_name("sum"), [5.0, 7.0, 9.0]);
+    assert_eq!(by_name("prod"), [4.0, 10.0, 18.0]);
+}
