@@ -26,6 +26,8 @@ pub mod nn_witx;
 
 pub use cache::{CacheOutcome, ModuleCache};
 pub use error::RuntimeError;
+/// An in-memory stdout for [`RunOptions::stdout`].
+pub use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -110,6 +112,8 @@ pub struct RunOptions {
     pub dirs: Vec<DirGrant>,
     pub limits: Limits,
     pub models: Arc<Models>,
+    /// Capture the guest's stdout here instead of passing it through.
+    pub stdout: Option<MemoryOutputPipe>,
 }
 
 /// Which ABI a program uses.
@@ -453,6 +457,9 @@ impl Runtime {
             .arg(opts.program_name.as_deref().unwrap_or(program.name()))
             .args(&opts.args)
             .envs(&opts.env);
+        if let Some(pipe) = &opts.stdout {
+            b.stdout(pipe.clone());
+        }
         for d in &opts.dirs {
             let perms = if d.read_only {
                 FsPerms::ReadOnly

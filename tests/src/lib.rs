@@ -24,3 +24,52 @@ pub fn skip_or_fail(why: &str) {
     }
     eprintln!("SKIPPED: {why}");
 }
+
+/// Which guest ABI a test module is built for.
+#[derive(Debug, Clone, Copy)]
+pub enum Guest {
+    /// `wasm32-wasip1` core module.
+    P1,
+    /// `wasm32-wasip2` component.
+    P2,
+}
+
+/// A guest module built from `modules/` by this crate's build script.
+pub fn module(guest: Guest, name: &str) -> PathBuf {
+    let triple = match guest {
+        Guest::P1 => "wasm32-wasip1",
+        Guest::P2 => "wasm32-wasip2",
+    };
+    let path = Path::new(env!("WEFT_MODULES_TARGET"))
+        .join(triple)
+        .join("release")
+        .join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: the build script builds it unless WEFT_SKIP_MODULE_BUILD is set",
+        path.display()
+    );
+    path
+}
+
+/// The real models fetched by `scripts/fetch-models.sh`, if present.
+pub fn models_dir() -> Option<PathBuf> {
+    let dir = repo_root().join("models");
+    dir.join("ch_PP-OCRv4_det_infer.onnx").exists().then_some(dir)
+}
+
+/// The `weft` binary built next to this test binary.
+pub fn weft_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let bin = dir.join(format!("weft{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so the CLI is built",
+        bin.display()
+    );
+    bin
+}

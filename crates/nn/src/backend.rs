@@ -222,10 +222,14 @@ impl TractContext {
     }
 }
 
+/// A tensor by name; a name that is a decimal position (`"0"`) is accepted
+/// as that position when no tensor has that name, so guests that only know
+/// positions (the wasip1 habit) work over the named WIT ABI.
 fn find(infos: &[crate::model::TensorInfo], name: &str) -> Result<usize, NnError> {
     infos
         .iter()
         .position(|i| i.name == name)
+        .or_else(|| name.parse::<usize>().ok().filter(|&i| i < infos.len()))
         .ok_or_else(|| NnError::TensorName {
             name: name.into(),
             known: infos

@@ -1,0 +1,253 @@
+//! `weft-bench`: the runtime's figures, measured side by side in one run.
+//!
+//! On the PP-OCRv4 detection model with one fixed input it times native
+//! tract in-process, the same model through a wasm guest (set_input +
+//! compute + get_output per iteration), and onnxruntime from Python; then
+//! instantiation, two contexts of one model on two threads, and the cold
+//! start of `weft run` as a process with a warm compile cache. Medians and
+//! ratios are the figures: the machine is noisy.
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tract_onnx::prelude::*;
+use weft_nn::{Models, OnnxModel, Preload};
+use weft_runtime::{MemoryOutputPipe, RunOptions, Runtime, RuntimeConfig};
+
+#[derive(Parser)]
+#[command(about = "Measure native tract vs the wasm guest vs onnxruntime, instantiation and cold start")]
+struct Args {
+    /// Directory with the fetched models (scripts/fetch-models.sh).
+    #[arg(long, default_value = "models")]
+    models: PathBuf,
+    /// The benchmark guest (built from modules/nnbench).
+    #[arg(long, default_value = "modules/target/wasm32-wasip1/release/nnbench.wasm")]
+    module: PathBuf,
+    /// The `weft` binary for the cold-start figure.
+    #[arg(long, default_value = "target/release/weft")]
+    weft: PathBuf,
+    /// Timed iterations per contender.
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Skip the onnxruntime reference (needs python3 with onnxruntime).
+    #[arg(long)]
+    no_ort: bool,
+}
+
+const DET: &str = "ch_PP-OCRv4_det_infer.onnx";
+const DIMS: [usize; 4] = [1, 3, 640, 640];
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn parse_iters(text: &str) -> Vec<Duration> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("iter_ns "))
+        .filter_map(|n| n.trim().parse().ok())
+        .map(Duration::from_nanos)
+        .collect()
+}
+
+/// Deterministic pseudo-random input in [0, 1), shared by all contenders.
+fn input() -> Vec<f32> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..DIMS.iter().product::<usize>())
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
+}
+
+fn native(model: &Arc<OnnxModel>, x: &[f32], iters: usize) -> anyhow::Result<Duration> {
+    let plan = model.plan(&[DIMS.to_vec()], &[DatumType::F32])?;
+    let tensor = tract_ndarray::ArrayD::from_shape_vec(DIMS.to_vec(), x.to_vec())?.into_tensor();
+    let mut state = plan.spawn()?;
+    let mut times = Vec::new();
+    for i in 0..iters + 2 {
+        let t = Instant::now();
+        let out = state.run(tvec!(tensor.clone().into_tvalue()))?;
+        let e = t.elapsed();
+        anyhow::ensure!(!out.is_empty());
+        if i >= 2 {
+            times.push(e);
+        }
+    }
+    Ok(median(times))
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let det = a.models.join(DET);
+    if !det.exists() {
+        bail!("{} is missing: run scripts/fetch-models.sh first", det.display());
+    }
+    let tmp = tempfile::tempdir()?;
+    let x = input();
+    let raw: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(tmp.path().join("input.bin"), &raw)?;
+    let dims = DIMS.map(|d| d.to_string()).join(",");
+    println!("weft-bench: PP-OCRv4 detection, input {dims}, {} timed iterations each, medians", a.iters);
+
+    // 1. Native tract, in process.
+    let model = OnnxModel::load(&std::fs::read(&det)?)?;
+    let native_t = native(&model, &x, a.iters)?;
+
+    // 2. The same model through the wasm guest.
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: Some(tmp.path().join("cache")),
+        ..RuntimeConfig::default()
+    })?;
+    let program = rt
+        .load_file(&a.module)
+        .with_context(|| format!("build it: cd modules && cargo build --release --target wasm32-wasip1 -p nnbench ({})", a.module.display()))?;
+    let preload: Preload = format!("det:onnx:cpu:{}", det.display()).parse()?;
+    let models = Arc::new(Models::load(&[preload], Default::default())?);
+    let stdout = MemoryOutputPipe::new(1 << 20);
+    let code = rt.run(
+        &program,
+        RunOptions {
+            args: vec!["det".into(), dims.clone(), a.iters.to_string(), "/in/input.bin".into()],
+            dirs: vec![weft_runtime::DirGrant {
+                host: tmp.path().into(),
+                guest: "/in".into(),
+                read_only: true,
+            }],
+            models: models.clone(),
+            stdout: Some(stdout.clone()),
+            ..Default::default()
+        },
+    )?;
+    anyhow::ensure!(code == 0, "nnbench exited with {code}");
+    let wasm_t = median(parse_iters(&String::from_utf8_lossy(&stdout.contents())));
+
+    println!("  native tract (in process)      {:8.2} ms", ms(native_t));
+    println!(
+        "  wasm guest via wasi-nn         {:8.2} ms   wasm/native = {:.3}x  (goal <= 1.05x)",
+        ms(wasm_t),
+        wasm_t.as_secs_f64() / native_t.as_secs_f64()
+    );
+
+    // 3. onnxruntime, the reference.
+    if !a.no_ort {
+        for threads in [1, 2] {
+            let out = Command::new("python3")
+                .arg("scripts/bench_ort.py")
+                .arg(&det)
+                .arg(tmp.path().join("input.bin"))
+                .args([&dims, &a.iters.to_string(), &threads.to_string()])
+                .output();
+            match out {
+                Ok(o) if o.status.success() => {
+                    let t = median(parse_iters(&String::from_utf8_lossy(&o.stdout)));
+                    println!(
+                        "  onnxruntime, {threads} thread(s)        {:8.2} ms   native tract/ort = {:.2}x",
+                        ms(t),
+                        native_t.as_secs_f64() / t.as_secs_f64()
+                    );
+                }
+                Ok(o) => println!(
+                    "  onnxruntime: skipped ({})",
+                    String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("failed")
+                ),
+                Err(e) => println!("  onnxruntime: skipped (python3: {e})"),
+            }
+        }
+    }
+
+    // 4. Two contexts of one model on two threads: plans are shared, states
+    // are not, so this should approach 2x the single-thread rate.
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| native(&model, &x, a.iters.max(2)));
+        }
+    });
+    let two = started.elapsed();
+    let one_rate = 1.0 / native_t.as_secs_f64();
+    let two_rate = 2.0 * (a.iters.max(2) + 2) as f64 / two.as_secs_f64();
+    println!(
+        "  2 contexts on 2 threads        {:8.1} inf/s vs {:.1} inf/s on one: {:.2}x",
+        two_rate,
+        one_rate,
+        two_rate / one_rate
+    );
+
+    // 5. Instantiation: a fresh store, WASI context and instance per run.
+    let empty = rt.load(
+        "empty.wasm",
+        &wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#)?,
+    )?;
+    let mut inst = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        rt.run(&empty, RunOptions::default())?;
+        inst.push(t.elapsed());
+    }
+    println!("  instantiate + run empty module {:8.3} ms", ms(median(inst)));
+
+    // 6. Cold start of the CLI with a warm compile cache.
+    cold_start(&a, tmp.path(), &det)?;
+    Ok(())
+}
+
+fn cold_start(a: &Args, tmp: &Path, det: &Path) -> anyhow::Result<()> {
+    if !a.weft.exists() {
+        println!("  cold start: skipped ({} missing; cargo build --release -p weft-cli)", a.weft.display());
+        return Ok(());
+    }
+    let tiny = Path::new("tests/data/tiny.onnx");
+    std::fs::write(tmp.join("tiny.bin"), [0u8; 16])?;
+    for (label, name, path, dims) in [
+        ("tiny model", "tiny", tiny, "1,4"),
+        ("OCR det model", "det", det, &*DIMS.map(|d| d.to_string()).join(",")),
+    ] {
+        let input = if name == "tiny" { "/in/tiny.bin" } else { "/in/input.bin" };
+        let mut runs = Vec::new();
+        let mut preload_ms = Vec::new();
+        for i in 0..6 {
+            let t = Instant::now();
+            let out = Command::new(&a.weft)
+                .args(["run", "--timings", "--cache-dir"])
+                .arg(tmp.join("cli-cache"))
+                .arg("--nn-preload")
+                .arg(format!("{name}:onnx:cpu:{}", path.display()))
+                .arg("--dir")
+                .arg(format!("{}::/in:ro", tmp.display()))
+                .arg(&a.module)
+                .args(["--", name, dims, "0", input])
+                .output()?;
+            let e = t.elapsed();
+            anyhow::ensure!(out.status.success(), "weft run failed: {}", String::from_utf8_lossy(&out.stderr));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let preload = stderr
+                .split("preload ")
+                .nth(1)
+                .and_then(|s| s.split(' ').next())
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if i > 0 {
+                // The first run fills the compile cache.
+                runs.push(e);
+                preload_ms.push(Duration::from_secs_f64(preload / 1e3));
+            }
+        }
+        let (wall, load) = (median(runs), median(preload_ms));
+        println!(
+            "  cold start, {label:<14}   {:8.1} ms process start to result (model load {:.1} ms; start-up without it {:.1} ms, goal < 50 ms)",
+            ms(wall),
+            ms(load),
+            ms(wall.saturating_sub(load))
+        );
+    }
+    Ok(())
+}
