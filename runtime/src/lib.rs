@@ -284,7 +284,7 @@ impl Runtime {
         };
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
         let started = Instant::now();
-        let (compiled, cache) = self.compile(name, kind, &digest, bytes)?;
+        let (compiled, cache, pending) = self.compile(name, kind, &digest, bytes)?;
         let compile_time = started.elapsed();
         let pre = match compiled {
             Compiled::Core(module) => {
@@ -317,6 +317,12 @@ impl Runtime {
                 })?)
             }
         };
+        // Only a module that links is worth caching: bad input leaves no file.
+        if let (Some((path, code)), Some(cache)) = (pending, &self.cache)
+            && let Err(e) = cache.store(&path, &code)
+        {
+            tracing::warn!("not caching compiled module: {:#}", anyhow::Error::from(e));
+        }
         tracing::debug!(module = name, module.digest = %digest, ?cache, ?compile_time, "loaded module");
         Ok(Program {
             name: name.into(),
@@ -333,7 +339,7 @@ impl Runtime {
         kind: Kind,
         digest: &str,
         bytes: &[u8],
-    ) -> Result<(Compiled, CacheOutcome), RuntimeError> {
+    ) -> Result<(Compiled, CacheOutcome, Option<(PathBuf, Vec<u8>)>), RuntimeError> {
         let invalid = |e: wasmtime::Error| RuntimeError::Compile {
             name: name.into(),
             message: format!("{e:#}"),
@@ -345,7 +351,7 @@ impl Runtime {
                     Compiled::Component(Component::new(&self.engine, bytes).map_err(invalid)?)
                 }
             };
-            return Ok((compiled, CacheOutcome::Disabled));
+            return Ok((compiled, CacheOutcome::Disabled, None));
         };
         let path = cache.path(&self.engine, digest.trim_start_matches("sha256:"));
         if path.exists() {
@@ -361,23 +367,18 @@ impl Runtime {
                     .map(Compiled::Component),
             };
             match loaded {
-                Ok(c) => return Ok((c, CacheOutcome::Hit)),
+                Ok(c) => return Ok((c, CacheOutcome::Hit, None)),
                 Err(e) => tracing::warn!(
                     path = %path.display(),
                     "ignoring unusable compile-cache entry: {e:#}"
                 ),
             }
         }
-        // Validate and compile before writing anything: bad input must leave
-        // no file behind.
         let code = match kind {
             Kind::Core => self.engine.precompile_module(bytes),
             Kind::Component => self.engine.precompile_component(bytes),
         }
         .map_err(invalid)?;
-        if let Err(e) = cache.store(&path, &code) {
-            tracing::warn!("not caching compiled module: {:#}", anyhow::Error::from(e));
-        }
         // SAFETY: `code` was produced just above by this engine's
         // `precompile_*`.
         let compiled = match kind {
@@ -387,7 +388,7 @@ impl Runtime {
             }
         }
         .map_err(invalid)?;
-        Ok((compiled, CacheOutcome::Miss))
+        Ok((compiled, CacheOutcome::Miss, Some((path, code))))
     }
 
     /// Instantiate the program in a fresh store and run it to completion.

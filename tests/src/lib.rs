@@ -57,19 +57,3 @@ pub fn models_dir() -> Option<PathBuf> {
     let dir = repo_root().join("models");
     dir.join("ch_PP-OCRv4_det_infer.onnx").exists().then_some(dir)
 }
-
-/// The `weft` binary built next to this test binary.
-pub fn weft_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
-    let bin = dir.join(format!("weft{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` so the CLI is built",
-        bin.display()
-    );
-    bin
-}

@@ -22,11 +22,12 @@ pub fn size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
-/// `30s`, `500ms`, `2m`, `1h`, a bare number of seconds, or `none`.
-pub fn timeout(s: &str) -> Result<Option<Duration>, String> {
+/// `30s`, `500ms`, `2m`, `1h`, a bare number of seconds, or `none`
+/// (returned as zero: no deadline).
+pub fn timeout(s: &str) -> Result<Duration, String> {
     let t = s.trim().to_ascii_lowercase();
     if t == "none" || t == "0" {
-        return Ok(None);
+        return Ok(Duration::ZERO);
     }
     let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -41,8 +42,9 @@ pub fn timeout(s: &str) -> Result<Option<Duration>, String> {
         _ => return Err(format!("`{s}` has an unknown unit; use ms, s, m or h")),
     };
     Duration::try_from_secs_f64(secs)
-        .map(Some)
-        .map_err(|_| format!("`{s}` is not a valid duration"))
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{s}` is not a valid duration; use none for no deadline"))
 }
 
 /// `HOST::GUEST`, `HOST::GUEST:ro`, or `HOST` (mapped to the same path).
@@ -91,10 +93,10 @@ mod tests {
 
     #[test]
     fn timeouts() {
-        assert_eq!(timeout("30s").unwrap(), Some(Duration::from_secs(30)));
-        assert_eq!(timeout("250ms").unwrap(), Some(Duration::from_millis(250)));
-        assert_eq!(timeout("2m").unwrap(), Some(Duration::from_secs(120)));
-        assert_eq!(timeout("none").unwrap(), None);
+        assert_eq!(timeout("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(timeout("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(timeout("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(timeout("none").unwrap(), Duration::ZERO);
         assert!(timeout("soon").is_err());
         assert!(timeout("5 fortnights").is_err());
     }

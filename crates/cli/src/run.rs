@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft_nn::{BackendOptions, GpuPolicy, Models, Preload};
-use weft_runtime::{DirGrant, Limits, RunOptions, Runtime, RuntimeConfig};
+use weft_runtime::{DirGrant, Limits, RunOptions, Runtime, RuntimeConfig, RuntimeError};
 
 /// Run a WebAssembly module (wasm32-wasip1 core module or wasm32-wasip2
 /// component) with wasi-nn. The module gets no files, network or environment
@@ -40,7 +40,7 @@ pub struct RunArgs {
     /// Wall-clock deadline (e.g. 30s, 500ms, 5m) or `none`. Enforced when the
     /// module runs wasm code; one long inference call finishes first.
     #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse::timeout)]
-    pub timeout: Option<Duration>,
+    pub timeout: Duration,
 
     /// Stop the module after this many units of fuel (about one per wasm
     /// instruction). Metering slows wasm code down.
@@ -94,10 +94,21 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
         fuel: a.fuel.is_some(),
         nn,
     })?;
-    let program = runtime.load_file(&a.module)?;
-    let loaded = started.elapsed();
+    // Read the module, then preload models, then compile: a bad preload
+    // fails before anything is compiled or written to the cache.
+    let bytes = std::fs::read(&a.module).map_err(|source| RuntimeError::ReadModule {
+        path: a.module.clone(),
+        source,
+    })?;
+    let preload_started = Instant::now();
     let models = Models::load(&preloads, nn).context("preloading models")?;
-    let preloaded = started.elapsed();
+    let preload_time = preload_started.elapsed();
+    let name = a
+        .module
+        .file_name()
+        .map_or_else(|| a.module.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let program = runtime.load(&name, &bytes)?;
+    let run_started = Instant::now();
     let code = runtime.run(
         &program,
         RunOptions {
@@ -107,21 +118,21 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
             dirs: a.dir,
             limits: Limits {
                 max_memory: a.max_memory,
-                timeout: a.timeout,
+                timeout: (!a.timeout.is_zero()).then_some(a.timeout),
                 fuel: a.fuel,
             },
             models: Arc::new(models),
+            stdout: None,
         },
     )?;
     if a.timings {
-        let total = started.elapsed();
         eprintln!(
             "weft: timings: load {:.1} ms (compile cache: {:?}), preload {:.1} ms, run {:.1} ms, total {:.1} ms",
-            ms(loaded),
+            ms(program.compile_time()),
             program.cache_outcome(),
-            ms(preloaded - loaded),
-            ms(total - preloaded),
-            ms(total)
+            ms(preload_time),
+            ms(run_started.elapsed()),
+            ms(started.elapsed())
         );
     }
     Ok(code)

@@ -89,7 +89,7 @@ impl Models {
         check_target(p.target, options)?;
         let bytes = read(&p.path)?;
         let model = OnnxModel::load(&bytes)?;
-        tracing::info!(
+        tracing::debug!(
             model.name = %p.name,
             model.digest = %model.digest(),
             path = %p.path.display(),

@@ -1,0 +1,188 @@
+//! `weft` as a user runs it: a real process, real files, exit codes and the
+//! one-line errors. (The CLI's one integration-test binary.)
+
+use std::path::Path;
+use std::process::{Command, Output};
+use weft_tests::{Guest, data, module};
+
+fn weft_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_weft")
+}
+
+fn weft(args: &[&str], cwd: &Path) -> Output {
+    Command::new(weft_bin())
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("spawn weft")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Write a WAT program as a .wasm file.
+fn wat_file(dir: &Path, name: &str, wat: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
+    path.display().to_string()
+}
+
+/// Exits with the number of environment variables it can see.
+const ENV_COUNT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (drop (call $sizes (i32.const 0) (i32.const 4)))
+    (call $exit (i32.load (i32.const 0)))))"#;
+
+#[test]
+fn help_documents_every_run_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let top = weft(&["--help"], tmp.path());
+    assert!(top.status.success());
+    assert!(stdout(&top).contains("run"), "{}", stdout(&top));
+    let run = stdout(&weft(&["run", "--help"], tmp.path()));
+    for flag in [
+        "--nn-preload",
+        "--dir",
+        "--env",
+        "--max-memory",
+        "--timeout",
+        "--fuel",
+        "--cache-dir",
+        "--no-cache",
+        "--nn-gpu-fallback",
+        "--timings",
+        "NAME:ENCODING:TARGET:PATH",
+    ] {
+        assert!(run.contains(flag), "`weft run --help` lacks {flag}:\n{run}");
+    }
+}
+
+/// Each bad input: non-zero exit, one `weft: ...` line naming the problem,
+/// and nothing written outside the compile cache.
+#[test]
+fn bad_input_gets_one_clear_line_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("notes.txt"), "just text").unwrap();
+    let lib = wat_file(dir, "lib.wasm", r#"(module (func (export "add")))"#);
+    let ok = wat_file(dir, "ok.wasm", r#"(module (memory (export "memory") 1) (func (export "_start")))"#);
+    let tiny = data("tiny.onnx").display().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["missing.wasm".into()], "cannot read module missing.wasm"),
+        (vec!["notes.txt".into()], "is not a WebAssembly module"),
+        (vec![lib], "exports no `_start` function"),
+        (
+            vec!["--nn-preload".into(), format!("m:onxx:cpu:{tiny}"), ok.clone()],
+            "unknown encoding `onxx`",
+        ),
+        (
+            vec!["--nn-preload".into(), "m:onnx:cpu".into(), ok.clone()],
+            "NAME:ENCODING:TARGET:PATH",
+        ),
+        (
+            vec!["--nn-preload".into(), "m:onnx:cpu:nowhere.onnx".into(), ok.clone()],
+            "cannot read model file nowhere.onnx",
+        ),
+        (
+            vec!["--nn-preload".into(), format!("m:onnx:cpu:{}", dir.join("notes.txt").display()), ok.clone()],
+            "not a valid ONNX model",
+        ),
+        (vec!["--max-memory".into(), "12 parsecs".into(), ok.clone()], "unknown unit"),
+        (vec!["--dir".into(), "/no/such/dir::/data".into(), ok.clone()], "/no/such/dir"),
+    ];
+    for (args, expected) in cases {
+        let cache = dir.join("cache");
+        let mut full = vec!["run".to_string(), "--cache-dir".into(), cache.display().to_string()];
+        full.extend(args.iter().cloned());
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        let before: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        let out = weft(&refs, dir);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} should fail");
+        assert!(err.contains(expected), "{args:?}: expected `{expected}` in:\n{err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(
+            lines.len() == 1 || err.starts_with("error:"),
+            "{args:?}: expected one line, got:\n{err}"
+        );
+        let after: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n != "cache")
+            .collect();
+        assert_eq!(before.len(), after.len(), "{args:?} wrote files: {after:?}");
+        let _ = std::fs::remove_dir_all(&cache);
+    }
+}
+
+#[test]
+fn exit_code_and_deadline_reach_the_shell() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exit7 = wat_file(
+        tmp.path(),
+        "exit7.wasm",
+        r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func $e (param i32)))
+           (memory (export "memory") 1) (func (export "_start") (call $e (i32.const 7))))"#,
+    );
+    let out = weft(&["run", "--no-cache", &exit7], tmp.path());
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let spin = wat_file(
+        tmp.path(),
+        "spin.wasm",
+        r#"(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))"#,
+    );
+    let out = weft(&["run", "--no-cache", "--timeout", "200ms", &spin], tmp.path());
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    assert!(stderr(&out).contains("deadline of 0.2s"), "{}", stderr(&out));
+}
+
+#[test]
+fn environment_is_empty_unless_granted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let probe = wat_file(tmp.path(), "env.wasm", ENV_COUNT);
+    let out = Command::new(weft_bin())
+        .args(["run", "--no-cache", &probe])
+        .env("WEFT_TEST_SECRET", "must-not-leak")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "host environment leaked into the guest");
+    let out = Command::new(weft_bin())
+        .args(["run", "--no-cache", "--env", "A=1", "--env", "WEFT_TEST_SECRET", &probe])
+        .env("WEFT_TEST_SECRET", "granted")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn second_run_uses_the_compile_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache").display().to_string();
+    let tiny = module(Guest::P1, "tinyrun").display().to_string();
+    let args = ["run", "--timings", "--cache-dir", &cache, &tiny, "--", "--help"];
+    let first = weft(&args, tmp.path());
+    assert!(stderr(&first).contains("compile cache: Miss"), "{}", stderr(&first));
+    let second = weft(&args, tmp.path());
+    assert!(stderr(&second).contains("compile cache: Hit"), "{}", stderr(&second));
+}
+
+#[test]
+fn files_outside_granted_directories_are_invisible() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("secret.png"), b"not really a png").unwrap();
+    let ocr = module(Guest::P1, "ocr").display().to_string();
+    let path = tmp.path().join("secret.png").display().to_string();
+    let out = weft(&["run", "--no-cache", &ocr, "--", &path], tmp.path());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("ocr:"), "{}", stderr(&out));
+}

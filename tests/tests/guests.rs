@@ -1,0 +1,134 @@
+//! Real guest modules built from `modules/` through the runtime API: both
+//! ABIs, the upstream `wasi-nn` 0.6 crate, and a deliberately hostile guest.
+
+use std::sync::Arc;
+use weft_nn::{Models, Preload};
+use weft_runtime::{MemoryOutputPipe, RunOptions, Runtime, RuntimeConfig};
+use weft_tests::{Guest, data, module};
+
+fn tiny_models() -> Arc<Models> {
+    let p: Preload = format!("tiny:onnx:cpu:{}", data("tiny.onnx").display())
+        .parse()
+        .unwrap();
+    Arc::new(Models::load(&[p], Default::default()).unwrap())
+}
+
+/// Run a built guest; returns (exit code, stdout).
+fn run(guest: Guest, name: &str, args: &[&str]) -> (i32, String) {
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        ..Default::default()
+    })
+    .unwrap();
+    let program = rt.load_file(&module(guest, name)).unwrap();
+    let out = MemoryOutputPipe::new(1 << 20);
+    let code = rt
+        .run(
+            &program,
+            RunOptions {
+                args: args.iter().map(|s| s.to_string()).collect(),
+                models: tiny_models(),
+                stdout: Some(out.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    (code, String::from_utf8_lossy(&out.contents()).into_owned())
+}
+
+#[test]
+fn core_module_runs_a_preloaded_model() {
+    let (code, out) = run(Guest::P1, "tinyrun", &["tiny", "--dims", "1,4", "1", "2", "3", "-4"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "3 5 7 -7");
+}
+
+#[test]
+fn component_runs_the_same_model() {
+    let (code, out) = run(Guest::P2, "tinyrun", &["tiny", "--dims", "1,4", "1", "2", "3", "-4"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "3 5 7 -7");
+}
+
+#[test]
+fn component_loads_model_bytes_through_guest_memory() {
+    // `--file` makes the guest read the model and pass its bytes to `load`.
+    let dir = data("");
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        ..Default::default()
+    })
+    .unwrap();
+    for guest in [Guest::P1, Guest::P2] {
+        let program = rt.load_file(&module(guest, "tinyrun")).unwrap();
+        let out = MemoryOutputPipe::new(1 << 20);
+        let code = rt
+            .run(
+                &program,
+                RunOptions {
+                    args: ["--file", "/data/tiny.onnx", "--dims", "1,4", "0", "0", "0", "1"]
+                        .map(String::from)
+                        .to_vec(),
+                    dirs: vec![weft_runtime::DirGrant {
+                        host: dir.clone(),
+                        guest: "/data".into(),
+                        read_only: true,
+                    }],
+                    stdout: Some(out.clone()),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(code, 0, "{guest:?}");
+        assert_eq!(String::from_utf8_lossy(&out.contents()).trim(), "1 1 1 3", "{guest:?}");
+    }
+}
+
+#[test]
+fn guest_written_against_upstream_wasi_nn_crate_runs() {
+    let (code, out) = run(Guest::P1, "classic", &["0.5", "1", "1.5", "2"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), "2 3 4 5");
+}
+
+/// Every attack on the witx glue gets the wasi-nn error code it deserves
+/// and the host survives to run the next one.
+#[test]
+fn hostile_guest_gets_error_codes_never_a_crash() {
+    const INVALID_ARGUMENT: &str = "errno=1";
+    let expected = [
+        ("load_builders_oob", INVALID_ARGUMENT),
+        ("load_builder_past_memory", INVALID_ARGUMENT),
+        ("load_builders_len_huge", INVALID_ARGUMENT),
+        ("load_garbage_onnx", INVALID_ARGUMENT),
+        ("load_by_name_oob", INVALID_ARGUMENT),
+        ("load_by_name_bad_utf8", INVALID_ARGUMENT),
+        ("load_by_name_unknown", "errno=8"),
+        ("init_bad_graph", INVALID_ARGUMENT),
+        ("set_input_tensor_oob", INVALID_ARGUMENT),
+        ("set_input_dims_oob", INVALID_ARGUMENT),
+        ("set_input_data_oob", INVALID_ARGUMENT),
+        ("set_input_bad_ctx", INVALID_ARGUMENT),
+        ("set_input_wrong_size", INVALID_ARGUMENT),
+        ("set_input_bad_index", INVALID_ARGUMENT),
+        ("set_input_bad_type", INVALID_ARGUMENT),
+        ("compute_without_inputs", INVALID_ARGUMENT),
+        ("get_output_oob", INVALID_ARGUMENT),
+        ("get_output_small_buffer", "errno=7"),
+        ("get_output_written_oob", INVALID_ARGUMENT),
+        ("get_output_before_compute", INVALID_ARGUMENT),
+        ("unload_bad_handle", INVALID_ARGUMENT),
+        ("finalize_bad_handle", INVALID_ARGUMENT),
+        ("double_unload", INVALID_ARGUMENT),
+        // 10,000 contexts created and finalized: handles are really freed,
+        // or the per-instance cap (1,024 live contexts) would stop it.
+        ("leak", "ok"),
+    ];
+    let (code, out) = run(Guest::P1, "hostile", &["all"]);
+    assert_eq!(code, 0, "the hostile guest did not finish:\n{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), expected.len(), "{out}");
+    for ((attack, result), line) in expected.iter().zip(lines) {
+        assert_eq!(line, format!("{attack} {result}"));
+    }
+}
