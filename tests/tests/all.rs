@@ -3,4 +3,5 @@
 mod conformance;
 mod guests;
 mod nn;
+mod ocr;
 mod runtime;

@@ -1,0 +1,101 @@
+//! The flagship example end to end: PP-OCRv4 in a wasm guest (both ABIs)
+//! must read the bundled sample exactly as rapidocr itself does
+//! (`modules/ocr/testdata/expected.txt`, recorded with rapidocr-onnxruntime
+//! 1.4.4 on onnxruntime).
+
+use std::path::Path;
+use std::sync::Arc;
+use weft_nn::{Models, Preload};
+use weft_runtime::{DirGrant, MemoryOutputPipe, RunOptions, Runtime, RuntimeConfig};
+use weft_tests::{Guest, models_dir, module, repo_root, skip_or_fail};
+
+fn ocr_models(dir: &Path) -> Arc<Models> {
+    let preloads: Vec<Preload> = [
+        ("ppocr-det", "ch_PP-OCRv4_det_infer.onnx"),
+        ("ppocr-rec", "ch_PP-OCRv4_rec_infer.onnx"),
+    ]
+    .iter()
+    .map(|(name, file)| {
+        format!("{name}:onnx:cpu:{}", dir.join(file).display())
+            .parse()
+            .unwrap()
+    })
+    .collect();
+    Arc::new(Models::load(&preloads, Default::default()).unwrap())
+}
+
+fn run_ocr(guest: Guest, models: Arc<Models>, dir: &Path, image: &str) -> (i32, String) {
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        ..Default::default()
+    })
+    .unwrap();
+    let program = rt.load_file(&module(guest, "ocr")).unwrap();
+    let out = MemoryOutputPipe::new(1 << 20);
+    let code = rt
+        .run(
+            &program,
+            RunOptions {
+                args: vec![image.into()],
+                dirs: vec![
+                    DirGrant {
+                        host: dir.into(),
+                        guest: "/models".into(),
+                        read_only: true,
+                    },
+                    DirGrant {
+                        host: repo_root().join("modules/ocr/testdata"),
+                        guest: "/input".into(),
+                        read_only: true,
+                    },
+                ],
+                models,
+                stdout: Some(out.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    (code, String::from_utf8_lossy(&out.contents()).into_owned())
+}
+
+#[test]
+fn ocr_reads_the_sample_like_rapidocr_in_both_guest_kinds() {
+    let Some(dir) = models_dir() else {
+        skip_or_fail("OCR models not fetched; run scripts/fetch-models.sh");
+        return;
+    };
+    let expected =
+        std::fs::read_to_string(repo_root().join("modules/ocr/testdata/expected.txt")).unwrap();
+    let expected: Vec<&str> = expected.lines().filter(|l| !l.is_empty()).collect();
+    let models = ocr_models(&dir);
+    for guest in [Guest::P1, Guest::P2] {
+        let (code, out) = run_ocr(guest, models.clone(), &dir, "/input/sample.png");
+        assert_eq!(code, 0, "{guest:?}: {out}");
+        // Each line: box corners, score, text (tab separated).
+        let lines: Vec<(&str, f32)> = out
+            .lines()
+            .map(|l| {
+                let cols: Vec<&str> = l.splitn(3, '\t').collect();
+                assert_eq!(cols.len(), 3, "{guest:?}: malformed line {l:?}");
+                (cols[2], cols[1].parse().unwrap())
+            })
+            .collect();
+        let texts: Vec<&str> = lines.iter().map(|(t, _)| *t).collect();
+        assert_eq!(texts, expected, "{guest:?}");
+        assert!(lines.iter().all(|(_, score)| *score > 0.9), "{guest:?}: {out}");
+    }
+}
+
+#[test]
+fn ocr_says_what_is_wrong_with_bad_input() {
+    let Some(dir) = models_dir() else {
+        skip_or_fail("OCR models not fetched; run scripts/fetch-models.sh");
+        return;
+    };
+    // An image that does not decode.
+    let (code, _) = run_ocr(Guest::P1, ocr_models(&dir), &dir, "/input/expected.txt");
+    assert_ne!(code, 0);
+    // Models not preloaded: the guest is told `not_found` and exits non-zero.
+    let (code, _) = run_ocr(Guest::P1, Arc::new(Models::default()), &dir, "/input/sample.png");
+    assert_ne!(code, 0);
+}
