@@ -11,7 +11,16 @@ fn main() {
     let target = modules.join("target");
     println!("cargo:rustc-env=WEFT_MODULES_TARGET={}", target.display());
     println!("cargo:rerun-if-env-changed=WEFT_SKIP_MODULE_BUILD");
-    for entry in ["Cargo.toml", "Cargo.lock", "sdk", "ocr/src", "hostile", "classic", "tinyrun", "nnbench"] {
+    for entry in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "sdk",
+        "ocr/src",
+        "hostile",
+        "classic",
+        "tinyrun",
+        "nnbench",
+    ] {
         println!("cargo:rerun-if-changed={}", modules.join(entry).display());
     }
     if std::env::var_os("WEFT_SKIP_MODULE_BUILD").is_some() {

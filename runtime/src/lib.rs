@@ -294,13 +294,13 @@ impl Runtime {
                 if !has_start {
                     return Err(RuntimeError::NoStart { name: name.into() });
                 }
-                let pre = self
-                    .core_linker
-                    .instantiate_pre(&module)
-                    .map_err(|e| RuntimeError::Link {
-                        name: name.into(),
-                        message: format!("{e:#}"),
-                    })?;
+                let pre =
+                    self.core_linker
+                        .instantiate_pre(&module)
+                        .map_err(|e| RuntimeError::Link {
+                            name: name.into(),
+                            message: format!("{e:#}"),
+                        })?;
                 Pre::Core(pre)
             }
             Compiled::Component(component) => {
@@ -361,8 +361,9 @@ impl Runtime {
             // under a name that includes the engine's compatibility hash;
             // wasmtime additionally checks the header and engine settings.
             let loaded = match kind {
-                Kind::Core => unsafe { Module::deserialize_file(&self.engine, &path) }
-                    .map(Compiled::Core),
+                Kind::Core => {
+                    unsafe { Module::deserialize_file(&self.engine, &path) }.map(Compiled::Core)
+                }
                 Kind::Component => unsafe { Component::deserialize_file(&self.engine, &path) }
                     .map(Compiled::Component),
             };
@@ -394,7 +395,8 @@ impl Runtime {
     /// Instantiate the program in a fresh store and run it to completion.
     /// Returns the module's exit code (0 when `_start`/`run` returns).
     pub fn run(&self, program: &Program, opts: RunOptions) -> Result<i32, RuntimeError> {
-        let span = tracing::info_span!("run", module = program.name(), module.digest = %program.digest());
+        let span =
+            tracing::info_span!("run", module = program.name(), module.digest = %program.digest());
         let _enter = span.enter();
         let limiter = Limiter::new(opts.limits.max_memory);
         let wasi = self.wasi_builder(program, &opts)?;
@@ -449,7 +451,11 @@ impl Runtime {
         store
     }
 
-    fn wasi_builder(&self, program: &Program, opts: &RunOptions) -> Result<WasiCtxBuilder, RuntimeError> {
+    fn wasi_builder(
+        &self,
+        program: &Program,
+        opts: &RunOptions,
+    ) -> Result<WasiCtxBuilder, RuntimeError> {
         let mut b = WasiCtxBuilder::new();
         b.inherit_stdio()
             .allow_tcp(false)

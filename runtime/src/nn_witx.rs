@@ -186,7 +186,12 @@ fn encoding(v: i32) -> Res<GraphEncoding> {
         3 => GraphEncoding::Pytorch,
         4 => GraphEncoding::Tensorflowlite,
         5 => GraphEncoding::Autodetect,
-        _ => return fail(Errno::InvalidEncoding, format!("unknown graph encoding {v}")),
+        _ => {
+            return fail(
+                Errno::InvalidEncoding,
+                format!("unknown graph encoding {v}"),
+            );
+        }
     })
 }
 
@@ -195,7 +200,12 @@ fn target(v: i32) -> Res<ExecutionTarget> {
         0 => ExecutionTarget::Cpu,
         1 => ExecutionTarget::Gpu,
         2 => ExecutionTarget::Tpu,
-        _ => return fail(Errno::InvalidArgument, format!("unknown execution target {v}")),
+        _ => {
+            return fail(
+                Errno::InvalidArgument,
+                format!("unknown execution target {v}"),
+            );
+        }
     })
 }
 
@@ -323,11 +333,12 @@ fn init_execution_context<T: 'static>(
     (graph, out): (u32, u32),
 ) -> Res<()> {
     let (mem, st) = split(c, get)?;
-    let graph = st
-        .graphs
-        .live
-        .get(&graph)
-        .ok_or_else(|| Fail(Errno::InvalidArgument, format!("no graph with handle {graph}")))?;
+    let graph = st.graphs.live.get(&graph).ok_or_else(|| {
+        Fail(
+            Errno::InvalidArgument,
+            format!("no graph with handle {graph}"),
+        )
+    })?;
     let ctx = guarded("init_execution_context", || {
         Ok(graph.init_execution_context()?)
     })?;
@@ -336,10 +347,7 @@ fn init_execution_context<T: 'static>(
     write_u32(mem, out, id)
 }
 
-fn context(
-    st: &mut NnState,
-    ctx: u32,
-) -> Res<&mut wasmtime_wasi_nn::ExecutionContext> {
+fn context(st: &mut NnState, ctx: u32) -> Res<&mut wasmtime_wasi_nn::ExecutionContext> {
     st.contexts.live.get_mut(&ctx).ok_or_else(|| {
         Fail(
             Errno::InvalidArgument,
@@ -377,7 +385,9 @@ fn set_input<T: 'static>(
         ty,
         data,
     };
-    guarded("set_input", || Ok(exec.set_input(Id::Index(index), &tensor)?))
+    guarded("set_input", || {
+        Ok(exec.set_input(Id::Index(index), &tensor)?)
+    })
 }
 
 fn compute<T: 'static>(
@@ -412,16 +422,25 @@ fn get_output<T: 'static>(
     write_u32(mem, written, len as u32)
 }
 
-fn unload<T: 'static>(c: &mut Caller<'_, T>, get: fn(&mut T) -> &mut NnState, graph: u32) -> Res<()> {
+fn unload<T: 'static>(
+    c: &mut Caller<'_, T>,
+    get: fn(&mut T) -> &mut NnState,
+    graph: u32,
+) -> Res<()> {
     let (_, st) = split(c, get)?;
-    st.graphs
-        .live
-        .remove(&graph)
-        .map(drop)
-        .ok_or_else(|| Fail(Errno::InvalidArgument, format!("no graph with handle {graph}")))
+    st.graphs.live.remove(&graph).map(drop).ok_or_else(|| {
+        Fail(
+            Errno::InvalidArgument,
+            format!("no graph with handle {graph}"),
+        )
+    })
 }
 
-fn finalize<T: 'static>(c: &mut Caller<'_, T>, get: fn(&mut T) -> &mut NnState, ctx: u32) -> Res<()> {
+fn finalize<T: 'static>(
+    c: &mut Caller<'_, T>,
+    get: fn(&mut T) -> &mut NnState,
+    ctx: u32,
+) -> Res<()> {
     let (_, st) = split(c, get)?;
     st.contexts.live.remove(&ctx).map(drop).ok_or_else(|| {
         Fail(
@@ -441,7 +460,10 @@ pub fn add_to_linker<T: 'static>(
         MODULE,
         "load",
         move |mut c: Caller<'_, T>, b: i32, n: i32, e: i32, t: i32, out: i32| {
-            finish("load", load(&mut c, get, (b as u32, n as u32, e, t, out as u32)))
+            finish(
+                "load",
+                load(&mut c, get, (b as u32, n as u32, e, t, out as u32)),
+            )
         },
     )?;
     linker.func_wrap(
@@ -510,7 +532,10 @@ pub fn add_to_linker<T: 'static>(
         MODULE,
         "finalize_execution_context",
         move |mut c: Caller<'_, T>, ctx: i32| {
-            finish("finalize_execution_context", finalize(&mut c, get, ctx as u32))
+            finish(
+                "finalize_execution_context",
+                finalize(&mut c, get, ctx as u32),
+            )
         },
     )?;
     Ok(())

@@ -55,5 +55,7 @@ pub fn module(guest: Guest, name: &str) -> PathBuf {
 /// The real models fetched by `scripts/fetch-models.sh`, if present.
 pub fn models_dir() -> Option<PathBuf> {
     let dir = repo_root().join("models");
-    dir.join("ch_PP-OCRv4_det_infer.onnx").exists().then_some(dir)
+    dir.join("ch_PP-OCRv4_det_infer.onnx")
+        .exists()
+        .then_some(dir)
 }

@@ -33,7 +33,11 @@ fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let n = name.strip_prefix(prefix)?.strip_suffix(".pb")?.parse().ok()?;
+            let n = name
+                .strip_prefix(prefix)?
+                .strip_suffix(".pb")?
+                .parse()
+                .ok()?;
             Some((n, e.path()))
         })
         .collect();
@@ -45,11 +49,17 @@ fn numbered(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 /// with NaN equal to NaN.
 fn close(got: &TractTensor, want: &TractTensor) -> Result<(), String> {
     if got.shape() != want.shape() {
-        return Err(format!("shape {:?}, expected {:?}", got.shape(), want.shape()));
+        return Err(format!(
+            "shape {:?}, expected {:?}",
+            got.shape(),
+            want.shape()
+        ));
     }
     let as_f64 = |t: &TractTensor| -> Result<Vec<f64>, String> {
         let t = t.cast_to_dt(DatumType::F64).map_err(|e| format!("{e:#}"))?;
-        let view = t.to_plain_array_view::<f64>().map_err(|e| format!("{e:#}"))?;
+        let view = t
+            .to_plain_array_view::<f64>()
+            .map_err(|e| format!("{e:#}"))?;
         Ok(view.iter().copied().collect())
     };
     let (g, w) = (as_f64(got)?, as_f64(want)?);
@@ -87,7 +97,8 @@ fn run_case(dir: &Path) -> Result<(), String> {
         let mut ctx = TractContext::new(model.clone());
         for (k, path) in inputs.iter().enumerate() {
             let tensor = from_tract(&load_pb(path)?).map_err(|e| e.to_string())?;
-            ctx.set(Id::Index(k as u32), &tensor).map_err(|e| e.to_string())?;
+            ctx.set(Id::Index(k as u32), &tensor)
+                .map_err(|e| e.to_string())?;
         }
         ctx.run().map_err(|e| e.to_string())?;
         let outputs = numbered(&set, "output_");
@@ -95,7 +106,9 @@ fn run_case(dir: &Path) -> Result<(), String> {
             return Err("no tensor outputs to compare".into());
         }
         for (k, path) in outputs.iter().enumerate() {
-            let got = ctx.output(&Id::Index(k as u32)).map_err(|e| e.to_string())?;
+            let got = ctx
+                .output(&Id::Index(k as u32))
+                .map_err(|e| e.to_string())?;
             let got = to_tract(&got).map_err(|e| e.to_string())?;
             close(&got, &load_pb(path)?).map_err(|e| format!("output {k}: {e}"))?;
         }
@@ -157,10 +170,9 @@ fn onnx_node_test_suite() {
             .collect();
         std::fs::write(path, report).unwrap();
     }
-    let must_pass = std::fs::read_to_string(
-        weft_tests::repo_root().join("tests/conformance/must-pass.txt"),
-    )
-    .unwrap();
+    let must_pass =
+        std::fs::read_to_string(weft_tests::repo_root().join("tests/conformance/must-pass.txt"))
+            .unwrap();
     let regressions: Vec<String> = must_pass
         .lines()
         .map(str::trim)

@@ -38,14 +38,22 @@ fn run(guest: Guest, name: &str, args: &[&str]) -> (i32, String) {
 
 #[test]
 fn core_module_runs_a_preloaded_model() {
-    let (code, out) = run(Guest::P1, "tinyrun", &["tiny", "--dims", "1,4", "1", "2", "3", "-4"]);
+    let (code, out) = run(
+        Guest::P1,
+        "tinyrun",
+        &["tiny", "--dims", "1,4", "1", "2", "3", "-4"],
+    );
     assert_eq!(code, 0);
     assert_eq!(out.trim(), "3 5 7 -7");
 }
 
 #[test]
 fn component_runs_the_same_model() {
-    let (code, out) = run(Guest::P2, "tinyrun", &["tiny", "--dims", "1,4", "1", "2", "3", "-4"]);
+    let (code, out) = run(
+        Guest::P2,
+        "tinyrun",
+        &["tiny", "--dims", "1,4", "1", "2", "3", "-4"],
+    );
     assert_eq!(code, 0);
     assert_eq!(out.trim(), "3 5 7 -7");
 }
@@ -66,9 +74,18 @@ fn component_loads_model_bytes_through_guest_memory() {
             .run(
                 &program,
                 RunOptions {
-                    args: ["--file", "/data/tiny.onnx", "--dims", "1,4", "0", "0", "0", "1"]
-                        .map(String::from)
-                        .to_vec(),
+                    args: [
+                        "--file",
+                        "/data/tiny.onnx",
+                        "--dims",
+                        "1,4",
+                        "0",
+                        "0",
+                        "0",
+                        "1",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
                     dirs: vec![weft_runtime::DirGrant {
                         host: dir.clone(),
                         guest: "/data".into(),
@@ -80,7 +97,11 @@ fn component_loads_model_bytes_through_guest_memory() {
             )
             .unwrap();
         assert_eq!(code, 0, "{guest:?}");
-        assert_eq!(String::from_utf8_lossy(&out.contents()).trim(), "1 1 1 3", "{guest:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.contents()).trim(),
+            "1 1 1 3",
+            "{guest:?}"
+        );
     }
 }
 

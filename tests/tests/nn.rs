@@ -153,11 +153,20 @@ fn garbage_model_bytes_are_a_clear_error() {
 #[test]
 fn wrong_inputs_get_precise_errors() {
     let mut ctx = TractContext::new(load("tiny.onnx"));
-    let e = ctx.set(Id::Index(0), &f32s(vec![1, 5], &[0.0; 5])).unwrap_err();
+    let e = ctx
+        .set(Id::Index(0), &f32s(vec![1, 5], &[0.0; 5]))
+        .unwrap_err();
     assert!(e.to_string().contains("expects shape [1,4]"), "{e}");
-    let e = ctx.set(Id::Index(3), &f32s(vec![1, 4], &[0.0; 4])).unwrap_err();
-    assert!(matches!(e, NnError::InputIndex { index: 3, count: 1 }), "{e}");
-    let e = ctx.set(Id::Name("nope".into()), &f32s(vec![1, 4], &[0.0; 4])).unwrap_err();
+    let e = ctx
+        .set(Id::Index(3), &f32s(vec![1, 4], &[0.0; 4]))
+        .unwrap_err();
+    assert!(
+        matches!(e, NnError::InputIndex { index: 3, count: 1 }),
+        "{e}"
+    );
+    let e = ctx
+        .set(Id::Name("nope".into()), &f32s(vec![1, 4], &[0.0; 4]))
+        .unwrap_err();
     assert!(e.to_string().contains("`x`"), "{e}");
     let i64s = Tensor {
         dimensions: vec![1, 4],

@@ -82,7 +82,10 @@ fn ocr_reads_the_sample_like_rapidocr_in_both_guest_kinds() {
             .collect();
         let texts: Vec<&str> = lines.iter().map(|(t, _)| *t).collect();
         assert_eq!(texts, expected, "{guest:?}");
-        assert!(lines.iter().all(|(_, score)| *score > 0.9), "{guest:?}: {out}");
+        assert!(
+            lines.iter().all(|(_, score)| *score > 0.9),
+            "{guest:?}: {out}"
+        );
     }
 }
 
@@ -96,6 +99,11 @@ fn ocr_says_what_is_wrong_with_bad_input() {
     let (code, _) = run_ocr(Guest::P1, ocr_models(&dir), &dir, "/input/expected.txt");
     assert_ne!(code, 0);
     // Models not preloaded: the guest is told `not_found` and exits non-zero.
-    let (code, _) = run_ocr(Guest::P1, Arc::new(Models::default()), &dir, "/input/sample.png");
+    let (code, _) = run_ocr(
+        Guest::P1,
+        Arc::new(Models::default()),
+        &dir,
+        "/input/sample.png",
+    );
     assert_ne!(code, 0);
 }

@@ -49,7 +49,10 @@ fn proc_exit_code_becomes_the_result() {
 fn returning_from_start_is_exit_zero() {
     let rt = runtime(None, false);
     let p = rt
-        .load("ok.wasm", &wasm(r#"(module (memory (export "memory") 1) (func (export "_start")))"#))
+        .load(
+            "ok.wasm",
+            &wasm(r#"(module (memory (export "memory") 1) (func (export "_start")))"#),
+        )
         .unwrap();
     assert_eq!(rt.run(&p, RunOptions::default()).unwrap(), 0);
 }
@@ -102,7 +105,10 @@ fn fuel_stops_an_endless_loop() {
         ..Limits::default()
     };
     let err = rt.run(&p, opts(limits)).unwrap_err();
-    assert!(matches!(err, RuntimeError::OutOfFuel { fuel: 100_000 }), "{err}");
+    assert!(
+        matches!(err, RuntimeError::OutOfFuel { fuel: 100_000 }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -145,8 +151,15 @@ fn second_load_skips_cranelift() {
 fn corrupt_cache_entry_is_recompiled() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = wasm(EXIT_7);
-    runtime(Some(dir.path()), false).load("exit.wasm", &bytes).unwrap();
-    let entry = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    runtime(Some(dir.path()), false)
+        .load("exit.wasm", &bytes)
+        .unwrap();
+    let entry = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     std::fs::write(&entry, b"not a compiled module").unwrap();
     let rt = runtime(Some(dir.path()), false);
     let p = rt.load("exit.wasm", &bytes).unwrap();

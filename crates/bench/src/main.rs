@@ -18,13 +18,18 @@ use weft_nn::{Models, OnnxModel, Preload};
 use weft_runtime::{MemoryOutputPipe, RunOptions, Runtime, RuntimeConfig};
 
 #[derive(Parser)]
-#[command(about = "Measure native tract vs the wasm guest vs onnxruntime, instantiation and cold start")]
+#[command(
+    about = "Measure native tract vs the wasm guest vs onnxruntime, instantiation and cold start"
+)]
 struct Args {
     /// Directory with the fetched models (scripts/fetch-models.sh).
     #[arg(long, default_value = "models")]
     models: PathBuf,
     /// The benchmark guest (built from modules/nnbench).
-    #[arg(long, default_value = "modules/target/wasm32-wasip1/release/nnbench.wasm")]
+    #[arg(
+        long,
+        default_value = "modules/target/wasm32-wasip1/release/nnbench.wasm"
+    )]
     module: PathBuf,
     /// The `weft` binary for the cold-start figure.
     #[arg(long, default_value = "target/release/weft")]
@@ -62,7 +67,9 @@ fn input() -> Vec<f32> {
     let mut state = 0x2545_f491_4f6c_dd1du64;
     (0..DIMS.iter().product::<usize>())
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (state >> 40) as f32 / (1u64 << 24) as f32
         })
         .collect()
@@ -89,14 +96,20 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let det = a.models.join(DET);
     if !det.exists() {
-        bail!("{} is missing: run scripts/fetch-models.sh first", det.display());
+        bail!(
+            "{} is missing: run scripts/fetch-models.sh first",
+            det.display()
+        );
     }
     let tmp = tempfile::tempdir()?;
     let x = input();
     let raw: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(tmp.path().join("input.bin"), &raw)?;
     let dims = DIMS.map(|d| d.to_string()).join(",");
-    println!("weft-bench: PP-OCRv4 detection, input {dims}, {} timed iterations each, medians", a.iters);
+    println!(
+        "weft-bench: PP-OCRv4 detection, input {dims}, {} timed iterations each, medians",
+        a.iters
+    );
 
     // 1. Native tract, in process.
     let model = OnnxModel::load(&std::fs::read(&det)?)?;
@@ -107,16 +120,24 @@ fn main() -> anyhow::Result<()> {
         cache_dir: Some(tmp.path().join("cache")),
         ..RuntimeConfig::default()
     })?;
-    let program = rt
-        .load_file(&a.module)
-        .with_context(|| format!("build it: cd modules && cargo build --release --target wasm32-wasip1 -p nnbench ({})", a.module.display()))?;
+    let program = rt.load_file(&a.module).with_context(|| {
+        format!(
+            "build it: cd modules && cargo build --release --target wasm32-wasip1 -p nnbench ({})",
+            a.module.display()
+        )
+    })?;
     let preload: Preload = format!("det:onnx:cpu:{}", det.display()).parse()?;
     let models = Arc::new(Models::load(&[preload], Default::default())?);
     let stdout = MemoryOutputPipe::new(1 << 20);
     let code = rt.run(
         &program,
         RunOptions {
-            args: vec!["det".into(), dims.clone(), a.iters.to_string(), "/in/input.bin".into()],
+            args: vec![
+                "det".into(),
+                dims.clone(),
+                a.iters.to_string(),
+                "/in/input.bin".into(),
+            ],
             dirs: vec![weft_runtime::DirGrant {
                 host: tmp.path().into(),
                 guest: "/in".into(),
@@ -157,7 +178,10 @@ fn main() -> anyhow::Result<()> {
                 }
                 Ok(o) => println!(
                     "  onnxruntime: skipped ({})",
-                    String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("failed")
+                    String::from_utf8_lossy(&o.stderr)
+                        .lines()
+                        .last()
+                        .unwrap_or("failed")
                 ),
                 Err(e) => println!("  onnxruntime: skipped (python3: {e})"),
             }
@@ -193,7 +217,10 @@ fn main() -> anyhow::Result<()> {
         rt.run(&empty, RunOptions::default())?;
         inst.push(t.elapsed());
     }
-    println!("  instantiate + run empty module {:8.3} ms", ms(median(inst)));
+    println!(
+        "  instantiate + run empty module {:8.3} ms",
+        ms(median(inst))
+    );
 
     // 6. Cold start of the CLI with a warm compile cache.
     cold_start(&a, tmp.path(), &det)?;
@@ -202,16 +229,28 @@ fn main() -> anyhow::Result<()> {
 
 fn cold_start(a: &Args, tmp: &Path, det: &Path) -> anyhow::Result<()> {
     if !a.weft.exists() {
-        println!("  cold start: skipped ({} missing; cargo build --release -p weft-cli)", a.weft.display());
+        println!(
+            "  cold start: skipped ({} missing; cargo build --release -p weft-cli)",
+            a.weft.display()
+        );
         return Ok(());
     }
     let tiny = Path::new("tests/data/tiny.onnx");
     std::fs::write(tmp.join("tiny.bin"), [0u8; 16])?;
     for (label, name, path, dims) in [
         ("tiny model", "tiny", tiny, "1,4"),
-        ("OCR det model", "det", det, &*DIMS.map(|d| d.to_string()).join(",")),
+        (
+            "OCR det model",
+            "det",
+            det,
+            &*DIMS.map(|d| d.to_string()).join(","),
+        ),
     ] {
-        let input = if name == "tiny" { "/in/tiny.bin" } else { "/in/input.bin" };
+        let input = if name == "tiny" {
+            "/in/tiny.bin"
+        } else {
+            "/in/input.bin"
+        };
         let mut runs = Vec::new();
         let mut preload_ms = Vec::new();
         for i in 0..6 {
@@ -227,7 +266,11 @@ fn cold_start(a: &Args, tmp: &Path, det: &Path) -> anyhow::Result<()> {
                 .args(["--", name, dims, "0", input])
                 .output()?;
             let e = t.elapsed();
-            anyhow::ensure!(out.status.success(), "weft run failed: {}", String::from_utf8_lossy(&out.stderr));
+            anyhow::ensure!(
+                out.status.success(),
+                "weft run failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let stderr = String::from_utf8_lossy(&out.stderr);
             let preload = stderr
                 .split("preload ")

@@ -8,15 +8,19 @@ pub fn size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size; use a number with an optional unit such as 512MiB or 2GiB"))?;
+    let n: usize = num.parse().map_err(|_| {
+        format!("`{s}` is not a size; use a number with an optional unit such as 512MiB or 2GiB")
+    })?;
     let shift = match unit.trim().to_ascii_lowercase().trim_end_matches('b') {
         "" => 0,
         "k" | "ki" => 10,
         "m" | "mi" => 20,
         "g" | "gi" => 30,
-        _ => return Err(format!("`{s}` has an unknown unit; use K, M or G (binary: MiB = 1048576 bytes)")),
+        _ => {
+            return Err(format!(
+                "`{s}` has an unknown unit; use K, M or G (binary: MiB = 1048576 bytes)"
+            ));
+        }
     };
     n.checked_mul(1usize << shift)
         .ok_or_else(|| format!("`{s}` is too large"))
@@ -29,7 +33,9 @@ pub fn timeout(s: &str) -> Result<Duration, String> {
     if t == "none" || t == "0" {
         return Ok(Duration::ZERO);
     }
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
@@ -58,7 +64,9 @@ pub fn dir(s: &str) -> Result<DirGrant, String> {
         None => (spec, spec),
     };
     if host.is_empty() || guest.is_empty() {
-        return Err(format!("`{s}`: expected HOST::GUEST, for example ./models::/models"));
+        return Err(format!(
+            "`{s}`: expected HOST::GUEST, for example ./models::/models"
+        ));
     }
     Ok(DirGrant {
         host: host.into(),

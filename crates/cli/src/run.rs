@@ -13,7 +13,9 @@ use weft_runtime::{DirGrant, Limits, RunOptions, Runtime, RuntimeConfig, Runtime
 /// component) with wasi-nn. The module gets no files, network or environment
 /// unless granted; its exit code becomes weft's.
 #[derive(Args)]
-#[command(after_help = "Example:\n  weft run ocr.wasm \\\n    --nn-preload ppocr-det:onnx:cpu:models/ch_PP-OCRv4_det_infer.onnx \\\n    --nn-preload ppocr-rec:onnx:cpu:models/ch_PP-OCRv4_rec_infer.onnx \\\n    --dir models::/models:ro --dir modules/ocr/testdata::/data:ro -- /data/sample.png")]
+#[command(
+    after_help = "Example:\n  weft run ocr.wasm \\\n    --nn-preload ppocr-det:onnx:cpu:models/ch_PP-OCRv4_det_infer.onnx \\\n    --nn-preload ppocr-rec:onnx:cpu:models/ch_PP-OCRv4_rec_infer.onnx \\\n    --dir models::/models:ro --dir modules/ocr/testdata::/data:ro -- /data/sample.png"
+)]
 pub struct RunArgs {
     /// The module file (.wasm).
     pub module: PathBuf,
@@ -87,7 +89,9 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
     let cache_dir = if a.no_cache {
         None
     } else {
-        a.cache_dir.clone().or_else(weft_runtime::ModuleCache::default_dir)
+        a.cache_dir
+            .clone()
+            .or_else(weft_runtime::ModuleCache::default_dir)
     };
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir,
@@ -103,10 +107,10 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
     let preload_started = Instant::now();
     let models = Models::load(&preloads, nn).context("preloading models")?;
     let preload_time = preload_started.elapsed();
-    let name = a
-        .module
-        .file_name()
-        .map_or_else(|| a.module.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = a.module.file_name().map_or_else(
+        || a.module.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let program = runtime.load(&name, &bytes)?;
     let run_started = Instant::now();
     let code = runtime.run(

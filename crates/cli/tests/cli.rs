@@ -74,14 +74,25 @@ fn bad_input_gets_one_clear_line_and_writes_nothing() {
     let dir = tmp.path();
     std::fs::write(dir.join("notes.txt"), "just text").unwrap();
     let lib = wat_file(dir, "lib.wasm", r#"(module (func (export "add")))"#);
-    let ok = wat_file(dir, "ok.wasm", r#"(module (memory (export "memory") 1) (func (export "_start")))"#);
+    let ok = wat_file(
+        dir,
+        "ok.wasm",
+        r#"(module (memory (export "memory") 1) (func (export "_start")))"#,
+    );
     let tiny = data("tiny.onnx").display().to_string();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["missing.wasm".into()], "cannot read module missing.wasm"),
+        (
+            vec!["missing.wasm".into()],
+            "cannot read module missing.wasm",
+        ),
         (vec!["notes.txt".into()], "is not a WebAssembly module"),
         (vec![lib], "exports no `_start` function"),
         (
-            vec!["--nn-preload".into(), format!("m:onxx:cpu:{tiny}"), ok.clone()],
+            vec![
+                "--nn-preload".into(),
+                format!("m:onxx:cpu:{tiny}"),
+                ok.clone(),
+            ],
             "unknown encoding `onxx`",
         ),
         (
@@ -89,26 +100,51 @@ fn bad_input_gets_one_clear_line_and_writes_nothing() {
             "NAME:ENCODING:TARGET:PATH",
         ),
         (
-            vec!["--nn-preload".into(), "m:onnx:cpu:nowhere.onnx".into(), ok.clone()],
+            vec![
+                "--nn-preload".into(),
+                "m:onnx:cpu:nowhere.onnx".into(),
+                ok.clone(),
+            ],
             "cannot read model file nowhere.onnx",
         ),
         (
-            vec!["--nn-preload".into(), format!("m:onnx:cpu:{}", dir.join("notes.txt").display()), ok.clone()],
+            vec![
+                "--nn-preload".into(),
+                format!("m:onnx:cpu:{}", dir.join("notes.txt").display()),
+                ok.clone(),
+            ],
             "not a valid ONNX model",
         ),
-        (vec!["--max-memory".into(), "12 parsecs".into(), ok.clone()], "unknown unit"),
-        (vec!["--dir".into(), "/no/such/dir::/data".into(), ok.clone()], "/no/such/dir"),
+        (
+            vec!["--max-memory".into(), "12 parsecs".into(), ok.clone()],
+            "unknown unit",
+        ),
+        (
+            vec!["--dir".into(), "/no/such/dir::/data".into(), ok.clone()],
+            "/no/such/dir",
+        ),
     ];
     for (args, expected) in cases {
         let cache = dir.join("cache");
-        let mut full = vec!["run".to_string(), "--cache-dir".into(), cache.display().to_string()];
+        let mut full = vec![
+            "run".to_string(),
+            "--cache-dir".into(),
+            cache.display().to_string(),
+        ];
         full.extend(args.iter().cloned());
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-        let before: Vec<_> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name()).collect();
+        let before: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
         let out = weft(&refs, dir);
         let err = stderr(&out);
         assert!(!out.status.success(), "{args:?} should fail");
-        assert!(err.contains(expected), "{args:?}: expected `{expected}` in:\n{err}");
+        assert!(
+            err.contains(expected),
+            "{args:?}: expected `{expected}` in:\n{err}"
+        );
         let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
         assert!(
             lines.len() == 1 || err.starts_with("error:"),
@@ -141,9 +177,16 @@ fn exit_code_and_deadline_reach_the_shell() {
         "spin.wasm",
         r#"(module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))"#,
     );
-    let out = weft(&["run", "--no-cache", "--timeout", "200ms", &spin], tmp.path());
+    let out = weft(
+        &["run", "--no-cache", "--timeout", "200ms", &spin],
+        tmp.path(),
+    );
     assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
-    assert!(stderr(&out).contains("deadline of 0.2s"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("deadline of 0.2s"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -155,9 +198,21 @@ fn environment_is_empty_unless_granted() {
         .env("WEFT_TEST_SECRET", "must-not-leak")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "host environment leaked into the guest");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "host environment leaked into the guest"
+    );
     let out = Command::new(weft_bin())
-        .args(["run", "--no-cache", "--env", "A=1", "--env", "WEFT_TEST_SECRET", &probe])
+        .args([
+            "run",
+            "--no-cache",
+            "--env",
+            "A=1",
+            "--env",
+            "WEFT_TEST_SECRET",
+            &probe,
+        ])
         .env("WEFT_TEST_SECRET", "granted")
         .output()
         .unwrap();
@@ -169,11 +224,27 @@ fn second_run_uses_the_compile_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("cache").display().to_string();
     let tiny = module(Guest::P1, "tinyrun").display().to_string();
-    let args = ["run", "--timings", "--cache-dir", &cache, &tiny, "--", "--help"];
+    let args = [
+        "run",
+        "--timings",
+        "--cache-dir",
+        &cache,
+        &tiny,
+        "--",
+        "--help",
+    ];
     let first = weft(&args, tmp.path());
-    assert!(stderr(&first).contains("compile cache: Miss"), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("compile cache: Miss"),
+        "{}",
+        stderr(&first)
+    );
     let second = weft(&args, tmp.path());
-    assert!(stderr(&second).contains("compile cache: Hit"), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("compile cache: Hit"),
+        "{}",
+        stderr(&second)
+    );
 }
 
 #[test]

@@ -57,7 +57,10 @@ pub fn graph(model: Arc<OnnxModel>) -> Graph {
     Graph::from(graph)
 }
 
-pub(crate) fn check_target(target: ExecutionTarget, options: BackendOptions) -> Result<(), NnError> {
+pub(crate) fn check_target(
+    target: ExecutionTarget,
+    options: BackendOptions,
+) -> Result<(), NnError> {
     match (target, options.gpu) {
         (ExecutionTarget::Cpu, _) => Ok(()),
         (ExecutionTarget::Gpu, GpuPolicy::FallbackToCpu) => {

@@ -13,8 +13,8 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use tract_onnx::pb;
-use tract_onnx::tract_hir::infer::Factoid;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
 
 /// A compiled, optimized tract plan for one set of input shapes.
 pub type Plan = Arc<TypedRunnableModel>;
@@ -60,7 +60,10 @@ impl TensorInfo {
             None => "any".into(),
             Some(dims) => format!(
                 "[{}]",
-                dims.iter().map(Dim::to_string).collect::<Vec<_>>().join(",")
+                dims.iter()
+                    .map(Dim::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
         }
     }
@@ -73,10 +76,14 @@ impl TensorInfo {
     }
 
     fn concrete_shape(&self) -> Option<Vec<usize>> {
-        self.shape.as_ref()?.iter().map(|d| match d {
-            Dim::Fixed(n) => Some(*n),
-            _ => None,
-        }).collect()
+        self.shape
+            .as_ref()?
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => Some(*n),
+                _ => None,
+            })
+            .collect()
     }
 
     fn accepts_shape(&self, shape: &[usize]) -> bool {
@@ -157,7 +164,12 @@ impl OnnxModel {
     /// digest. Fails with the names of operators tract cannot run.
     pub fn load(bytes: &[u8]) -> Result<Arc<OnnxModel>, NnError> {
         let digest = digest(bytes);
-        if let Some(model) = models().lock().unwrap().get(&digest).and_then(Weak::upgrade) {
+        if let Some(model) = models()
+            .lock()
+            .unwrap()
+            .get(&digest)
+            .and_then(Weak::upgrade)
+        {
             tracing::debug!(model.digest = %digest, "model cache hit");
             return Ok(model);
         }
@@ -189,8 +201,7 @@ impl OnnxModel {
             missing.dedup();
             return Err(NnError::UnsupportedOperators { ops: missing });
         }
-        let parsed =
-            guarded("parsing the model", || onnx().parse(&proto, None)).map_err(bad)?;
+        let parsed = guarded("parsing the model", || onnx().parse(&proto, None)).map_err(bad)?;
         if !parsed.unresolved_inputs.is_empty() {
             return Err(bad(format!(
                 "graph refers to undefined tensors: {}",
@@ -225,8 +236,11 @@ impl OnnxModel {
         };
         // A model with fully static inputs is compiled right away, so a model
         // tract cannot type or optimize fails at load, not at first compute.
-        let static_shapes: Option<Vec<Vec<usize>>> =
-            model.inputs.iter().map(TensorInfo::concrete_shape).collect();
+        let static_shapes: Option<Vec<Vec<usize>>> = model
+            .inputs
+            .iter()
+            .map(TensorInfo::concrete_shape)
+            .collect();
         let static_types: Option<Vec<DatumType>> =
             model.inputs.iter().map(|i| i.datum_type).collect();
         if let (Some(shapes), Some(types)) = (static_shapes, static_types) {

@@ -35,10 +35,14 @@ impl FromStr for Preload {
         let (Some(name), Some(encoding), Some(target), Some(path)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(err(format!("expected NAME:ENCODING:TARGET:PATH ({PRELOAD_EXAMPLE})")));
+            return Err(err(format!(
+                "expected NAME:ENCODING:TARGET:PATH ({PRELOAD_EXAMPLE})"
+            )));
         };
         if name.is_empty() || path.is_empty() {
-            return Err(err(format!("NAME and PATH must not be empty ({PRELOAD_EXAMPLE})")));
+            return Err(err(format!(
+                "NAME and PATH must not be empty ({PRELOAD_EXAMPLE})"
+            )));
         }
         let encoding = match encoding.to_ascii_lowercase().as_str() {
             "onnx" => GraphEncoding::Onnx,
@@ -101,7 +105,8 @@ impl Models {
 
     /// Register an already-loaded model under a name.
     pub fn insert(&mut self, name: &str, model: Arc<OnnxModel>) {
-        self.graphs.insert(name.into(), (graph(model.clone()), model));
+        self.graphs
+            .insert(name.into(), (graph(model.clone()), model));
     }
 
     /// The parsed model behind a name.
@@ -161,9 +166,15 @@ mod tests {
 
     #[test]
     fn typos_are_named() {
-        let e = "m:onxx:cpu:m.onnx".parse::<Preload>().unwrap_err().to_string();
+        let e = "m:onxx:cpu:m.onnx"
+            .parse::<Preload>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown encoding `onxx`"), "{e}");
-        let e = "m:onnx:cpux:m.onnx".parse::<Preload>().unwrap_err().to_string();
+        let e = "m:onnx:cpux:m.onnx"
+            .parse::<Preload>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown target `cpux`"), "{e}");
         let e = "m:onnx:m.onnx".parse::<Preload>().unwrap_err().to_string();
         assert!(e.contains("NAME:ENCODING:TARGET:PATH"), "{e}");
