@@ -284,7 +284,11 @@ impl Runtime {
         };
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
         let started = Instant::now();
-        let (compiled, cache, pending) = self.compile(name, kind, &digest, bytes)?;
+        let Compilation {
+            compiled,
+            outcome: cache,
+            to_store: pending,
+        } = self.compile(name, kind, &digest, bytes)?;
         let compile_time = started.elapsed();
         let pre = match compiled {
             Compiled::Core(module) => {
@@ -339,7 +343,7 @@ impl Runtime {
         kind: Kind,
         digest: &str,
         bytes: &[u8],
-    ) -> Result<(Compiled, CacheOutcome, Option<(PathBuf, Vec<u8>)>), RuntimeError> {
+    ) -> Result<Compilation, RuntimeError> {
         let invalid = |e: wasmtime::Error| RuntimeError::Compile {
             name: name.into(),
             message: format!("{e:#}"),
@@ -351,7 +355,11 @@ impl Runtime {
                     Compiled::Component(Component::new(&self.engine, bytes).map_err(invalid)?)
                 }
             };
-            return Ok((compiled, CacheOutcome::Disabled, None));
+            return Ok(Compilation {
+                compiled,
+                outcome: CacheOutcome::Disabled,
+                to_store: None,
+            });
         };
         let path = cache.path(&self.engine, digest.trim_start_matches("sha256:"));
         if path.exists() {
@@ -368,7 +376,13 @@ impl Runtime {
                     .map(Compiled::Component),
             };
             match loaded {
-                Ok(c) => return Ok((c, CacheOutcome::Hit, None)),
+                Ok(compiled) => {
+                    return Ok(Compilation {
+                        compiled,
+                        outcome: CacheOutcome::Hit,
+                        to_store: None,
+                    });
+                }
                 Err(e) => tracing::warn!(
                     path = %path.display(),
                     "ignoring unusable compile-cache entry: {e:#}"
@@ -389,7 +403,11 @@ impl Runtime {
             }
         }
         .map_err(invalid)?;
-        Ok((compiled, CacheOutcome::Miss, Some((path, code))))
+        Ok(Compilation {
+            compiled,
+            outcome: CacheOutcome::Miss,
+            to_store: Some((path, code)),
+        })
     }
 
     /// Instantiate the program in a fresh store and run it to completion.
@@ -486,6 +504,14 @@ impl Runtime {
 enum Compiled {
     Core(Module),
     Component(Component),
+}
+
+/// Compiled code, where it came from, and the bytes to cache once the
+/// module has proven it links.
+struct Compilation {
+    compiled: Compiled,
+    outcome: CacheOutcome,
+    to_store: Option<(PathBuf, Vec<u8>)>,
 }
 
 /// Map a run failure to an exit code (a clean `proc_exit`) or a typed error.

@@ -78,7 +78,7 @@ pub fn dir(s: &str) -> Result<DirGrant, String> {
 /// `KEY=VALUE`, or `KEY` to pass the host's value through.
 pub fn env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
-        Some((k, _)) if k.is_empty() => Err(format!("`{s}`: the variable name is empty")),
+        Some(("", _)) => Err(format!("`{s}`: the variable name is empty")),
         Some((k, v)) => Ok((k.into(), v.into())),
         None => std::env::var(s)
             .map(|v| (s.to_string(), v))

@@ -187,7 +187,7 @@ impl OnnxModel {
     fn parse(bytes: &[u8], digest: String) -> Result<OnnxModel, NnError> {
         let bad = |message: String| NnError::BadModel { message };
         let proto = guarded("decoding the model", || {
-            Ok(onnx().proto_model_for_read(&mut &*bytes)?)
+            onnx().proto_model_for_read(&mut &*bytes)
         })
         .map_err(bad)?;
         let graph = proto
