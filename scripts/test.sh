@@ -65,8 +65,14 @@ step "gates: cargo clippy -D warnings (guest modules, wasm32-wasip1 and wasm32-w
 (cd modules && cargo clippy --release --target wasm32-wasip1 --all-targets -- -D warnings)
 (cd modules && cargo clippy --release --target wasm32-wasip2 -p weft-guest -p ocr -p tinyrun -- -D warnings)
 
+log=target/test-results.log
+: >"$log"
 step "guest logic tests (native)"
-(cd modules && cargo test -p ocr -p weft-guest)
+(cd modules && cargo test -p ocr -p weft-guest) 2>&1 | tee -a "$log"
 
 step "host tests (builds the guest modules first, see tests/build.rs)"
-cargo test --workspace
+cargo test --workspace 2>&1 | tee -a "$log"
+
+# One closing line over both workspaces (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"

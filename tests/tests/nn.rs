@@ -202,3 +202,36 @@ fn named_inputs_and_outputs_work_the_wit_way() {
     assert_eq!(by_name("sum"), [5.0, 7.0, 9.0]);
     assert_eq!(by_name("prod"), [4.0, 10.0, 18.0]);
 }
+
+#[test]
+fn autodetect_encoding_recognizes_onnx_and_refuses_garbage() {
+    use wasmtime_wasi_nn::backend::BackendInner;
+    use weft_nn::{ExecutionTarget, GraphEncoding, TractBackend};
+    let mut backend = TractBackend::new(GraphEncoding::Autodetect, Default::default());
+    let bytes = std::fs::read(data("tiny.onnx")).unwrap();
+    assert!(backend.load(&[&bytes], ExecutionTarget::Cpu).is_ok());
+    let err = backend
+        .load(&[b"GGUF but not really"], ExecutionTarget::Cpu)
+        .err()
+        .expect("garbage must not load");
+    assert_eq!(weft_nn::kind_of(&err), weft_nn::ErrorKind::InvalidArgument);
+}
+
+#[test]
+fn gpu_target_fails_by_default_and_falls_back_only_when_allowed() {
+    use weft_nn::{BackendOptions, ExecutionTarget, GpuPolicy, GraphEncoding, TractBackend};
+    let bytes = std::fs::read(data("tiny.onnx")).unwrap();
+    let strict = TractBackend::new(GraphEncoding::Onnx, BackendOptions::default());
+    let err = strict
+        .load_model(&bytes, ExecutionTarget::Gpu)
+        .err()
+        .expect("no GPU backend yet");
+    assert!(err.to_string().contains("--nn-gpu-fallback"), "{err}");
+    let lenient = TractBackend::new(
+        GraphEncoding::Onnx,
+        BackendOptions {
+            gpu: GpuPolicy::FallbackToCpu,
+        },
+    );
+    assert!(lenient.load_model(&bytes, ExecutionTarget::Gpu).is_ok());
+}
