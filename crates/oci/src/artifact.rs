@@ -1,0 +1,301 @@
+//! The model-module artifact: config, manifest assembly and reading back.
+
+use crate::error::OciError;
+use crate::media;
+use crate::store::Store;
+use oci_spec::image::{Descriptor, Digest, ImageManifest, ImageManifestBuilder, MediaType};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// One dimension in an interface shape: a size, a symbol, or `"?"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Dim {
+    Fixed(u64),
+    Named(String),
+}
+
+/// A model input or output as declared by the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// `None` when the rank is unknown.
+    pub shape: Option<Vec<Dim>>,
+}
+
+/// A preloaded model of the module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// Preload name (`load_by_name`).
+    pub name: String,
+    /// Path relative to the artifact root.
+    pub path: String,
+    pub encoding: String,
+    pub target: String,
+    /// Digest of the weight layer.
+    pub digest: String,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// The `weft` section of the wasm config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeftSection {
+    pub version: u32,
+    /// Title of the module layer.
+    pub module: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub models: Vec<ModelSpec>,
+}
+
+/// The wasm config (`application/vnd.wasm.config.v0+json`) plus `weft`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WasmConfig {
+    pub created: String,
+    pub architecture: String,
+    pub os: String,
+    #[serde(rename = "layerDigests")]
+    pub layer_digests: Vec<String>,
+    pub weft: WeftSection,
+}
+
+/// What kind of file a layer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Weights,
+    Config,
+    Doc,
+}
+
+impl FileKind {
+    fn media_type(self) -> &'static str {
+        match self {
+            FileKind::Weights => media::MODEL_WEIGHT,
+            FileKind::Config => media::MODEL_CONFIG,
+            FileKind::Doc => media::MODEL_DOC,
+        }
+    }
+}
+
+/// A file to package, with its path inside the artifact.
+#[derive(Debug, Clone)]
+pub struct PackFile<'a> {
+    pub source: &'a Path,
+    pub path: String,
+    pub kind: FileKind,
+    /// For weights: the preload name.
+    pub preload: Option<String>,
+}
+
+/// Everything `weft build` puts into one artifact.
+#[derive(Debug, Clone)]
+pub struct Package<'a> {
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    pub created: String,
+    pub module: &'a Path,
+    pub args: Vec<String>,
+    pub files: Vec<PackFile<'a>>,
+    /// Models' interfaces, by preload name (digest filled in here).
+    pub models: Vec<ModelSpec>,
+}
+
+/// Check a layer file path: relative, `/`-separated, no `..`.
+pub fn check_filepath(path: &str) -> Result<(), OciError> {
+    let bad = path.is_empty()
+        || path.starts_with('/')
+        || path.contains('\\')
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        return Err(OciError::Malformed {
+            what: format!("file path `{path}`"),
+            message: "must be relative, `/`-separated, without `.` or `..` components".into(),
+        });
+    }
+    Ok(())
+}
+
+fn layer(media_type: &str, digest: Digest, size: u64, ann: Vec<(&str, String)>) -> Descriptor {
+    let mut d = Descriptor::new(MediaType::Other(media_type.into()), size, digest);
+    d.set_annotations(Some(
+        ann.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    ));
+    d
+}
+
+fn store_file(store: &Store, path: &Path) -> Result<(Digest, u64), OciError> {
+    let file = std::fs::File::open(path).map_err(OciError::io(path))?;
+    store.put_blob(file, None)
+}
+
+fn base_name(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or(path).to_string()
+}
+
+/// Store every blob of a package and its manifest; tag it `name:version`.
+/// Returns the manifest descriptor.
+pub fn build(store: &Store, pkg: Package<'_>) -> Result<Descriptor, OciError> {
+    let module_bytes = std::fs::read(pkg.module).map_err(OciError::io(pkg.module))?;
+    let os = match module_bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => "wasip1",
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => "wasip2",
+        _ => {
+            return Err(OciError::Malformed {
+                what: pkg.module.display().to_string(),
+                message: "not a WebAssembly module".into(),
+            });
+        }
+    };
+    let module_title = pkg
+        .module
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("{}.wasm", pkg.name));
+    let (mdigest, msize) = store.put_bytes(&module_bytes)?;
+    let mut layers = vec![layer(
+        media::WASM_LAYER,
+        mdigest,
+        msize,
+        vec![(media::TITLE, module_title.clone())],
+    )];
+    let mut models = pkg.models.clone();
+    for f in &pkg.files {
+        check_filepath(&f.path)?;
+        let (digest, size) = store_file(store, f.source)?;
+        let mut ann = vec![
+            (media::TITLE, base_name(&f.path)),
+            (media::FILEPATH, f.path.clone()),
+        ];
+        if let Some(name) = &f.preload {
+            ann.push((media::PRELOAD, name.clone()));
+            if let Some(m) = models.iter_mut().find(|m| &m.name == name) {
+                m.digest = digest.to_string();
+                m.path = f.path.clone();
+            }
+        }
+        layers.push(layer(f.kind.media_type(), digest, size, ann));
+    }
+    let config = WasmConfig {
+        created: pkg.created.clone(),
+        architecture: "wasm".into(),
+        os: os.into(),
+        layer_digests: layers.iter().map(|l| l.digest().to_string()).collect(),
+        weft: WeftSection {
+            version: 1,
+            module: module_title,
+            args: pkg.args.clone(),
+            models,
+        },
+    };
+    let config_bytes = serde_json::to_vec(&config).map_err(|e| OciError::Malformed {
+        what: "config".into(),
+        message: e.to_string(),
+    })?;
+    let (cdigest, csize) = store.put_bytes(&config_bytes)?;
+    let mut annotations: HashMap<String, String> = [
+        (media::TITLE, pkg.name.clone()),
+        (media::VERSION, pkg.version.clone()),
+        (media::CREATED, pkg.created.clone()),
+        (media::ARTIFACT, media::ARTIFACT_V1.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    if let Some(d) = &pkg.description {
+        annotations.insert(media::DESCRIPTION.into(), d.clone());
+    }
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageManifest)
+        .config(Descriptor::new(
+            MediaType::Other(media::WASM_CONFIG.into()),
+            csize,
+            cdigest,
+        ))
+        .layers(layers)
+        .annotations(annotations)
+        .build()
+        .map_err(|e| OciError::Malformed {
+            what: "manifest".into(),
+            message: e.to_string(),
+        })?;
+    let bytes = serde_json::to_vec(&manifest).map_err(|e| OciError::Malformed {
+        what: "manifest".into(),
+        message: e.to_string(),
+    })?;
+    let (digest, size) = store.put_bytes(&bytes)?;
+    let desc = Descriptor::new(MediaType::ImageManifest, size, digest);
+    store.tag(&format!("{}:{}", pkg.name, pkg.version), &desc)?;
+    Ok(desc)
+}
+
+/// A model module read back from the store.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub manifest_digest: Digest,
+    pub manifest: ImageManifest,
+    pub config: WasmConfig,
+}
+
+impl Artifact {
+    /// Resolve a reference and check it is a Weft model module.
+    pub fn open(store: &Store, reference: &str) -> Result<Artifact, OciError> {
+        let desc = store.resolve(reference)?;
+        let not_weft = |reason: String| OciError::NotWeftArtifact {
+            reference: reference.into(),
+            reason,
+        };
+        if *desc.media_type() != MediaType::ImageManifest {
+            return Err(not_weft(format!(
+                "it is a {}, not an image manifest",
+                desc.media_type()
+            )));
+        }
+        let manifest = store.manifest(&desc)?;
+        let config_type = manifest.config().media_type().to_string();
+        if config_type != media::WASM_CONFIG {
+            return Err(not_weft(format!(
+                "its config is {config_type}, not {}",
+                media::WASM_CONFIG
+            )));
+        }
+        let config: WasmConfig =
+            serde_json::from_slice(&store.read_blob(manifest.config().digest())?)
+                .map_err(|e| not_weft(format!("its config has no valid `weft` section: {e}")))?;
+        Ok(Artifact {
+            manifest_digest: desc.digest().clone(),
+            manifest,
+            config,
+        })
+    }
+
+    /// The module layer.
+    pub fn module_layer(&self) -> Result<&Descriptor, OciError> {
+        self.manifest
+            .layers()
+            .iter()
+            .find(|l| l.media_type().to_string() == media::WASM_LAYER)
+            .ok_or_else(|| OciError::NotWeftArtifact {
+                reference: self.manifest_digest.to_string(),
+                reason: "it has no application/wasm layer".into(),
+            })
+    }
+
+    /// Layers with a file path, as (path, descriptor).
+    pub fn files(&self) -> impl Iterator<Item = (&str, &Descriptor)> {
+        self.manifest.layers().iter().filter_map(|l| {
+            l.annotations()
+                .as_ref()?
+                .get(media::FILEPATH)
+                .map(|p| (p.as_str(), l))
+        })
+    }
+}

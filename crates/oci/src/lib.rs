@@ -1,0 +1,29 @@
+//! `weft-oci`: the model-module artifact format and the local content store.
+//!
+//! A model module is one OCI image manifest (see `docs/artifact-format.md`):
+//! a wasm config carrying the model interface, the module as an
+//! `application/wasm` layer, weights and files as CNCF ModelPack layers.
+//! [`Store`] is the OCI image layout directory every Weft program shares;
+//! [`artifact::build`] packages a module into it and [`Artifact::open`]
+//! reads one back.
+//!
+//! ```no_run
+//! let store = weft_oci::Store::open("/tmp/weft-store")?;
+//! for (reference, desc) in store.list()? {
+//!     println!("{reference} {}", desc.digest());
+//! }
+//! # Ok::<(), weft_oci::OciError>(())
+//! ```
+//!
+//! Architecture invariant: nothing here runs wasm or models; the CLI fills
+//! the interface from `weft-nn`.
+
+pub mod artifact;
+mod error;
+pub mod media;
+mod store;
+
+pub use artifact::{Artifact, Package};
+pub use error::OciError;
+pub use oci_spec::image::{Descriptor, Digest};
+pub use store::{GcReport, Store, normalize_reference};

@@ -1,0 +1,25 @@
+//! Media types and annotation keys of the artifact format
+//! (`docs/artifact-format.md`).
+
+/// The wasm config of the CNCF TAG-Runtime wasm artifact layout.
+pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
+/// The module layer.
+pub const WASM_LAYER: &str = "application/wasm";
+/// CNCF ModelPack: raw model weights.
+pub const MODEL_WEIGHT: &str = "application/vnd.cncf.model.weight.v1.raw";
+/// CNCF ModelPack: weight configuration (vocabularies, dictionaries...).
+pub const MODEL_CONFIG: &str = "application/vnd.cncf.model.weight.config.v1.raw";
+/// CNCF ModelPack: documentation.
+pub const MODEL_DOC: &str = "application/vnd.cncf.model.doc.v1.raw";
+
+pub const TITLE: &str = "org.opencontainers.image.title";
+pub const VERSION: &str = "org.opencontainers.image.version";
+pub const DESCRIPTION: &str = "org.opencontainers.image.description";
+pub const CREATED: &str = "org.opencontainers.image.created";
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub const FILEPATH: &str = "org.cncf.model.filepath";
+/// The preload name of a weight layer.
+pub const PRELOAD: &str = "dev.weft.nn.preload";
+/// Marks a manifest as a Weft model module, with the format version.
+pub const ARTIFACT: &str = "dev.weft.artifact";
+pub const ARTIFACT_V1: &str = "module.v1";
