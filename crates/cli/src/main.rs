@@ -1,7 +1,10 @@
 //! `weft`: run WebAssembly model modules with wasi-nn.
 
+mod build;
+mod images;
 mod parse;
 mod run;
+mod store;
 
 use clap::{Parser, Subcommand};
 
@@ -17,6 +20,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Run(run::RunArgs),
+    Build(build::BuildArgs),
+    Images(images::ImagesArgs),
+    Inspect(images::InspectArgs),
+    Rm(images::RmArgs),
+    Gc(images::GcArgs),
 }
 
 fn main() {
@@ -31,6 +39,11 @@ fn main() {
         .init();
     let code = match cli.command {
         Command::Run(args) => run::exec(args),
+        Command::Build(args) => build::exec(args),
+        Command::Images(args) => images::images(args),
+        Command::Inspect(args) => images::inspect(args),
+        Command::Rm(args) => images::rm(args),
+        Command::Gc(args) => images::gc(args),
     };
     match code {
         Ok(code) => std::process::exit(code),

@@ -1,12 +1,14 @@
 //! `weft run`: run a model module.
 
 use crate::parse;
+use crate::store::StoreArgs;
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft_nn::{BackendOptions, GpuPolicy, Models, Preload};
+use weft_oci::Artifact;
 use weft_runtime::{DirGrant, Limits, RunOptions, Runtime, RuntimeConfig, RuntimeError};
 
 /// Run a WebAssembly module (wasm32-wasip1 core module or wasm32-wasip2
@@ -17,8 +19,12 @@ use weft_runtime::{DirGrant, Limits, RunOptions, Runtime, RuntimeConfig, Runtime
     after_help = "Example:\n  weft run ocr.wasm \\\n    --nn-preload ppocr-det:onnx:cpu:models/ch_PP-OCRv4_det_infer.onnx \\\n    --nn-preload ppocr-rec:onnx:cpu:models/ch_PP-OCRv4_rec_infer.onnx \\\n    --dir models::/models:ro --dir modules/ocr/testdata::/data:ro -- /data/sample.png"
 )]
 pub struct RunArgs {
-    /// The module file (.wasm).
-    pub module: PathBuf,
+    /// The module file (.wasm), or a reference in the local store (ocr:1.0,
+    /// see `weft build` and `weft images`). A reference runs with its models
+    /// preloaded, its files visible read-only under `/` and its default
+    /// arguments before ARGS.
+    #[arg(value_name = "MODULE|REF")]
+    pub module: String,
 
     /// Preload a model for `load_by_name`: NAME:ENCODING:TARGET:PATH
     /// (WasmEdge's syntax). ENCODING: onnx or autodetect; TARGET: cpu, gpu,
@@ -67,6 +73,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub timings: bool,
 
+    #[command(flatten)]
+    pub store: StoreArgs,
+
     /// Arguments for the module (after `--`).
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
@@ -74,7 +83,7 @@ pub struct RunArgs {
 
 pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
     let started = Instant::now();
-    let preloads = a
+    let mut preloads = a
         .nn_preload
         .iter()
         .map(|s| s.parse::<Preload>())
@@ -100,26 +109,57 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
     })?;
     // Read the module, then preload models, then compile: a bad preload
     // fails before anything is compiled or written to the cache.
-    let bytes = std::fs::read(&a.module).map_err(|source| RuntimeError::ReadModule {
-        path: a.module.clone(),
-        source,
-    })?;
+    let mut dirs = a.dir;
+    let mut args = a.args;
+    let (name, bytes) = if is_file(&a.module) {
+        let path = PathBuf::from(&a.module);
+        let bytes = std::fs::read(&path).map_err(|source| RuntimeError::ReadModule {
+            path: path.clone(),
+            source,
+        })?;
+        let name = path
+            .file_name()
+            .map_or_else(|| a.module.clone(), |n| n.to_string_lossy().into_owned());
+        (name, bytes)
+    } else {
+        let store = a.store.open()?;
+        let art = Artifact::open(&store, &a.module)?;
+        let bytes = store.read_blob(art.module_layer()?.digest())?;
+        for m in &art.config.weft.models {
+            let digest: weft_oci::Digest = m.digest.parse().map_err(|_| {
+                anyhow::anyhow!("{}: model `{}` has no valid digest", a.module, m.name)
+            })?;
+            let spec = format!(
+                "{}:{}:{}:{}",
+                m.name,
+                m.encoding,
+                m.target,
+                store.blob_path(&digest).display()
+            );
+            preloads.push(spec.parse::<Preload>()?);
+        }
+        if art.files().next().is_some() {
+            dirs.push(DirGrant {
+                host: art.materialize(&store)?,
+                guest: "/".into(),
+                read_only: true,
+            });
+        }
+        args.splice(0..0, art.config.weft.args.iter().cloned());
+        (art.config.weft.module.clone(), bytes)
+    };
     let preload_started = Instant::now();
     let models = Models::load(&preloads, nn).context("preloading models")?;
     let preload_time = preload_started.elapsed();
-    let name = a.module.file_name().map_or_else(
-        || a.module.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
     let program = runtime.load(&name, &bytes)?;
     let run_started = Instant::now();
     let code = runtime.run(
         &program,
         RunOptions {
-            args: a.args,
+            args,
             program_name: None,
             env: a.env,
-            dirs: a.dir,
+            dirs,
             limits: Limits {
                 max_memory: a.max_memory,
                 timeout: (!a.timeout.is_zero()).then_some(a.timeout),
@@ -140,6 +180,13 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(code)
+}
+
+/// A path to a module file rather than a store reference: it exists, or it
+/// looks like a file name (so a missing file is reported as one).
+fn is_file(arg: &str) -> bool {
+    let p = std::path::Path::new(arg);
+    p.exists() || arg.ends_with(".wasm") || arg.starts_with('.') || arg.starts_with('/')
 }
 
 fn ms(d: Duration) -> f64 {

@@ -257,3 +257,156 @@ fn files_outside_granted_directories_are_invisible() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("ocr:"), "{}", stderr(&out));
 }
+
+/// A module directory: tinyrun plus the tiny model and a doc file.
+fn module_dir(root: &Path, toml_extra: &str) -> std::path::PathBuf {
+    let dir = root.join("tinymod");
+    std::fs::create_dir_all(dir.join("models")).unwrap();
+    std::fs::copy(module(Guest::P1, "tinyrun"), dir.join("tinyrun.wasm")).unwrap();
+    std::fs::copy(data("tiny.onnx"), dir.join("models/tiny.onnx")).unwrap();
+    std::fs::write(dir.join("README.md"), "y = 2x + 1\n").unwrap();
+    std::fs::write(
+        dir.join("weft.toml"),
+        format!(
+            r#"[module]
+name = "tiny"
+version = "1"
+file = "tinyrun.wasm"
+args = ["tiny", "--dims", "1,4"]
+
+[[model]]
+name = "tiny"
+file = "models/tiny.onnx"
+
+[[file]]
+file = "README.md"
+kind = "doc"
+{toml_extra}"#
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn build_inspect_run_by_reference_rm_and_gc() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store").display().to_string();
+    let dir = module_dir(tmp.path(), "").display().to_string();
+    let st = ["--store", store.as_str()];
+    // `--store DIR` right after the subcommand, before any `--`.
+    let with = |args: &[&str]| -> Vec<String> {
+        let (sub, rest) = args.split_first().unwrap();
+        std::iter::once(sub)
+            .chain(st.iter())
+            .chain(rest)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run = |args: Vec<String>| {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        weft(&refs, tmp.path())
+    };
+    let built = run(with(&["build", &dir]));
+    assert!(built.status.success(), "{}", stderr(&built));
+    assert!(
+        stdout(&built).starts_with("tiny:1 sha256:"),
+        "{}",
+        stdout(&built)
+    );
+
+    let images = stdout(&run(with(&["images"])));
+    assert!(
+        images.contains("tiny:1") && images.contains("wasip1"),
+        "{images}"
+    );
+
+    let inspect = run(with(&["inspect", "--json", "tiny:1"]));
+    let json: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let model = &json["config"]["weft"]["models"][0];
+    assert_eq!(model["name"], "tiny");
+    assert_eq!(model["inputs"][0]["name"], "x");
+    assert_eq!(model["inputs"][0]["shape"], serde_json::json!([1, 4]));
+    let layers = json["manifest"]["layers"].as_array().unwrap();
+    assert_eq!(layers[0]["mediaType"], "application/wasm");
+    assert_eq!(
+        layers[1]["mediaType"],
+        "application/vnd.cncf.model.weight.v1.raw"
+    );
+    assert_eq!(
+        layers[1]["annotations"]["org.cncf.model.filepath"],
+        "models/tiny.onnx"
+    );
+    assert_eq!(
+        layers[2]["mediaType"],
+        "application/vnd.cncf.model.doc.v1.raw"
+    );
+    assert_eq!(json["config"]["os"], "wasip1");
+
+    // Run by reference: the model is preloaded from the store, the
+    // artifact's args come first.
+    let out = run(with(&["run", "tiny:1", "--", "1", "2", "3", "4"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "3 5 7 9");
+
+    let out = run(with(&["rm", "tiny:1"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let gc = stdout(&run(with(&["gc"])));
+    assert!(gc.starts_with("removed 5 blobs"), "{gc}");
+    let out = run(with(&["run", "tiny:1"]));
+    assert!(
+        stderr(&out).contains("no image tagged `tiny:1`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bad_weft_toml_is_named_and_the_store_is_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let cases = [
+        (
+            "[[file]]\nfile = \"../secret\"\n",
+            "give it a `path` inside the artifact",
+        ),
+        (
+            "[[model]]\nname = \"tiny\"\nfile = \"models/tiny.onnx\"\npath = \"m2.onnx\"\n",
+            "two [[model]] entries are named `tiny`",
+        ),
+        (
+            "[[model]]\nname = \"x\"\nfile = \"missing.onnx\"\n",
+            "cannot read model file",
+        ),
+        (
+            "[[model]]\nname = \"x\"\nfile = \"README.md\"\npath = \"x.onnx\"\n",
+            "not a valid ONNX model",
+        ),
+        (
+            "[[model]]\nname = \"x\"\nfile = \"models/tiny.onnx\"\nencoding = \"onxx\"\npath = \"y.onnx\"\n",
+            "unknown encoding `onxx`",
+        ),
+        ("[extra]\nfield = 1\n", "unknown field `extra`"),
+    ];
+    for (extra, expected) in cases {
+        let dir = module_dir(tmp.path(), extra);
+        let out = weft(
+            &[
+                "build",
+                dir.to_str().unwrap(),
+                "--store",
+                store.to_str().unwrap(),
+            ],
+            tmp.path(),
+        );
+        assert!(!out.status.success(), "{extra}");
+        assert!(
+            stderr(&out).contains(expected),
+            "{extra}: expected `{expected}` in {}",
+            stderr(&out)
+        );
+        let blobs = store.join("blobs/sha256");
+        let count = std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(count, 0, "{extra}: a failed build stored blobs");
+    }
+}

@@ -299,3 +299,114 @@ impl Artifact {
         })
     }
 }
+
+impl Artifact {
+    /// A read-only directory holding the artifact's files at their
+    /// `org.cncf.model.filepath`, hard-linked from the blobs (copied where
+    /// linking fails). Built in a temporary directory and renamed into
+    /// `<store>/bundles/<manifest hex>`, so it is complete or absent.
+    pub fn materialize(&self, store: &Store) -> Result<std::path::PathBuf, OciError> {
+        let bundles = store.root().join("bundles");
+        let target = bundles.join(self.manifest_digest.digest());
+        if target.is_dir() {
+            return Ok(target);
+        }
+        std::fs::create_dir_all(&bundles).map_err(OciError::io(&bundles))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempdir_in(&bundles)
+            .map_err(OciError::io(&bundles))?;
+        for (path, layer) in self.files() {
+            check_filepath(path)?;
+            let dest = tmp.path().join(path);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent).map_err(OciError::io(parent))?;
+            }
+            let blob = store.blob_path(layer.digest());
+            if !blob.is_file() {
+                return Err(OciError::MissingBlob(layer.digest().to_string()));
+            }
+            if std::fs::hard_link(&blob, &dest).is_err() {
+                std::fs::copy(&blob, &dest).map_err(OciError::io(&dest))?;
+            }
+        }
+        let tmp = tmp.keep();
+        match std::fs::rename(&tmp, &target) {
+            Ok(()) => Ok(target),
+            // Another process materialized it first: use theirs.
+            Err(_) if target.is_dir() => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Ok(target)
+            }
+            Err(e) => Err(OciError::Io {
+                path: target,
+                source: e,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tag_manifest(store: &Store, config_type: &str, config: &[u8], reference: &str) {
+        let (cd, cs) = store.put_bytes(config).unwrap();
+        let (ld, ls) = store.put_bytes(b"layer").unwrap();
+        let m = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(Descriptor::new(
+                MediaType::Other(config_type.into()),
+                cs,
+                cd,
+            ))
+            .layers(vec![Descriptor::new(MediaType::ImageLayerGzip, ls, ld)])
+            .build()
+            .unwrap();
+        let (md, ms) = store.put_bytes(&serde_json::to_vec(&m).unwrap()).unwrap();
+        store
+            .tag(
+                reference,
+                &Descriptor::new(MediaType::ImageManifest, ms, md),
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_plain_container_image_is_not_a_weft_module() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        tag_manifest(
+            &store,
+            "application/vnd.oci.image.config.v1+json",
+            br#"{"architecture":"amd64","os":"linux"}"#,
+            "nginx:1",
+        );
+        let err = Artifact::open(&store, "nginx:1").unwrap_err().to_string();
+        assert!(err.contains("is not a Weft model module"), "{err}");
+        assert!(
+            err.contains("application/vnd.oci.image.config.v1+json"),
+            "{err}"
+        );
+        // A wasm image without our section (say, a plain runwasi image).
+        tag_manifest(
+            &store,
+            media::WASM_CONFIG,
+            br#"{"architecture":"wasm","os":"wasip1"}"#,
+            "hello:1",
+        );
+        let err = Artifact::open(&store, "hello:1").unwrap_err().to_string();
+        assert!(err.contains("no valid `weft` section"), "{err}");
+    }
+
+    #[test]
+    fn file_paths_must_stay_inside_the_artifact() {
+        for bad in ["", "/etc/passwd", "../x", "a/../b", "a//b", "./a", "a\\b"] {
+            assert!(check_filepath(bad).is_err(), "{bad:?} accepted");
+        }
+        for good in ["model.onnx", "models/det.onnx", "a/b/c.txt"] {
+            assert!(check_filepath(good).is_ok(), "{good:?} refused");
+        }
+    }
+}

@@ -338,6 +338,16 @@ impl Store {
             report.blobs_removed += 1;
             report.bytes_freed += size;
         }
+        // Bundles (materialized files) of manifests no longer tagged.
+        let bundles = self.root.join("bundles");
+        if let Ok(entries) = std::fs::read_dir(&bundles) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !live.contains(&name) {
+                    std::fs::remove_dir_all(entry.path()).map_err(OciError::io(entry.path()))?;
+                }
+            }
+        }
         Ok(report)
     }
 }
