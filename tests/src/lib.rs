@@ -59,3 +59,82 @@ pub fn models_dir() -> Option<PathBuf> {
         .exists()
         .then_some(dir)
 }
+
+/// A private Debian `docker-registry` (CNCF distribution) on 127.0.0.1 with
+/// temporary storage, optionally behind htpasswd basic auth. Killed on drop.
+pub struct TestRegistry {
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl TestRegistry {
+    /// Start one; `None` (after `skip_or_fail`) when the binary is missing.
+    pub fn start(basic_auth: Option<(&str, &str)>) -> Option<TestRegistry> {
+        let bin = ["/usr/bin/docker-registry", "/usr/local/bin/registry"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
+        let Some(bin) = bin else {
+            skip_or_fail("docker-registry is not installed (apt-get install docker-registry)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, pass)) = basic_auth {
+            let out = std::process::Command::new("htpasswd")
+                .args(["-Bbn", user, pass])
+                .output()
+                .expect("htpasswd (apt-get install apache2-utils)");
+            assert!(out.status.success());
+            let file = dir.path().join("htpasswd");
+            std::fs::write(&file, out.stdout).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: weft-test\n    path: {}\n",
+                file.display()
+            ));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = std::process::Command::new(bin)
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .unwrap();
+        let registry = TestRegistry { addr, dir, child };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(&registry.addr).is_ok() {
+                return Some(registry);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("docker-registry did not start on {}", registry.addr);
+    }
+
+    /// The registry's on-disk data file of a blob.
+    pub fn blob_file(&self, digest_hex: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&digest_hex[..2])
+            .join(digest_hex)
+            .join("data")
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

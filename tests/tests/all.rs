@@ -4,4 +4,5 @@ mod conformance;
 mod guests;
 mod nn;
 mod ocr;
+mod registry;
 mod runtime;

@@ -209,7 +209,7 @@ pub fn exec(a: BuildArgs) -> anyhow::Result<i32> {
         },
     )
     .with_context(|| format!("packaging {}", a.dir.display()))?;
-    println!("{tag} {}", desc.digest());
+    outln!("{tag} {}", desc.digest());
     Ok(0)
 }
 

@@ -59,7 +59,7 @@ fn human(bytes: u64) -> String {
 
 pub fn images(a: ImagesArgs) -> anyhow::Result<i32> {
     let store = a.store.open()?;
-    println!("{:<40} {:<19} {:>10}  OS", "REFERENCE", "DIGEST", "SIZE");
+    outln!("{:<40} {:<19} {:>10}  OS", "REFERENCE", "DIGEST", "SIZE");
     for (reference, desc) in store.list()? {
         let (size, os) = match Artifact::open(&store, &reference) {
             Ok(art) => (
@@ -69,7 +69,7 @@ pub fn images(a: ImagesArgs) -> anyhow::Result<i32> {
             Err(_) => (desc.size(), "(not a Weft module)".into()),
         };
         let digest = desc.digest().to_string();
-        println!(
+        outln!(
             "{reference:<40} {:<19} {:>10}  {os}",
             &digest[..digest.len().min(19)],
             human(size)
@@ -82,14 +82,14 @@ pub fn rm(a: RmArgs) -> anyhow::Result<i32> {
     let store = a.store.open()?;
     for r in &a.references {
         let desc = store.untag(r)?;
-        println!("untagged {r} ({})", desc.digest());
+        outln!("untagged {r} ({})", desc.digest());
     }
     Ok(0)
 }
 
 pub fn gc(a: GcArgs) -> anyhow::Result<i32> {
     let report = a.store.open()?.gc()?;
-    println!(
+    outln!(
         "removed {} blobs, freed {}",
         report.blobs_removed,
         human(report.bytes_freed)
@@ -123,22 +123,22 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<i32> {
             "manifest": art.manifest,
             "config": art.config,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }
     let c = &art.config;
-    println!(
+    outln!(
         "reference: {}",
         weft_oci::normalize_reference(&a.reference)?
     );
-    println!("digest:    {}", art.manifest_digest);
-    println!("platform:  {}/{}", c.os, c.architecture);
-    println!("created:   {}", c.created);
-    println!("module:    {}", c.weft.module);
+    outln!("digest:    {}", art.manifest_digest);
+    outln!("platform:  {}/{}", c.os, c.architecture);
+    outln!("created:   {}", c.created);
+    outln!("module:    {}", c.weft.module);
     if !c.weft.args.is_empty() {
-        println!("args:      {}", c.weft.args.join(" "));
+        outln!("args:      {}", c.weft.args.join(" "));
     }
-    println!("layers:");
+    outln!("layers:");
     for l in art.manifest.layers() {
         let path = l
             .annotations()
@@ -149,22 +149,25 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<i32> {
             })
             .cloned()
             .unwrap_or_default();
-        println!(
+        outln!(
             "  {:>10}  {:<48} {path}",
             human(l.size()),
             l.media_type().to_string()
         );
     }
     for m in &c.weft.models {
-        println!(
+        outln!(
             "model {} ({}, target {}): {}",
-            m.name, m.encoding, m.target, m.path
+            m.name,
+            m.encoding,
+            m.target,
+            m.path
         );
         for t in &m.inputs {
-            println!("  input  {:<24} {:<5} {}", t.name, t.ty, shape(t));
+            outln!("  input  {:<24} {:<5} {}", t.name, t.ty, shape(t));
         }
         for t in &m.outputs {
-            println!("  output {:<24} {:<5} {}", t.name, t.ty, shape(t));
+            outln!("  output {:<24} {:<5} {}", t.name, t.ty, shape(t));
         }
     }
     Ok(0)

@@ -1,8 +1,24 @@
 //! `weft`: run WebAssembly model modules with wasi-nn.
 
+/// `println!` for command output: a closed pipe (`weft images | head`) ends
+/// the program quietly with success, as ripgrep does, instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("weft: writing output: {e}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 mod build;
 mod images;
 mod parse;
+mod remote;
 mod run;
 mod store;
 
@@ -25,6 +41,8 @@ enum Command {
     Inspect(images::InspectArgs),
     Rm(images::RmArgs),
     Gc(images::GcArgs),
+    Push(remote::PushArgs),
+    Pull(remote::PullArgs),
 }
 
 fn main() {
@@ -44,6 +62,8 @@ fn main() {
         Command::Inspect(args) => images::inspect(args),
         Command::Rm(args) => images::rm(args),
         Command::Gc(args) => images::gc(args),
+        Command::Push(args) => remote::push(args),
+        Command::Pull(args) => remote::pull(args),
     };
     match code {
         Ok(code) => std::process::exit(code),

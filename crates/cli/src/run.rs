@@ -76,6 +76,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub store: StoreArgs,
 
+    #[command(flatten)]
+    pub remote: crate::remote::RemoteArgs,
+
     /// Arguments for the module (after `--`).
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
@@ -123,6 +126,13 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
         (name, bytes)
     } else {
         let store = a.store.open()?;
+        let missing = matches!(
+            store.resolve(&a.module),
+            Err(weft_oci::OciError::UnknownReference { .. })
+        );
+        if missing && crate::remote::names_registry(&a.module) {
+            crate::remote::pull_into(&store, &a.module, &a.remote)?;
+        }
         let art = Artifact::open(&store, &a.module)?;
         let bytes = store.read_blob(art.module_layer()?.digest())?;
         for m in &art.config.weft.models {

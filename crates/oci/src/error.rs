@@ -24,6 +24,8 @@ pub enum OciError {
     BadReference(String),
     #[error("{reference} is not a Weft model module: {reason}")]
     NotWeftArtifact { reference: String, reason: String },
+    #[error("registry request for {reference} failed: {message}")]
+    Registry { reference: String, message: String },
     #[error("malformed {what}: {message}")]
     Malformed { what: String, message: String },
 }

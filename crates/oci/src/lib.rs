@@ -21,9 +21,12 @@
 pub mod artifact;
 mod error;
 pub mod media;
+pub mod registry;
 mod store;
 
 pub use artifact::{Artifact, Package};
 pub use error::OciError;
+pub use oci_client::secrets::RegistryAuth;
 pub use oci_spec::image::{Descriptor, Digest};
+pub use registry::{Remote, RemoteOptions, TransferReport, parse_reference};
 pub use store::{GcReport, Store, normalize_reference};

@@ -164,6 +164,22 @@ impl Store {
         Ok((digest, size))
     }
 
+    /// Where an interrupted download of `digest` keeps its bytes, so the next
+    /// try can resume with a Range request. Not a visible blob.
+    pub fn partial_path(&self, digest: &Digest) -> PathBuf {
+        self.blobs_dir()
+            .join(format!("{TMP_PREFIX}partial-{}", digest.digest()))
+    }
+
+    /// Make a fully downloaded and verified partial file the blob `digest`
+    /// (the caller hashed it while writing).
+    pub fn commit_partial(&self, partial: &Path, digest: &Digest) -> Result<(), OciError> {
+        File::open(partial)
+            .and_then(|f| f.sync_all())
+            .map_err(OciError::io(partial))?;
+        std::fs::rename(partial, self.blob_path(digest)).map_err(OciError::io(partial))
+    }
+
     /// Store bytes as a blob.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<(Digest, u64), OciError> {
         self.put_blob(bytes, None)

@@ -1,0 +1,137 @@
+//! `weft push` and `weft pull`, and the registry options they share.
+
+use crate::store::StoreArgs;
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Instant;
+use weft_oci::{RegistryAuth, Remote, RemoteOptions, Store, TransferReport, parse_reference};
+
+#[derive(Args, Clone, Default)]
+pub struct RemoteArgs {
+    /// Allow plain HTTP and unverified certificates for this registry
+    /// (loopback registries always allow HTTP).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Trust this CA certificate (PEM) in addition to the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Vec<PathBuf>,
+}
+
+/// Credentials for a registry from the docker configuration
+/// ($DOCKER_CONFIG/config.json or ~/.docker/config.json, with credential
+/// helpers), so `docker login` credentials just work; anonymous otherwise.
+fn auth_for(registry: &str) -> RegistryAuth {
+    match docker_credential::get_credential(registry) {
+        Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => {
+            RegistryAuth::Basic(u, p)
+        }
+        Ok(docker_credential::DockerCredential::IdentityToken(t)) => RegistryAuth::Bearer(t),
+        Err(e) => {
+            tracing::debug!(registry, "no docker credentials ({e}); pulling anonymously");
+            RegistryAuth::Anonymous
+        }
+    }
+}
+
+impl RemoteArgs {
+    pub fn remote(&self, reference: &weft_oci::registry::Reference) -> anyhow::Result<Remote> {
+        Ok(Remote::new(
+            reference,
+            RemoteOptions {
+                insecure: self.insecure,
+                ca_files: self.ca_file.clone(),
+                auth: auth_for(reference.resolve_registry()),
+                ..RemoteOptions::default()
+            },
+        )?)
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn summary(verb: &str, reference: &str, r: &TransferReport, started: Instant) {
+    let secs = started.elapsed().as_secs_f64();
+    outln!(
+        "{verb} {reference} {} ({} blobs moved, {} already there, {} resumed; {:.1} MiB in {:.2}s)",
+        r.manifest_digest,
+        r.blobs_transferred,
+        r.blobs_skipped,
+        r.blobs_resumed,
+        r.bytes as f64 / (1 << 20) as f64,
+        secs
+    );
+}
+
+/// Push a model module from the local store to a registry.
+#[derive(Args)]
+pub struct PushArgs {
+    /// The module in the local store (e.g. ocr:1.0).
+    pub local: String,
+    /// Where to push it, REGISTRY/REPOSITORY[:TAG] [default: LOCAL, which
+    /// must then name a registry].
+    pub target: Option<String>,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+pub fn push(a: PushArgs) -> anyhow::Result<i32> {
+    let store = a.store.open()?;
+    let target = parse_reference(a.target.as_deref().unwrap_or(&a.local))?;
+    let remote = a.remote.remote(&target)?;
+    let started = Instant::now();
+    let report = runtime()?
+        .block_on(remote.push(&store, &a.local, &target))
+        .with_context(|| format!("pushing {} to {}", a.local, target.whole()))?;
+    summary("pushed", &target.whole(), &report, started);
+    Ok(0)
+}
+
+/// Pull a model module from a registry into the local store.
+#[derive(Args)]
+pub struct PullArgs {
+    /// REGISTRY/REPOSITORY[:TAG|@DIGEST].
+    pub reference: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Pull into `store`; returns the local reference it is tagged as.
+pub fn pull_into(
+    store: &Store,
+    reference: &str,
+    remote_args: &RemoteArgs,
+) -> anyhow::Result<String> {
+    let source = parse_reference(reference)?;
+    let remote = remote_args.remote(&source)?;
+    let started = Instant::now();
+    let report = runtime()?
+        .block_on(remote.pull(store, &source))
+        .with_context(|| format!("pulling {}", source.whole()))?;
+    summary("pulled", &source.whole(), &report, started);
+    Ok(source.whole())
+}
+
+pub fn pull(a: PullArgs) -> anyhow::Result<i32> {
+    let store = a.store.open()?;
+    pull_into(&store, &a.reference, &a.remote)?;
+    Ok(0)
+}
+
+/// Whether a reference names a registry (`host[:port]/repo...`), so a
+/// missing local tag can be pulled.
+pub fn names_registry(reference: &str) -> bool {
+    reference
+        .split_once('/')
+        .is_some_and(|(host, _)| host.contains('.') || host.contains(':') || host == "localhost")
+}

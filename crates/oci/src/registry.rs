@@ -1,0 +1,447 @@
+//! Push and pull model modules to and from OCI registries.
+//!
+//! Built on `oci-client`'s streaming calls: blobs move between the registry
+//! and the store in chunks (bounded memory), several at once, hashed while
+//! written. Blobs the registry already has are skipped (HEAD); a download
+//! keeps its partial file and resumes with a Range request on the next try
+//! or the next run; transient failures are retried with backoff; a stalled
+//! transfer times out. Plain HTTP is used only for loopback registries or
+//! when asked (`insecure`).
+
+use crate::artifact::{Artifact, WasmConfig};
+use crate::error::OciError;
+use crate::media;
+use crate::store::Store;
+use futures_util::{StreamExt, TryStreamExt, stream};
+pub use oci_client::Reference;
+use oci_client::client::{
+    BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
+};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, RegistryOperation};
+use oci_spec::image::{Descriptor, Digest, ImageManifest, MediaType};
+use sha2::{Digest as _, Sha256};
+use std::io::{Read, Seek, Write};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// Blobs moved at once.
+const PARALLEL: usize = 4;
+/// Attempts per blob before giving up.
+const ATTEMPTS: u32 = 5;
+
+/// How to reach a registry.
+#[derive(Debug, Clone)]
+pub struct RemoteOptions {
+    /// Allow plain HTTP (and any certificate) for non-loopback registries.
+    pub insecure: bool,
+    /// Extra CA certificates (PEM) to trust.
+    pub ca_files: Vec<PathBuf>,
+    pub auth: RegistryAuth,
+    /// A transfer that receives nothing for this long fails (and is retried).
+    pub stall_timeout: Duration,
+}
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        Self {
+            insecure: false,
+            ca_files: Vec::new(),
+            auth: RegistryAuth::Anonymous,
+            stall_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a transfer did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TransferReport {
+    pub manifest_digest: String,
+    /// Blobs moved.
+    pub blobs_transferred: usize,
+    /// Blobs the other side had already.
+    pub blobs_skipped: usize,
+    /// Downloads that continued from a partial file.
+    pub blobs_resumed: usize,
+    /// Bytes moved over the network (blob contents only).
+    pub bytes: u64,
+}
+
+/// Parse `registry/repo[:tag|@digest]`.
+pub fn parse_reference(s: &str) -> Result<Reference, OciError> {
+    Reference::from_str(s).map_err(|_| OciError::BadReference(s.into()))
+}
+
+fn is_loopback(registry: &str) -> bool {
+    let host = registry
+        .strip_prefix('[')
+        .and_then(|r| r.split_once(']').map(|(h, _)| h))
+        .unwrap_or_else(|| registry.rsplit_once(':').map_or(registry, |(h, _)| h));
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn remote_err(reference: &Reference, e: oci_client::errors::OciDistributionError) -> OciError {
+    OciError::Registry {
+        reference: reference.whole(),
+        message: e.to_string(),
+    }
+}
+
+/// A registry client for one registry.
+pub struct Remote {
+    client: Client,
+    options: RemoteOptions,
+}
+
+impl Remote {
+    /// A client for the registry of `reference`.
+    pub fn new(reference: &Reference, options: RemoteOptions) -> Result<Remote, OciError> {
+        let registry = reference.resolve_registry().to_string();
+        let protocol = if options.insecure || is_loopback(&registry) {
+            ClientProtocol::HttpsExcept(vec![registry.clone()])
+        } else {
+            ClientProtocol::Https
+        };
+        let mut certs = Vec::new();
+        for path in &options.ca_files {
+            certs.push(Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: std::fs::read(path).map_err(OciError::io(path))?,
+            });
+        }
+        let config = ClientConfig {
+            protocol,
+            accept_invalid_certificates: options.insecure,
+            use_monolithic_push: true,
+            extra_root_certificates: certs,
+            max_concurrent_upload: PARALLEL,
+            max_concurrent_download: PARALLEL,
+            connect_timeout: Some(Duration::from_secs(10)),
+            ..ClientConfig::default()
+        };
+        Ok(Remote {
+            client: Client::new(config),
+            options,
+        })
+    }
+
+    async fn login(&self, r: &Reference, op: RegistryOperation) -> Result<(), OciError> {
+        self.client
+            .auth(r, &self.options.auth, op)
+            .await
+            .map(drop)
+            .map_err(|e| remote_err(r, e))
+    }
+
+    /// Push the stored artifact `local` to `target`.
+    pub async fn push(
+        &self,
+        store: &Store,
+        local: &str,
+        target: &Reference,
+    ) -> Result<TransferReport, OciError> {
+        let art = Artifact::open(store, local)?;
+        let manifest_bytes = store.read_blob(&art.manifest_digest)?;
+        self.login(target, RegistryOperation::Push).await?;
+        let blobs: Vec<Descriptor> = std::iter::once(art.manifest.config().clone())
+            .chain(art.manifest.layers().iter().cloned())
+            .collect();
+        let skipped = AtomicUsize::new(0);
+        let bytes = AtomicU64::new(0);
+        stream::iter(blobs.iter().map(Ok))
+            .try_for_each_concurrent(PARALLEL, |desc| {
+                let (skipped, bytes) = (&skipped, &bytes);
+                async move {
+                    let digest = desc.digest().to_string();
+                    let exists = self
+                        .client
+                        .blob_exists(target, &digest)
+                        .await
+                        .map_err(|e| remote_err(target, e))?;
+                    if exists {
+                        skipped.fetch_add(1, Ordering::Relaxed);
+                        return Ok(());
+                    }
+                    self.push_blob(store, target, desc).await?;
+                    bytes.fetch_add(desc.size(), Ordering::Relaxed);
+                    Ok::<(), OciError>(())
+                }
+            })
+            .await?;
+        self.client
+            .push_manifest_raw(
+                target,
+                manifest_bytes,
+                http::HeaderValue::from_static(OCI_MANIFEST),
+            )
+            .await
+            .map_err(|e| remote_err(target, e))?;
+        let skipped = skipped.into_inner();
+        Ok(TransferReport {
+            manifest_digest: art.manifest_digest.to_string(),
+            blobs_transferred: blobs.len() - skipped,
+            blobs_skipped: skipped,
+            blobs_resumed: 0,
+            bytes: bytes.into_inner(),
+        })
+    }
+
+    async fn push_blob(
+        &self,
+        store: &Store,
+        target: &Reference,
+        desc: &Descriptor,
+    ) -> Result<(), OciError> {
+        let path = store.blob_path(desc.digest());
+        let mut last = None;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(OciError::io(&path))?;
+            let chunks = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
+                .map_err(oci_client::errors::OciDistributionError::from);
+            match self
+                .client
+                .push_blob_stream(
+                    target,
+                    chunks,
+                    desc.digest().as_ref(),
+                    Some(desc.size()),
+                )
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(blob = %desc.digest(), attempt, "push failed: {e}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(remote_err(target, last.expect("at least one attempt")))
+    }
+
+    /// Pull `source` into the store and tag it with its full reference.
+    pub async fn pull(
+        &self,
+        store: &Store,
+        source: &Reference,
+    ) -> Result<TransferReport, OciError> {
+        self.login(source, RegistryOperation::Pull).await?;
+        let (bytes, digest) = self
+            .client
+            .pull_manifest_raw(source, &self.options.auth, &[OCI_MANIFEST])
+            .await
+            .map_err(|e| remote_err(source, e))?;
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        for expected in [Some(digest.as_str()), source.digest()]
+            .into_iter()
+            .flatten()
+        {
+            if expected != actual {
+                return Err(OciError::DigestMismatch {
+                    expected: expected.into(),
+                    actual,
+                });
+            }
+        }
+        let not_weft = |reason: String| OciError::NotWeftArtifact {
+            reference: source.whole(),
+            reason,
+        };
+        let manifest = ImageManifest::from_reader(&bytes[..])
+            .map_err(|e| not_weft(format!("its manifest does not parse: {e}")))?;
+        let config_type = manifest.config().media_type().to_string();
+        if config_type != media::WASM_CONFIG {
+            // Refuse before downloading any layer.
+            return Err(not_weft(format!(
+                "its config is {config_type}, not {}",
+                media::WASM_CONFIG
+            )));
+        }
+        let blobs: Vec<Descriptor> = std::iter::once(manifest.config().clone())
+            .chain(manifest.layers().iter().cloned())
+            .collect();
+        let report = std::sync::Mutex::new(TransferReport {
+            manifest_digest: actual.clone(),
+            ..Default::default()
+        });
+        stream::iter(blobs.iter().map(Ok))
+            .try_for_each_concurrent(PARALLEL, |desc| {
+                let report = &report;
+                async move {
+                    if store.has_blob(desc.digest()) {
+                        report.lock().unwrap().blobs_skipped += 1;
+                        return Ok(());
+                    }
+                    let (moved, resumed) = self.pull_blob(store, source, desc).await?;
+                    let mut r = report.lock().unwrap();
+                    r.blobs_transferred += 1;
+                    r.blobs_resumed += usize::from(resumed);
+                    r.bytes += moved;
+                    Ok::<(), OciError>(())
+                }
+            })
+            .await?;
+        let config: WasmConfig =
+            serde_json::from_slice(&store.read_blob(manifest.config().digest())?)
+                .map_err(|e| not_weft(format!("its config has no valid `weft` section: {e}")))?;
+        drop(config);
+        let manifest_digest =
+            Digest::from_str(&actual).map_err(|_| OciError::BadDigest(actual.clone()))?;
+        let (stored, size) = store.put_blob(&bytes[..], Some(&manifest_digest))?;
+        store.tag(
+            &source.whole(),
+            &Descriptor::new(MediaType::ImageManifest, size, stored),
+        )?;
+        Ok(report.into_inner().unwrap())
+    }
+
+    /// Download one blob into the store, resuming a partial file. Returns
+    /// the bytes moved over the network and whether it resumed.
+    async fn pull_blob(
+        &self,
+        store: &Store,
+        source: &Reference,
+        desc: &Descriptor,
+    ) -> Result<(u64, bool), OciError> {
+        let digest = desc.digest().to_string();
+        let partial = store.partial_path(desc.digest());
+        let mut moved = 0u64;
+        let mut resumed = false;
+        let mut last = None;
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            let have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+            let have = if have >= desc.size() { 0 } else { have };
+            let response = if have > 0 {
+                self.client
+                    .pull_blob_stream_partial(source, digest.as_str(), have, None)
+                    .await
+            } else {
+                self.client
+                    .pull_blob_stream(source, digest.as_str())
+                    .await
+                    .map(BlobResponse::Full)
+            };
+            let (mut chunks, offset) = match response {
+                Ok(BlobResponse::Partial(s)) => (s, have),
+                Ok(BlobResponse::Full(s)) => (s, 0),
+                Err(e) => {
+                    tracing::warn!(blob = %digest, attempt, "download failed: {e}");
+                    last = Some(remote_err(source, e));
+                    continue;
+                }
+            };
+            resumed |= offset > 0;
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&partial)
+                .map_err(OciError::io(&partial))?;
+            file.set_len(offset).map_err(OciError::io(&partial))?;
+            // Hash what is already there, then keep hashing while writing.
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut left = offset;
+            while left > 0 {
+                let n = file.read(&mut buf).map_err(OciError::io(&partial))?;
+                if n == 0 {
+                    break;
+                }
+                let n = n.min(left as usize);
+                hasher.update(&buf[..n]);
+                left -= n as u64;
+            }
+            file.seek(std::io::SeekFrom::Start(offset))
+                .map_err(OciError::io(&partial))?;
+            let outcome: Result<(), OciError> = async {
+                loop {
+                    let next = tokio::time::timeout(self.options.stall_timeout, chunks.next())
+                        .await
+                        .map_err(|_| OciError::Registry {
+                            reference: source.whole(),
+                            message: format!(
+                                "no progress on blob {digest} for {}s",
+                                self.options.stall_timeout.as_secs()
+                            ),
+                        })?;
+                    match next {
+                        None => return Ok(()),
+                        Some(Ok(bytes)) => {
+                            hasher.update(&bytes);
+                            file.write_all(&bytes).map_err(OciError::io(&partial))?;
+                            moved += bytes.len() as u64;
+                        }
+                        Some(Err(e)) => {
+                            return Err(OciError::Registry {
+                                reference: source.whole(),
+                                message: format!("reading blob {digest}: {e}"),
+                            });
+                        }
+                    }
+                }
+            }
+            .await;
+            let complete = file.stream_position().is_ok_and(|p| p == desc.size());
+            if let Err(e) = outcome
+                && !complete
+            {
+                // Keep the partial file: the next attempt resumes from it.
+                tracing::warn!(blob = %digest, attempt, "download interrupted: {e}");
+                last = Some(e);
+                continue;
+            }
+            // Every byte arrived (the client's own check may have failed the
+            // stream at its end): our hash decides.
+            let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+            if actual != digest {
+                let _ = std::fs::remove_file(&partial);
+                return Err(OciError::DigestMismatch {
+                    expected: digest,
+                    actual,
+                });
+            }
+            store.commit_partial(&partial, desc.digest())?;
+            return Ok((moved, resumed));
+        }
+        Err(last.expect("at least one attempt"))
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200 * 2u64.pow(attempt.min(6)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries_are_recognized() {
+        for r in [
+            "127.0.0.1:5000",
+            "localhost:5000",
+            "localhost",
+            "[::1]:5000",
+            "127.1.2.3",
+        ] {
+            assert!(is_loopback(r), "{r}");
+        }
+        for r in ["registry.example:5000", "10.0.0.1:5000", "ghcr.io"] {
+            assert!(!is_loopback(r), "{r}");
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Push and pull against a real registry (Debian's docker-registry on
+//! 127.0.0.1), with skopeo as an independent client.
+
+use std::path::Path;
+use weft_oci::artifact::{self, FileKind, PackFile, Package};
+use weft_oci::{Artifact, OciError, Remote, RemoteOptions, Store, parse_reference};
+use weft_tests::{Guest, TestRegistry, data, module};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Package tinyrun + tiny.onnx (+ an optional big extra file) as `tiny:1`.
+fn package(store: &Store, extra: Option<&Path>) -> String {
+    let model = data("tiny.onnx");
+    let mut files = vec![PackFile {
+        source: &model,
+        path: "models/tiny.onnx".into(),
+        kind: FileKind::Weights,
+        preload: Some("tiny".into()),
+    }];
+    if let Some(extra) = extra {
+        files.push(PackFile {
+            source: extra,
+            path: "data/big.bin".into(),
+            kind: FileKind::Config,
+            preload: None,
+        });
+    }
+    let module = module(Guest::P1, "tinyrun");
+    let desc = artifact::build(
+        store,
+        Package {
+            name: "tiny".into(),
+            version: "1".into(),
+            description: None,
+            created: "2026-01-01T00:00:00Z".into(),
+            module: &module,
+            args: vec![],
+            files,
+            models: vec![],
+        },
+    )
+    .unwrap();
+    desc.digest().to_string()
+}
+
+fn connect(reference: &str) -> (Remote, weft_oci::registry::Reference) {
+    let r = parse_reference(reference).unwrap();
+    (Remote::new(&r, RemoteOptions::default()).unwrap(), r)
+}
+
+#[test]
+fn push_pull_round_trip_skips_what_is_there() {
+    let Some(reg) = TestRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Store::open(tmp.path().join("a")).unwrap();
+    let digest = package(&a, None);
+    let (remote, target) = connect(&format!("{}/team/tiny:1", reg.addr));
+    let rt = rt();
+    let pushed = rt.block_on(remote.push(&a, "tiny:1", &target)).unwrap();
+    assert_eq!(pushed.manifest_digest, digest);
+    assert_eq!((pushed.blobs_transferred, pushed.blobs_skipped), (3, 0));
+    let again = rt.block_on(remote.push(&a, "tiny:1", &target)).unwrap();
+    assert_eq!((again.blobs_transferred, again.blobs_skipped), (0, 3));
+
+    let b = Store::open(tmp.path().join("b")).unwrap();
+    let pulled = rt.block_on(remote.pull(&b, &target)).unwrap();
+    assert_eq!(pulled.manifest_digest, digest);
+    let art = Artifact::open(&b, &target.whole()).unwrap();
+    assert_eq!(art.manifest_digest.to_string(), digest);
+    for layer in art.manifest.layers() {
+        assert_eq!(
+            std::fs::read(b.blob_path(layer.digest())).unwrap(),
+            std::fs::read(a.blob_path(layer.digest())).unwrap()
+        );
+    }
+    // Pulling by digest works and verifies the manifest against it.
+    let (remote, by_digest) = connect(&format!("{}/team/tiny@{digest}", reg.addr));
+    let c = Store::open(tmp.path().join("c")).unwrap();
+    rt.block_on(remote.pull(&c, &by_digest)).unwrap();
+}
+
+#[test]
+fn large_artifact_round_trip() {
+    let Some(reg) = TestRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    // 256 MiB of incompressible bytes.
+    let big = tmp.path().join("big.bin");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..256 {
+            for chunk in block.chunks_exact_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                chunk.copy_from_slice(&x.to_le_bytes());
+            }
+            f.write_all(&block).unwrap();
+        }
+    }
+    let a = Store::open(tmp.path().join("a")).unwrap();
+    let digest = package(&a, Some(&big));
+    let (remote, target) = connect(&format!("{}/big:1", reg.addr));
+    let rt = rt();
+    rt.block_on(remote.push(&a, "tiny:1", &target)).unwrap();
+    let b = Store::open(tmp.path().join("b")).unwrap();
+    let report = rt.block_on(remote.pull(&b, &target)).unwrap();
+    assert_eq!(report.manifest_digest, digest);
+    assert!(report.bytes >= 256 << 20);
+    let art = Artifact::open(&b, &target.whole()).unwrap();
+    let (_, layer) = art.files().find(|(p, _)| *p == "data/big.bin").unwrap();
+    assert_eq!(
+        std::fs::metadata(b.blob_path(layer.digest()))
+            .unwrap()
+            .len(),
+        256 << 20
+    );
+}
+
+#[test]
+fn interrupted_download_resumes_with_a_range_request() {
+    let Some(reg) = TestRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Store::open(tmp.path().join("a")).unwrap();
+    package(&a, None);
+    let (remote, target) = connect(&format!("{}/tiny:1", reg.addr));
+    let rt = rt();
+    rt.block_on(remote.push(&a, "tiny:1", &target)).unwrap();
+    // Leave the first half of the module layer as an interrupted download.
+    let art = Artifact::open(&a, "tiny:1").unwrap();
+    let layer = art.module_layer().unwrap().clone();
+    let whole = std::fs::read(a.blob_path(layer.digest())).unwrap();
+    let half = whole.len() / 2;
+    let b = Store::open(tmp.path().join("b")).unwrap();
+    std::fs::write(b.partial_path(layer.digest()), &whole[..half]).unwrap();
+    let report = rt.block_on(remote.pull(&b, &target)).unwrap();
+    assert_eq!(report.blobs_resumed, 1);
+    let others: u64 = art
+        .manifest
+        .layers()
+        .iter()
+        .skip(1)
+        .map(|l| l.size())
+        .sum::<u64>()
+        + art.manifest.config().size();
+    assert_eq!(
+        report.bytes,
+        (whole.len() - half) as u64 + others,
+        "only the missing half moved"
+    );
+    assert_eq!(std::fs::read(b.blob_path(layer.digest())).unwrap(), whole);
+    assert!(!b.partial_path(layer.digest()).exists());
+}
+
+#[test]
+fn corrupted_blob_fails_the_pull_and_stores_nothing() {
+    let Some(reg) = TestRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Store::open(tmp.path().join("a")).unwrap();
+    package(&a, None);
+    let (remote, target) = connect(&format!("{}/tiny:1", reg.addr));
+    let rt = rt();
+    rt.block_on(remote.push(&a, "tiny:1", &target)).unwrap();
+    let art = Artifact::open(&a, "tiny:1").unwrap();
+    let layer = art.module_layer().unwrap().clone();
+    let on_disk = reg.blob_file(layer.digest().digest());
+    let mut bytes = std::fs::read(&on_disk).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&on_disk, bytes).unwrap();
+    let b = Store::open(tmp.path().join("b")).unwrap();
+    let err = rt.block_on(remote.pull(&b, &target)).unwrap_err();
+    assert!(
+        matches!(&err, OciError::DigestMismatch { .. }) || err.to_string().contains("digest"),
+        "{err}"
+    );
+    assert!(
+        !b.has_blob(layer.digest()),
+        "a corrupt blob must not be stored"
+    );
+    assert!(!b.partial_path(layer.digest()).exists());
+    assert!(b.list().unwrap().is_empty(), "nothing tagged");
+}
+
+#[test]
+fn skopeo_sees_the_same_artifact_and_weft_reads_what_skopeo_copied() {
+    let Some(reg) = TestRegistry::start(None) else {
+        return;
+    };
+    if !Path::new("/usr/bin/skopeo").exists() {
+        weft_tests::skip_or_fail("skopeo is not installed (apt-get install skopeo)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Store::open(tmp.path().join("a")).unwrap();
+    let digest = package(&a, None);
+    let (remote, target) = connect(&format!("{}/tiny:1", reg.addr));
+    let rt = rt();
+    rt.block_on(remote.push(&a, "tiny:1", &target)).unwrap();
+    let layout = tmp.path().join("layout");
+    let skopeo = |args: &[&str]| {
+        let out = std::process::Command::new("skopeo")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let src = format!("docker://{}", target.whole());
+    let raw = skopeo(&["inspect", "--tls-verify=false", "--raw", &src]);
+    assert_eq!(
+        weft_nn::digest(&raw),
+        digest,
+        "skopeo sees another manifest"
+    );
+    let dst = format!("oci:{}:tiny:1", layout.display());
+    skopeo(&["copy", "-q", "--src-tls-verify=false", &src, &dst]);
+    // The skopeo-written layout is a Weft store: same digest, same files.
+    let copied = Store::open(&layout).unwrap();
+    let art = Artifact::open(&copied, "tiny:1").unwrap();
+    assert_eq!(art.manifest_digest.to_string(), digest);
+    // And back: skopeo pushes the layout elsewhere, Weft pulls it.
+    let back = format!("docker://{}/from-skopeo:1", reg.addr);
+    skopeo(&["copy", "-q", "--dest-tls-verify=false", &dst, &back]);
+    let (remote, source) = connect(&format!("{}/from-skopeo:1", reg.addr));
+    let b = Store::open(tmp.path().join("b")).unwrap();
+    let report = rt.block_on(remote.pull(&b, &source)).unwrap();
+    assert_eq!(report.manifest_digest, digest);
+}
+
+#[test]
+fn a_plain_container_image_is_refused_before_any_layer_moves() {
+    let Some(reg) = TestRegistry::start(None) else {
+        return;
+    };
+    if !Path::new("/usr/bin/skopeo").exists() {
+        weft_tests::skip_or_fail("skopeo is not installed (apt-get install skopeo)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // A minimal linux image laid out by hand, pushed by skopeo.
+    let layout = Store::open(tmp.path().join("plain")).unwrap();
+    let (cd, cs) = layout
+        .put_bytes(
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+        .unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": cs},
+        "layers": []
+    });
+    let (md, ms) = layout
+        .put_bytes(&serde_json::to_vec(&manifest).unwrap())
+        .unwrap();
+    layout
+        .tag(
+            "plain:1",
+            &weft_oci::Descriptor::new(oci_spec::image::MediaType::ImageManifest, ms, md),
+        )
+        .unwrap();
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:plain:1", layout.root().display()))
+        .arg(format!("docker://{}/plain:1", reg.addr))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (remote, source) = connect(&format!("{}/plain:1", reg.addr));
+    let b = Store::open(tmp.path().join("b")).unwrap();
+    let err = rt().block_on(remote.pull(&b, &source)).unwrap_err();
+    assert!(
+        err.to_string().contains("is not a Weft model module"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("application/vnd.oci.image.config.v1+json"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("b/blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
