@@ -33,6 +33,8 @@ rustup target add wasm32-wasip1 wasm32-wasip2
 rustup component add rustfmt clippy
 
 if ! command -v cc >/dev/null 2>&1; then apt_install build-essential; fi
+# A real registry, an independent OCI client and htpasswd for the OCI tests.
+apt_install docker-registry skopeo apache2-utils
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     apt_install python3 python3-venv python3-pip
 fi

@@ -56,9 +56,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn summary(verb: &str, reference: &str, r: &TransferReport, started: Instant) {
+fn summary(verb: &str, reference: &str, r: &TransferReport, started: Instant) -> String {
     let secs = started.elapsed().as_secs_f64();
-    outln!(
+    format!(
         "{verb} {reference} {} ({} blobs moved, {} already there, {} resumed; {:.1} MiB in {:.2}s)",
         r.manifest_digest,
         r.blobs_transferred,
@@ -66,7 +66,7 @@ fn summary(verb: &str, reference: &str, r: &TransferReport, started: Instant) {
         r.blobs_resumed,
         r.bytes as f64 / (1 << 20) as f64,
         secs
-    );
+    )
 }
 
 /// Push a model module from the local store to a registry.
@@ -91,7 +91,7 @@ pub fn push(a: PushArgs) -> anyhow::Result<i32> {
     let report = runtime()?
         .block_on(remote.push(&store, &a.local, &target))
         .with_context(|| format!("pushing {} to {}", a.local, target.whole()))?;
-    summary("pushed", &target.whole(), &report, started);
+    outln!("{}", summary("pushed", &target.whole(), &report, started));
     Ok(0)
 }
 
@@ -118,13 +118,12 @@ pub fn pull_into(
     let report = runtime()?
         .block_on(remote.pull(store, &source))
         .with_context(|| format!("pulling {}", source.whole()))?;
-    summary("pulled", &source.whole(), &report, started);
-    Ok(source.whole())
+    Ok(summary("pulled", &source.whole(), &report, started))
 }
 
 pub fn pull(a: PullArgs) -> anyhow::Result<i32> {
     let store = a.store.open()?;
-    pull_into(&store, &a.reference, &a.remote)?;
+    outln!("{}", pull_into(&store, &a.reference, &a.remote)?);
     Ok(0)
 }
 

@@ -131,7 +131,11 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
             Err(weft_oci::OciError::UnknownReference { .. })
         );
         if missing && crate::remote::names_registry(&a.module) {
-            crate::remote::pull_into(&store, &a.module, &a.remote)?;
+            // stdout belongs to the module: the pull reports on stderr.
+            eprintln!(
+                "weft: {}",
+                crate::remote::pull_into(&store, &a.module, &a.remote)?
+            );
         }
         let art = Artifact::open(&store, &a.module)?;
         let bytes = store.read_blob(art.module_layer()?.digest())?;

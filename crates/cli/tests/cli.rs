@@ -410,3 +410,79 @@ fn bad_weft_toml_is_named_and_the_store_is_untouched() {
         assert_eq!(count, 0, "{extra}: a failed build stored blobs");
     }
 }
+
+/// `docker login`-style credentials in $DOCKER_CONFIG/config.json are used
+/// as they are; without them, or with wrong ones, push and pull fail with
+/// the registry's answer named.
+#[test]
+fn registry_credentials_come_from_the_docker_config() {
+    use base64::Engine as _;
+    let Some(reg) = weft_tests::TestRegistry::start(Some(("weft", "s3cret"))) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store").display().to_string();
+    let dir = module_dir(tmp.path(), "").display().to_string();
+    let docker = |user_pass: Option<&str>| {
+        let d = tmp
+            .path()
+            .join(format!("docker-{}", user_pass.unwrap_or("none")));
+        std::fs::create_dir_all(&d).unwrap();
+        let auths = match user_pass {
+            Some(up) => serde_json::json!({
+                "auths": { reg.addr.clone(): { "auth": base64::engine::general_purpose::STANDARD.encode(up) } }
+            }),
+            None => serde_json::json!({ "auths": {} }),
+        };
+        std::fs::write(d.join("config.json"), auths.to_string()).unwrap();
+        d
+    };
+    let weft_with = |config: &Path, args: &[&str]| {
+        Command::new(weft_bin())
+            .args(args)
+            .current_dir(tmp.path())
+            .env("DOCKER_CONFIG", config)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    let target = format!("{}/tiny:1", reg.addr);
+    let anonymous = docker(None);
+    assert!(
+        weft_with(&anonymous, &["build", "--store", &store, &dir])
+            .status
+            .success()
+    );
+    let out = weft_with(&anonymous, &["push", "--store", &store, "tiny:1", &target]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("pushing tiny:1 to {target}")),
+        "{err}"
+    );
+    assert!(
+        err.to_lowercase().contains("unauthorized") || err.contains("401"),
+        "{err}"
+    );
+
+    let wrong = docker(Some("weft:wrong"));
+    let out = weft_with(&wrong, &["push", "--store", &store, "tiny:1", &target]);
+    assert!(!out.status.success(), "wrong password accepted");
+
+    let good = docker(Some("weft:s3cret"));
+    let out = weft_with(&good, &["push", "--store", &store, "tiny:1", &target]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A fresh store pulls it and runs it by reference in one go.
+    let other = tmp.path().join("other").display().to_string();
+    let out = weft_with(
+        &good,
+        &["run", "--store", &other, &target, "--", "0", "0", "0", "1"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "1 1 1 3",
+        "only the module writes stdout"
+    );
+    assert!(stderr(&out).contains("pulled"), "{}", stderr(&out));
+}

@@ -211,12 +211,7 @@ impl Remote {
                 .map_err(oci_client::errors::OciDistributionError::from);
             match self
                 .client
-                .push_blob_stream(
-                    target,
-                    chunks,
-                    desc.digest().as_ref(),
-                    Some(desc.size()),
-                )
+                .push_blob_stream(target, chunks, desc.digest().as_ref(), Some(desc.size()))
                 .await
             {
                 Ok(_) => return Ok(()),
