@@ -17,6 +17,7 @@ macro_rules! outln {
 
 mod build;
 mod images;
+mod login;
 mod parse;
 mod remote;
 mod run;
@@ -43,6 +44,8 @@ enum Command {
     Gc(images::GcArgs),
     Push(remote::PushArgs),
     Pull(remote::PullArgs),
+    Login(login::LoginArgs),
+    Logout(login::LogoutArgs),
 }
 
 fn main() {
@@ -64,6 +67,8 @@ fn main() {
         Command::Gc(args) => images::gc(args),
         Command::Push(args) => remote::push(args),
         Command::Pull(args) => remote::pull(args),
+        Command::Login(args) => login::login(args),
+        Command::Logout(args) => login::logout(args),
     };
     match code {
         Ok(code) => std::process::exit(code),

@@ -469,7 +469,34 @@ fn registry_credentials_come_from_the_docker_config() {
     let out = weft_with(&wrong, &["push", "--store", &store, "tiny:1", &target]);
     assert!(!out.status.success(), "wrong password accepted");
 
-    let good = docker(Some("weft:s3cret"));
+    // `weft login` checks the password and writes the same config.json.
+    let login = |config: &Path, password: &str| {
+        let mut child = Command::new(weft_bin())
+            .args(["login", &reg.addr, "-u", "weft", "--password-stdin"])
+            .env("DOCKER_CONFIG", config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let good = tmp.path().join("docker-login");
+    let out = login(&good, "nope");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("credentials refused"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !good.join("config.json").exists(),
+        "bad credentials were stored"
+    );
+    let out = login(&good, "s3cret");
+    assert!(out.status.success(), "{}", stderr(&out));
     let out = weft_with(&good, &["push", "--store", &store, "tiny:1", &target]);
     assert!(out.status.success(), "{}", stderr(&out));
     // A fresh store pulls it and runs it by reference in one go.
@@ -485,4 +512,8 @@ fn registry_credentials_come_from_the_docker_config() {
         "only the module writes stdout"
     );
     assert!(stderr(&out).contains("pulled"), "{}", stderr(&out));
+    let out = weft_with(&good, &["logout", &reg.addr]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = weft_with(&good, &["pull", "--store", &other, &target]);
+    assert!(!out.status.success(), "still logged in after logout");
 }

@@ -139,6 +139,32 @@ impl Remote {
             .map_err(|e| remote_err(r, e))
     }
 
+    /// Check the credentials: a manifest request for `probe` must not be
+    /// refused as unauthorized (a 404 for the probe repository is fine).
+    pub async fn check_credentials(&self, probe: &Reference) -> Result<(), OciError> {
+        use oci_client::errors::{OciDistributionError as E, OciErrorCode};
+        self.login(probe, RegistryOperation::Pull).await?;
+        let answer = self
+            .client
+            .fetch_manifest_digest(probe, &self.options.auth)
+            .await;
+        let refused = match &answer {
+            Err(E::UnauthorizedError { .. } | E::AuthenticationFailure(_)) => true,
+            Err(E::RegistryError { envelope, .. }) => envelope
+                .errors
+                .iter()
+                .any(|x| matches!(x.code, OciErrorCode::Unauthorized | OciErrorCode::Denied)),
+            _ => false,
+        };
+        match answer {
+            Err(e) if refused => Err(OciError::Registry {
+                reference: probe.resolve_registry().to_string(),
+                message: format!("credentials refused: {e}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Push the stored artifact `local` to `target`.
     pub async fn push(
         &self,
