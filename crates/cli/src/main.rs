@@ -16,6 +16,7 @@ macro_rules! outln {
 }
 
 mod build;
+mod copy;
 mod images;
 mod login;
 mod parse;
@@ -44,6 +45,7 @@ enum Command {
     Gc(images::GcArgs),
     Push(remote::PushArgs),
     Pull(remote::PullArgs),
+    Copy(copy::CopyArgs),
     Login(login::LoginArgs),
     Logout(login::LogoutArgs),
 }
@@ -67,6 +69,7 @@ fn main() {
         Command::Gc(args) => images::gc(args),
         Command::Push(args) => remote::push(args),
         Command::Pull(args) => remote::pull(args),
+        Command::Copy(args) => copy::exec(args),
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),
     };

@@ -517,3 +517,46 @@ fn registry_credentials_come_from_the_docker_config() {
     let out = weft_with(&good, &["pull", "--store", &other, &target]);
     assert!(!out.status.success(), "still logged in after logout");
 }
+
+/// Air-gapped flow: store -> layout dir -> registry -> registry -> layout
+/// dir, digest preserved all the way, runnable at the end.
+#[test]
+fn copy_between_store_layouts_and_registries_keeps_the_digest() {
+    let Some(reg) = weft_tests::TestRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store").display().to_string();
+    let dir = module_dir(tmp.path(), "").display().to_string();
+    let run = |args: &[&str]| {
+        let out = weft(args, tmp.path());
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let built = run(&["build", "--store", &store, &dir]);
+    let digest = built.split_whitespace().nth(1).unwrap().to_string();
+    let usb = format!("oci:{}/usb:tiny:1", tmp.path().display());
+    let a = format!("{}/site/tiny:1", reg.addr);
+    let b = format!("{}/mirror/tiny:2", reg.addr);
+    let back = format!("oci:{}/back:tiny:3", tmp.path().display());
+    for (src, dst) in [("tiny:1", &usb), (&usb, &a), (&a, &b), (&b, &back)] {
+        let out = run(&["copy", "--store", &store, src, dst]);
+        assert!(out.contains(&digest), "{src} -> {dst}: {out}");
+    }
+    let back_store = tmp.path().join("back").display().to_string();
+    let out = weft(
+        &[
+            "run",
+            "--store",
+            &back_store,
+            "tiny:3",
+            "--",
+            "1",
+            "1",
+            "1",
+            "1",
+        ],
+        tmp.path(),
+    );
+    assert_eq!(stdout(&out).trim(), "3 3 3 3", "{}", stderr(&out));
+}
