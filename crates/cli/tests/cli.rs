@@ -560,3 +560,81 @@ fn copy_between_store_layouts_and_registries_keeps_the_digest() {
     );
     assert_eq!(stdout(&out).trim(), "3 3 3 3", "{}", stderr(&out));
 }
+
+/// Write `mib` MiB of incompressible bytes.
+fn big_file(path: &Path, mib: usize) {
+    use std::io::Write as _;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for chunk in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&block).unwrap();
+    }
+}
+
+/// `kill -9` in the middle of a layer: nothing half-written becomes
+/// visible, and the rerun resumes where the dead one stopped.
+#[test]
+fn pull_killed_mid_layer_resumes_on_rerun() {
+    let Some(reg) = weft_tests::TestRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store").display().to_string();
+    let extra = "[[file]]\nfile = \"big.bin\"\npath = \"data/big.bin\"\n";
+    let dir = module_dir(tmp.path(), extra);
+    big_file(&dir.join("big.bin"), 192);
+    let dir = dir.display().to_string();
+    assert!(weft(&["build", "--store", &store, &dir], tmp.path()).status.success());
+    let target = format!("{}/big:1", reg.addr);
+    let out = weft(&["push", "--store", &store, "tiny:1", &target], tmp.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let fresh = tmp.path().join("fresh");
+    let blobs = fresh.join("blobs/sha256");
+    let mut child = Command::new(weft_bin())
+        .args(["pull", "--store", fresh.to_str().unwrap(), &target])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until a partial download has some bytes, then kill -9.
+    let partial_len = || -> u64 {
+        std::fs::read_dir(&blobs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("partial"))
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .max()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while partial_len() < (16 << 20) {
+        assert!(std::time::Instant::now() < deadline, "download never started");
+        assert!(child.try_wait().unwrap().is_none(), "pull finished before it could be killed");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = partial_len();
+    assert!(left > 0 && left < 192 << 20, "{left}");
+    // Nothing is tagged and no full-size blob appeared for the big layer.
+    let listed = weft(&["images", "--store", fresh.to_str().unwrap()], tmp.path());
+    assert!(!stdout(&listed).contains("big:1"), "{}", stdout(&listed));
+
+    let out = weft(&["pull", "--store", fresh.to_str().unwrap(), &target], tmp.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("1 resumed"), "{}", stdout(&out));
+    let out = weft(
+        &["run", "--store", fresh.to_str().unwrap(), &target, "--", "1", "2", "3", "4"],
+        tmp.path(),
+    );
+    assert_eq!(stdout(&out).trim(), "3 5 7 9", "{}", stderr(&out));
+}
