@@ -591,7 +591,11 @@ fn pull_killed_mid_layer_resumes_on_rerun() {
     let dir = module_dir(tmp.path(), extra);
     big_file(&dir.join("big.bin"), 192);
     let dir = dir.display().to_string();
-    assert!(weft(&["build", "--store", &store, &dir], tmp.path()).status.success());
+    assert!(
+        weft(&["build", "--store", &store, &dir], tmp.path())
+            .status
+            .success()
+    );
     let target = format!("{}/big:1", reg.addr);
     let out = weft(&["push", "--store", &store, "tiny:1", &target], tmp.path());
     assert!(out.status.success(), "{}", stderr(&out));
@@ -617,8 +621,14 @@ fn pull_killed_mid_layer_resumes_on_rerun() {
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while partial_len() < (16 << 20) {
-        assert!(std::time::Instant::now() < deadline, "download never started");
-        assert!(child.try_wait().unwrap().is_none(), "pull finished before it could be killed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "download never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "pull finished before it could be killed"
+        );
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     child.kill().unwrap();
@@ -629,11 +639,24 @@ fn pull_killed_mid_layer_resumes_on_rerun() {
     let listed = weft(&["images", "--store", fresh.to_str().unwrap()], tmp.path());
     assert!(!stdout(&listed).contains("big:1"), "{}", stdout(&listed));
 
-    let out = weft(&["pull", "--store", fresh.to_str().unwrap(), &target], tmp.path());
+    let out = weft(
+        &["pull", "--store", fresh.to_str().unwrap(), &target],
+        tmp.path(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("1 resumed"), "{}", stdout(&out));
     let out = weft(
-        &["run", "--store", fresh.to_str().unwrap(), &target, "--", "1", "2", "3", "4"],
+        &[
+            "run",
+            "--store",
+            fresh.to_str().unwrap(),
+            &target,
+            "--",
+            "1",
+            "2",
+            "3",
+            "4",
+        ],
         tmp.path(),
     );
     assert_eq!(stdout(&out).trim(), "3 5 7 9", "{}", stderr(&out));
