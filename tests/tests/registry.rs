@@ -309,3 +309,32 @@ fn a_plain_container_image_is_refused_before_any_layer_moves() {
         0
     );
 }
+
+#[test]
+fn classic_variant_travels_through_a_registry() {
+    let Some(reg) = TestRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Store::open(tmp.path().join("a")).unwrap();
+    package(&a, None);
+    let classic = Artifact::open(&a, "tiny:1")
+        .unwrap()
+        .build_classic(&a, "tiny:1-classic")
+        .unwrap();
+    let (remote, target) = connect(&format!("{}/tiny:1-classic", reg.addr));
+    let rt = rt();
+    let pushed = rt
+        .block_on(remote.push(&a, "tiny:1-classic", &target))
+        .unwrap();
+    assert_eq!(pushed.manifest_digest, classic.digest().to_string());
+    let b = Store::open(tmp.path().join("b")).unwrap();
+    let pulled = rt.block_on(remote.pull(&b, &target)).unwrap();
+    assert_eq!(pulled.manifest_digest, classic.digest().to_string());
+    let desc = b.resolve(&target.whole()).unwrap();
+    let manifest = b.manifest(&desc).unwrap();
+    assert_eq!(
+        manifest.layers()[0].media_type().to_string(),
+        "application/vnd.oci.image.layer.v1.tar"
+    );
+}

@@ -21,6 +21,10 @@ pub struct BuildArgs {
     /// Tag as this reference instead of NAME:VERSION.
     #[arg(long, short = 't', value_name = "REF")]
     pub tag: Option<String>,
+    /// Also build the classic-image variant (one tar layer) for containerd
+    /// older than 1.6.25, tagged REF-classic.
+    #[arg(long)]
+    pub classic: bool,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -210,6 +214,12 @@ pub fn exec(a: BuildArgs) -> anyhow::Result<i32> {
     )
     .with_context(|| format!("packaging {}", a.dir.display()))?;
     outln!("{tag} {}", desc.digest());
+    if a.classic {
+        let classic_tag = format!("{tag}-classic");
+        let art = weft_oci::Artifact::open(&store, &tag)?;
+        let classic = art.build_classic(&store, &classic_tag)?;
+        outln!("{classic_tag} {}", classic.digest());
+    }
     Ok(0)
 }
 

@@ -66,7 +66,20 @@ pub fn images(a: ImagesArgs) -> anyhow::Result<i32> {
                 art.manifest.layers().iter().map(|l| l.size()).sum::<u64>(),
                 art.config.os.clone(),
             ),
-            Err(_) => (desc.size(), "(not a Weft module)".into()),
+            Err(_) => match store.manifest(&desc) {
+                Ok(m)
+                    if m.annotations()
+                        .as_ref()
+                        .and_then(|a| a.get(weft_oci::media::ARTIFACT))
+                        == Some(&weft_oci::artifact::ARTIFACT_V1_CLASSIC.to_string()) =>
+                {
+                    (
+                        m.layers().iter().map(|l| l.size()).sum(),
+                        "classic image (tar layer)".into(),
+                    )
+                }
+                _ => (desc.size(), "(not a Weft module)".into()),
+            },
         };
         let digest = desc.digest().to_string();
         outln!(

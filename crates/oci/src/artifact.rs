@@ -346,6 +346,133 @@ impl Artifact {
     }
 }
 
+/// Media type of the classic variant's config and layer.
+pub const CLASSIC_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const CLASSIC_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+/// `dev.weft.artifact` of the classic variant.
+pub const ARTIFACT_V1_CLASSIC: &str = "module.v1+classic";
+
+/// Write a deterministic tar entry (owner root, mtime 0): the same files
+/// always give the same layer digest.
+fn tar_file(
+    tar: &mut tar::Builder<impl std::io::Write>,
+    path: &str,
+    size: u64,
+    data: impl std::io::Read,
+) -> Result<(), OciError> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, path, data)
+        .map_err(|e| OciError::Malformed {
+            what: format!("tar entry {path}"),
+            message: e.to_string(),
+        })
+}
+
+impl Artifact {
+    /// Build the classic-image variant (for containerd older than 1.6.25,
+    /// which rejects non-tar layers): one uncompressed tar layer holding the
+    /// module at `/<module>`, every file at its artifact path and the config
+    /// as `/weft.json`; an OCI image config with `os`/`architecture` of the
+    /// wasm platform and the module as entrypoint. Tagged `reference`.
+    pub fn build_classic(&self, store: &Store, reference: &str) -> Result<Descriptor, OciError> {
+        let blobs = store.root().join("blobs").join("sha256");
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-classic-")
+            .tempfile_in(&blobs)
+            .map_err(OciError::io(&blobs))?;
+        {
+            let mut tar = tar::Builder::new(tmp.as_file());
+            let module = self.module_layer()?;
+            let open = |d: &Descriptor| {
+                let p = store.blob_path(d.digest());
+                std::fs::File::open(&p).map_err(OciError::io(p))
+            };
+            tar_file(
+                &mut tar,
+                &self.config.weft.module,
+                module.size(),
+                open(module)?,
+            )?;
+            for (path, layer) in self.files() {
+                check_filepath(path)?;
+                tar_file(&mut tar, path, layer.size(), open(layer)?)?;
+            }
+            let config =
+                serde_json::to_vec_pretty(&self.config).map_err(|e| OciError::Malformed {
+                    what: "config".into(),
+                    message: e.to_string(),
+                })?;
+            tar_file(&mut tar, "weft.json", config.len() as u64, &config[..])?;
+            tar.into_inner()
+                .and_then(|f| f.sync_all())
+                .map_err(OciError::io(tmp.path()))?;
+        }
+        let file = std::fs::File::open(tmp.path()).map_err(OciError::io(tmp.path()))?;
+        let (layer_digest, layer_size) = store.put_blob(file, None)?;
+        let entry = format!("/{}", self.config.weft.module);
+        let image_config = serde_json::json!({
+            "created": self.config.created,
+            "architecture": "wasm",
+            "os": self.config.os,
+            "config": {
+                "Entrypoint": [entry],
+                "Cmd": self.config.weft.args,
+                "Labels": { media::ARTIFACT: ARTIFACT_V1_CLASSIC },
+            },
+            "rootfs": { "type": "layers", "diff_ids": [layer_digest.to_string()] },
+        });
+        let (config_digest, config_size) =
+            store.put_bytes(&serde_json::to_vec(&image_config).map_err(|e| {
+                OciError::Malformed {
+                    what: "classic config".into(),
+                    message: e.to_string(),
+                }
+            })?)?;
+        let mut layer = Descriptor::new(
+            MediaType::Other(CLASSIC_LAYER.into()),
+            layer_size,
+            layer_digest,
+        );
+        layer.set_annotations(Some(
+            [(media::TITLE.to_string(), "rootfs.tar".to_string())]
+                .into_iter()
+                .collect(),
+        ));
+        let mut annotations = self.manifest.annotations().clone().unwrap_or_default();
+        annotations.insert(media::ARTIFACT.into(), ARTIFACT_V1_CLASSIC.into());
+        annotations.insert("dev.weft.source".into(), self.manifest_digest.to_string());
+        let manifest = ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .media_type(MediaType::ImageManifest)
+            .config(Descriptor::new(
+                MediaType::Other(CLASSIC_CONFIG.into()),
+                config_size,
+                config_digest,
+            ))
+            .layers(vec![layer])
+            .annotations(annotations)
+            .build()
+            .map_err(|e| OciError::Malformed {
+                what: "classic manifest".into(),
+                message: e.to_string(),
+            })?;
+        let bytes = serde_json::to_vec(&manifest).map_err(|e| OciError::Malformed {
+            what: "classic manifest".into(),
+            message: e.to_string(),
+        })?;
+        let (digest, size) = store.put_bytes(&bytes)?;
+        let desc = Descriptor::new(MediaType::ImageManifest, size, digest);
+        store.tag(reference, &desc)?;
+        Ok(desc)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,6 +525,59 @@ mod tests {
         );
         let err = Artifact::open(&store, "hello:1").unwrap_err().to_string();
         assert!(err.contains("no valid `weft` section"), "{err}");
+    }
+
+    #[test]
+    fn classic_variant_is_one_deterministic_tar_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let module = dir.path().join("m.wasm");
+        std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+        let weights = dir.path().join("w.onnx");
+        std::fs::write(&weights, b"weights").unwrap();
+        let pkg = Package {
+            name: "m".into(),
+            version: "1".into(),
+            description: None,
+            created: "2026-01-01T00:00:00Z".into(),
+            module: &module,
+            args: vec!["--x".into()],
+            files: vec![PackFile {
+                source: &weights,
+                path: "models/w.onnx".into(),
+                kind: FileKind::Weights,
+                preload: Some("w".into()),
+            }],
+            models: vec![],
+        };
+        build(&store, pkg).unwrap();
+        let art = Artifact::open(&store, "m:1").unwrap();
+        let a = art.build_classic(&store, "m:1-classic").unwrap();
+        let b = art.build_classic(&store, "m:1-classic").unwrap();
+        assert_eq!(a.digest(), b.digest(), "classic build must be reproducible");
+        let manifest = store.manifest(&a).unwrap();
+        assert_eq!(manifest.config().media_type().to_string(), CLASSIC_CONFIG);
+        assert_eq!(manifest.layers().len(), 1);
+        let layer = &manifest.layers()[0];
+        assert_eq!(layer.media_type().to_string(), CLASSIC_LAYER);
+        let config: serde_json::Value =
+            serde_json::from_slice(&store.read_blob(manifest.config().digest()).unwrap()).unwrap();
+        assert_eq!(config["os"], "wasip1");
+        assert_eq!(config["architecture"], "wasm");
+        assert_eq!(config["config"]["Entrypoint"][0], "/m.wasm");
+        assert_eq!(config["config"]["Cmd"][0], "--x");
+        assert_eq!(config["rootfs"]["diff_ids"][0], layer.digest().to_string());
+        let tar_bytes = store.read_blob(layer.digest()).unwrap();
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        let mut names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["m.wasm", "models/w.onnx", "weft.json"]);
+        // The classic variant is not itself a runnable Weft artifact.
+        assert!(Artifact::open(&store, "m:1-classic").is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! transfer times out. Plain HTTP is used only for loopback registries or
 //! when asked (`insecure`).
 
-use crate::artifact::{Artifact, WasmConfig};
+use crate::artifact::WasmConfig;
 use crate::error::OciError;
 use crate::media;
 use crate::store::Store;
@@ -172,11 +172,13 @@ impl Remote {
         local: &str,
         target: &Reference,
     ) -> Result<TransferReport, OciError> {
-        let art = Artifact::open(store, local)?;
-        let manifest_bytes = store.read_blob(&art.manifest_digest)?;
+        // Any stored manifest: a model module or its classic variant.
+        let desc = store.resolve(local)?;
+        let manifest_bytes = store.read_blob(desc.digest())?;
+        let manifest = store.manifest(&desc)?;
         self.login(target, RegistryOperation::Push).await?;
-        let blobs: Vec<Descriptor> = std::iter::once(art.manifest.config().clone())
-            .chain(art.manifest.layers().iter().cloned())
+        let blobs: Vec<Descriptor> = std::iter::once(manifest.config().clone())
+            .chain(manifest.layers().iter().cloned())
             .collect();
         let skipped = AtomicUsize::new(0);
         let bytes = AtomicU64::new(0);
@@ -210,7 +212,7 @@ impl Remote {
             .map_err(|e| remote_err(target, e))?;
         let skipped = skipped.into_inner();
         Ok(TransferReport {
-            manifest_digest: art.manifest_digest.to_string(),
+            manifest_digest: desc.digest().to_string(),
             blobs_transferred: blobs.len() - skipped,
             blobs_skipped: skipped,
             blobs_resumed: 0,
@@ -281,7 +283,12 @@ impl Remote {
         let manifest = ImageManifest::from_reader(&bytes[..])
             .map_err(|e| not_weft(format!("its manifest does not parse: {e}")))?;
         let config_type = manifest.config().media_type().to_string();
-        if config_type != media::WASM_CONFIG {
+        let classic = manifest
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(media::ARTIFACT))
+            .is_some_and(|v| v == crate::artifact::ARTIFACT_V1_CLASSIC);
+        if config_type != media::WASM_CONFIG && !classic {
             // Refuse before downloading any layer.
             return Err(not_weft(format!(
                 "its config is {config_type}, not {}",
@@ -312,10 +319,10 @@ impl Remote {
                 }
             })
             .await?;
-        let config: WasmConfig =
-            serde_json::from_slice(&store.read_blob(manifest.config().digest())?)
+        if !classic {
+            serde_json::from_slice::<WasmConfig>(&store.read_blob(manifest.config().digest())?)
                 .map_err(|e| not_weft(format!("its config has no valid `weft` section: {e}")))?;
-        drop(config);
+        }
         let manifest_digest =
             Digest::from_str(&actual).map_err(|_| OciError::BadDigest(actual.clone()))?;
         let (stored, size) = store.put_blob(&bytes[..], Some(&manifest_digest))?;
