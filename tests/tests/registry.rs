@@ -338,3 +338,142 @@ fn classic_variant_travels_through_a_registry() {
         "application/vnd.oci.image.layer.v1.tar"
     );
 }
+
+/// Big incompressible file for the tests below.
+fn big_file(path: &Path, mib: usize) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for chunk in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&block).unwrap();
+    }
+}
+
+/// A full disk during a pull: a clear error, and what the store already
+/// held is intact and usable.
+#[test]
+fn full_disk_during_pull_keeps_the_store_consistent() {
+    let Some(reg) = TestRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        weft_tests::skip_or_fail("cannot mount a small tmpfs (needs root)");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&small);
+
+    let a = Store::open(tmp.path().join("a")).unwrap();
+    let big = tmp.path().join("big.bin");
+    big_file(&big, 48);
+    package(&a, None);
+    let rt = rt();
+    let (remote, small_ref) = connect(&format!("{}/small:1", reg.addr));
+    rt.block_on(remote.push(&a, "tiny:1", &small_ref)).unwrap();
+    let a2 = Store::open(tmp.path().join("a2")).unwrap();
+    package(&a2, Some(&big));
+    let (remote, big_ref) = connect(&format!("{}/big:1", reg.addr));
+    rt.block_on(remote.push(&a2, "tiny:1", &big_ref)).unwrap();
+
+    let store = Store::open(small.join("store")).unwrap();
+    rt.block_on(remote.pull(&store, &small_ref)).unwrap();
+    let err = rt.block_on(remote.pull(&store, &big_ref)).unwrap_err();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    assert!(
+        text.to_lowercase().contains("no space left"),
+        "the error should say the disk is full: {text}"
+    );
+    // The earlier artifact is still complete and verified; nothing new is tagged.
+    let tags: Vec<String> = store.list().unwrap().into_iter().map(|(r, _)| r).collect();
+    assert_eq!(tags, [small_ref.whole()]);
+    let art = Artifact::open(&store, &small_ref.whole()).unwrap();
+    for layer in art.manifest.layers() {
+        store.read_blob(layer.digest()).unwrap();
+    }
+}
+
+/// The tag moves to another artifact while a pull is under way: the pull
+/// finishes with exactly the manifest it started with, never a mix.
+#[test]
+fn tag_moving_during_a_pull_gives_the_version_it_started_with() {
+    let Some(reg) = TestRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("big.bin");
+    big_file(&big, 96);
+    let v1 = Store::open(tmp.path().join("v1")).unwrap();
+    let v1_digest = package(&v1, Some(&big));
+    let v2 = Store::open(tmp.path().join("v2")).unwrap();
+    let v2_digest = package(&v2, None);
+    assert_ne!(v1_digest, v2_digest);
+    let (remote, tag) = connect(&format!("{}/moving:stable", reg.addr));
+    let rt = rt();
+    rt.block_on(remote.push(&v1, "tiny:1", &tag)).unwrap();
+
+    let dest = Store::open(tmp.path().join("dest")).unwrap();
+    let report = std::thread::scope(|s| {
+        let puller = s.spawn(|| rt.block_on(remote.pull(&dest, &tag)));
+        // Move the tag once the big layer is on its way.
+        let blobs = tmp.path().join("dest/blobs/sha256");
+        let started = std::time::Instant::now();
+        loop {
+            let downloading = std::fs::read_dir(&blobs)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains("partial"));
+            if downloading {
+                break;
+            }
+            assert!(
+                !puller.is_finished(),
+                "the pull ended before the tag could move"
+            );
+            assert!(started.elapsed().as_secs() < 30, "the pull never started");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let (mover, tag2) = connect(&tag.whole());
+        let mover_rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        mover_rt.block_on(mover.push(&v2, "tiny:1", &tag2)).unwrap();
+        puller.join().unwrap()
+    })
+    .unwrap();
+    assert_eq!(report.manifest_digest, v1_digest);
+    let art = Artifact::open(&dest, &tag.whole()).unwrap();
+    assert_eq!(art.manifest_digest.to_string(), v1_digest);
+    for layer in art.manifest.layers() {
+        dest.read_blob(layer.digest()).unwrap();
+    }
+    // The next pull sees the moved tag.
+    let again = rt.block_on(remote.pull(&dest, &tag)).unwrap();
+    assert_eq!(again.manifest_digest, v2_digest);
+}

@@ -424,6 +424,11 @@ impl Remote {
             }
             .await;
             let complete = file.stream_position().is_ok_and(|p| p == desc.size());
+            if let Err(e @ OciError::Io { .. }) = outcome {
+                // A local write failed (a full disk, say): retrying will not
+                // help. The partial file stays for a later resume.
+                return Err(e);
+            }
             if let Err(e) = outcome
                 && !complete
             {
