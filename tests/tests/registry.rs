@@ -477,3 +477,55 @@ fn tag_moving_during_a_pull_gives_the_version_it_started_with() {
     let again = rt.block_on(remote.pull(&dest, &tag)).unwrap();
     assert_eq!(again.manifest_digest, v2_digest);
 }
+
+/// The progress hook sees every byte of every blob it is told about.
+#[test]
+fn progress_reports_every_byte() {
+    use std::sync::Mutex;
+    #[derive(Default)]
+    struct Count(Mutex<(usize, u64, usize)>);
+    impl weft_oci::Progress for Count {
+        fn started(&self, _: &str, _: u64, done: u64) {
+            let mut c = self.0.lock().unwrap();
+            c.0 += 1;
+            c.1 += done;
+        }
+        fn advanced(&self, _: &str, bytes: u64) {
+            self.0.lock().unwrap().1 += bytes;
+        }
+        fn finished(&self, _: &str) {
+            self.0.lock().unwrap().2 += 1;
+        }
+    }
+    let Some(reg) = TestRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Store::open(tmp.path().join("a")).unwrap();
+    package(&a, None);
+    let art = Artifact::open(&a, "tiny:1").unwrap();
+    let total: u64 =
+        art.manifest.layers().iter().map(|l| l.size()).sum::<u64>() + art.manifest.config().size();
+    let target = parse_reference(&format!("{}/tiny:1", reg.addr)).unwrap();
+    let rt = rt();
+    for direction in ["push", "pull"] {
+        let count = std::sync::Arc::new(Count::default());
+        let remote = Remote::new(
+            &target,
+            RemoteOptions {
+                progress: Some(count.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        if direction == "push" {
+            rt.block_on(remote.push(&a, "tiny:1", &target)).unwrap();
+        } else {
+            let b = Store::open(tmp.path().join("b")).unwrap();
+            rt.block_on(remote.pull(&b, &target)).unwrap();
+        }
+        let (started, bytes, finished) = *count.0.lock().unwrap();
+        assert_eq!((started, finished), (3, 3), "{direction}");
+        assert_eq!(bytes, total, "{direction}");
+    }
+}

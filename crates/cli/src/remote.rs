@@ -34,6 +34,49 @@ fn auth_for(registry: &str) -> RegistryAuth {
     }
 }
 
+/// Progress bars on a terminal, one per blob in flight; nothing otherwise
+/// (then the one-line summary is the structured output).
+struct Bars {
+    multi: indicatif::MultiProgress,
+    bars: std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl weft_oci::Progress for Bars {
+    fn started(&self, digest: &str, size: u64, done: u64) {
+        let bar = self.multi.add(indicatif::ProgressBar::new(size));
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg:19} [{bar:32}] {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_message(digest.chars().take(19).collect::<String>());
+        bar.set_position(done);
+        self.bars.lock().unwrap().insert(digest.to_string(), bar);
+    }
+
+    fn advanced(&self, digest: &str, bytes: u64) {
+        if let Some(bar) = self.bars.lock().unwrap().get(digest) {
+            bar.inc(bytes);
+        }
+    }
+
+    fn finished(&self, digest: &str) {
+        if let Some(bar) = self.bars.lock().unwrap().remove(digest) {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn progress() -> Option<std::sync::Arc<dyn weft_oci::Progress>> {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal().then(|| {
+        std::sync::Arc::new(Bars {
+            multi: indicatif::MultiProgress::new(),
+            bars: Default::default(),
+        }) as std::sync::Arc<dyn weft_oci::Progress>
+    })
+}
+
 impl RemoteArgs {
     pub fn remote(&self, reference: &weft_oci::registry::Reference) -> anyhow::Result<Remote> {
         Ok(Remote::new(
@@ -42,6 +85,7 @@ impl RemoteArgs {
                 insecure: self.insecure,
                 ca_files: self.ca_file.clone(),
                 auth: auth_for(reference.resolve_registry()),
+                progress: progress(),
                 ..RemoteOptions::default()
             },
         )?)

@@ -28,5 +28,5 @@ pub use artifact::{Artifact, Package};
 pub use error::OciError;
 pub use oci_client::secrets::RegistryAuth;
 pub use oci_spec::image::{Descriptor, Digest};
-pub use registry::{Remote, RemoteOptions, TransferReport, parse_reference};
+pub use registry::{Progress, Remote, RemoteOptions, TransferReport, parse_reference};
 pub use store::{GcReport, Store, normalize_reference};

@@ -33,8 +33,19 @@ const PARALLEL: usize = 4;
 /// Attempts per blob before giving up.
 const ATTEMPTS: u32 = 5;
 
+/// Receives transfer progress, blob by blob (a terminal UI draws bars from
+/// it; nothing is reported when none is given).
+pub trait Progress: Send + Sync {
+    /// A blob transfer starts; `done` bytes are already there (a resume).
+    fn started(&self, digest: &str, size: u64, done: u64);
+    /// `bytes` more moved.
+    fn advanced(&self, digest: &str, bytes: u64);
+    /// The blob is complete and verified.
+    fn finished(&self, digest: &str);
+}
+
 /// How to reach a registry.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RemoteOptions {
     /// Allow plain HTTP (and any certificate) for non-loopback registries.
     pub insecure: bool,
@@ -43,6 +54,17 @@ pub struct RemoteOptions {
     pub auth: RegistryAuth,
     /// A transfer that receives nothing for this long fails (and is retried).
     pub stall_timeout: Duration,
+    pub progress: Option<std::sync::Arc<dyn Progress>>,
+}
+
+impl std::fmt::Debug for RemoteOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteOptions")
+            .field("insecure", &self.insecure)
+            .field("ca_files", &self.ca_files)
+            .field("stall_timeout", &self.stall_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for RemoteOptions {
@@ -52,6 +74,7 @@ impl Default for RemoteOptions {
             ca_files: Vec::new(),
             auth: RegistryAuth::Anonymous,
             stall_timeout: Duration::from_secs(30),
+            progress: None,
         }
     }
 }
@@ -235,14 +258,29 @@ impl Remote {
             let file = tokio::fs::File::open(&path)
                 .await
                 .map_err(OciError::io(&path))?;
+            let digest = desc.digest().to_string();
+            if let Some(p) = &self.options.progress {
+                p.started(&digest, desc.size(), 0);
+            }
+            let progress = self.options.progress.clone();
             let chunks = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
+                .inspect_ok(move |chunk| {
+                    if let Some(p) = &progress {
+                        p.advanced(&digest, chunk.len() as u64);
+                    }
+                })
                 .map_err(oci_client::errors::OciDistributionError::from);
             match self
                 .client
                 .push_blob_stream(target, chunks, desc.digest().as_ref(), Some(desc.size()))
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    if let Some(p) = &self.options.progress {
+                        p.finished(&desc.digest().to_string());
+                    }
+                    return Ok(());
+                }
                 Err(e) => {
                     tracing::warn!(blob = %desc.digest(), attempt, "push failed: {e}");
                     last = Some(e);
@@ -372,6 +410,9 @@ impl Remote {
                 }
             };
             resumed |= offset > 0;
+            if let Some(p) = &self.options.progress {
+                p.started(&digest, desc.size(), offset);
+            }
             let mut file = std::fs::OpenOptions::new()
                 .create(true)
                 .truncate(false)
@@ -412,6 +453,9 @@ impl Remote {
                             hasher.update(&bytes);
                             file.write_all(&bytes).map_err(OciError::io(&partial))?;
                             moved += bytes.len() as u64;
+                            if let Some(p) = &self.options.progress {
+                                p.advanced(&digest, bytes.len() as u64);
+                            }
                         }
                         Some(Err(e)) => {
                             return Err(OciError::Registry {
@@ -448,6 +492,9 @@ impl Remote {
                 });
             }
             store.commit_partial(&partial, desc.digest())?;
+            if let Some(p) = &self.options.progress {
+                p.finished(&digest);
+            }
             return Ok((moved, resumed));
         }
         Err(last.expect("at least one attempt"))
