@@ -529,3 +529,32 @@ fn progress_reports_every_byte() {
         assert_eq!(bytes, total, "{direction}");
     }
 }
+
+/// Within one registry a copy mounts blobs across repositories instead of
+/// moving them, and the copy pulls like the original.
+#[test]
+fn copy_within_a_registry_mounts_blobs() {
+    let Some(reg) = TestRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Store::open(tmp.path().join("a")).unwrap();
+    let digest = package(&a, None);
+    let (remote, source) = connect(&format!("{}/team-a/tiny:1", reg.addr));
+    let rt = rt();
+    rt.block_on(remote.push(&a, "tiny:1", &source)).unwrap();
+    let target = parse_reference(&format!("{}/team-b/tiny:1", reg.addr)).unwrap();
+    let report = rt.block_on(remote.copy_within(&source, &target)).unwrap();
+    assert_eq!(report.manifest_digest, digest);
+    assert_eq!(
+        (report.blobs_mounted, report.blobs_skipped, report.bytes),
+        (3, 0, 0)
+    );
+    let b = Store::open(tmp.path().join("b")).unwrap();
+    assert_eq!(
+        rt.block_on(remote.pull(&b, &target))
+            .unwrap()
+            .manifest_digest,
+        digest
+    );
+}

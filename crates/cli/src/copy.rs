@@ -115,6 +115,16 @@ pub fn exec(a: CopyArgs) -> anyhow::Result<i32> {
             }
             report.manifest_digest
         }
+        (End::Registry(source), End::Registry(target))
+            if source.resolve_registry() == target.resolve_registry() =>
+        {
+            // Same registry: mount the blobs across repositories, move none.
+            let remote = a.remote.remote(&target)?;
+            runtime()?
+                .block_on(remote.copy_within(&source, &target))
+                .with_context(|| format!("copying {} to {}", source.whole(), target.whole()))?
+                .manifest_digest
+        }
         (End::Registry(source), End::Registry(target)) => {
             // Through the local store, which doubles as a cache.
             let store = a.store.open()?;

@@ -103,11 +103,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn summary(verb: &str, reference: &str, r: &TransferReport, started: Instant) -> String {
     let secs = started.elapsed().as_secs_f64();
     format!(
-        "{verb} {reference} {} ({} blobs moved, {} already there, {} resumed; {:.1} MiB in {:.2}s)",
+        "{verb} {reference} {} ({} blobs moved, {} already there, {} resumed, {} mounted; {:.1} MiB in {:.2}s)",
         r.manifest_digest,
         r.blobs_transferred,
         r.blobs_skipped,
         r.blobs_resumed,
+        r.blobs_mounted,
         r.bytes as f64 / (1 << 20) as f64,
         secs
     )

@@ -89,6 +89,8 @@ pub struct TransferReport {
     pub blobs_skipped: usize,
     /// Downloads that continued from a partial file.
     pub blobs_resumed: usize,
+    /// Blobs mounted from another repository of the same registry.
+    pub blobs_mounted: usize,
     /// Bytes moved over the network (blob contents only).
     pub bytes: u64,
 }
@@ -238,8 +240,8 @@ impl Remote {
             manifest_digest: desc.digest().to_string(),
             blobs_transferred: blobs.len() - skipped,
             blobs_skipped: skipped,
-            blobs_resumed: 0,
             bytes: bytes.into_inner(),
+            ..Default::default()
         })
     }
 
@@ -277,7 +279,7 @@ impl Remote {
             {
                 Ok(_) => {
                     if let Some(p) = &self.options.progress {
-                        p.finished(&desc.digest().to_string());
+                        p.finished(desc.digest().as_ref());
                     }
                     return Ok(());
                 }
@@ -290,12 +292,14 @@ impl Remote {
         Err(remote_err(target, last.expect("at least one attempt")))
     }
 
-    /// Pull `source` into the store and tag it with its full reference.
-    pub async fn pull(
+    /// Fetch and check a manifest: its bytes must hash to the digest the
+    /// registry names and to the reference's own digest, and it must be a
+    /// Weft model module (or its classic variant). Returns the bytes, their
+    /// digest, the parsed manifest and whether it is the classic variant.
+    async fn fetch_manifest(
         &self,
-        store: &Store,
         source: &Reference,
-    ) -> Result<TransferReport, OciError> {
+    ) -> Result<(bytes::Bytes, String, ImageManifest, bool), OciError> {
         self.login(source, RegistryOperation::Pull).await?;
         let (bytes, digest) = self
             .client
@@ -333,6 +337,20 @@ impl Remote {
                 media::WASM_CONFIG
             )));
         }
+        Ok((bytes, actual, manifest, classic))
+    }
+
+    /// Pull `source` into the store and tag it with its full reference.
+    pub async fn pull(
+        &self,
+        store: &Store,
+        source: &Reference,
+    ) -> Result<TransferReport, OciError> {
+        let (bytes, actual, manifest, classic) = self.fetch_manifest(source).await?;
+        let not_weft = |reason: String| OciError::NotWeftArtifact {
+            reference: source.whole(),
+            reason,
+        };
         let blobs: Vec<Descriptor> = std::iter::once(manifest.config().clone())
             .chain(manifest.layers().iter().cloned())
             .collect();
@@ -369,6 +387,44 @@ impl Remote {
             &Descriptor::new(MediaType::ImageManifest, size, stored),
         )?;
         Ok(report.into_inner().unwrap())
+    }
+
+    /// Copy `source` to `target` on the same registry without moving any
+    /// blob through this machine: blobs the target lacks are mounted from
+    /// the source repository (cross-repository blob mount).
+    pub async fn copy_within(
+        &self,
+        source: &Reference,
+        target: &Reference,
+    ) -> Result<TransferReport, OciError> {
+        let (bytes, actual, manifest, _) = self.fetch_manifest(source).await?;
+        self.login(target, RegistryOperation::Push).await?;
+        let mut report = TransferReport {
+            manifest_digest: actual,
+            ..Default::default()
+        };
+        for desc in std::iter::once(manifest.config()).chain(manifest.layers().iter()) {
+            let digest = desc.digest().to_string();
+            let exists = self
+                .client
+                .blob_exists(target, &digest)
+                .await
+                .map_err(|e| remote_err(target, e))?;
+            if exists {
+                report.blobs_skipped += 1;
+                continue;
+            }
+            self.client
+                .mount_blob(target, source, &digest)
+                .await
+                .map_err(|e| remote_err(target, e))?;
+            report.blobs_mounted += 1;
+        }
+        self.client
+            .push_manifest_raw(target, bytes, http::HeaderValue::from_static(OCI_MANIFEST))
+            .await
+            .map_err(|e| remote_err(target, e))?;
+        Ok(report)
     }
 
     /// Download one blob into the store, resuming a partial file. Returns
