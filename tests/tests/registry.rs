@@ -558,3 +558,45 @@ fn copy_within_a_registry_mounts_blobs() {
         digest
     );
 }
+
+#[test]
+fn unreachable_registry_and_missing_layer_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().join("s")).unwrap();
+    let rt = rt();
+    // Nothing listens on this port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (remote, nowhere) = connect(&format!("127.0.0.1:{port}/tiny:1"));
+    let err = rt
+        .block_on(remote.pull(&store, &nowhere))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.to_lowercase().contains("connect"),
+        "the cause should be named: {err}"
+    );
+
+    let Some(reg) = TestRegistry::start(None) else {
+        return;
+    };
+    let a = Store::open(tmp.path().join("a")).unwrap();
+    package(&a, None);
+    let (remote, target) = connect(&format!("{}/tiny:1", reg.addr));
+    rt.block_on(remote.push(&a, "tiny:1", &target)).unwrap();
+    // The registry loses the module layer.
+    let art = Artifact::open(&a, "tiny:1").unwrap();
+    let layer = art.module_layer().unwrap();
+    std::fs::remove_file(reg.blob_file(layer.digest().digest())).unwrap();
+    let err = rt
+        .block_on(remote.pull(&store, &target))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("{}/tiny:1", reg.addr)), "{err}");
+    assert!(store.list().unwrap().is_empty(), "nothing may be tagged");
+    assert!(!store.has_blob(layer.digest()));
+}

@@ -29,15 +29,18 @@ pub struct GcArgs {
     pub store: StoreArgs,
 }
 
-/// Show a model module's manifest, config and interface (no weights are
-/// read).
+/// Show a model module's manifest, config and interface, from the local
+/// store or straight from a registry (no weights are read or downloaded).
 #[derive(Args)]
 pub struct InspectArgs {
-    /// Reference in the local store, e.g. ocr:1.0.
+    /// Reference in the local store (ocr:1.0) or in a registry
+    /// (HOST[:PORT]/REPO[:TAG|@DIGEST]).
     pub reference: String,
     /// Print the manifest and config as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub remote: crate::remote::RemoteArgs,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -128,23 +131,40 @@ fn shape(t: &TensorSpec) -> String {
 
 pub fn inspect(a: InspectArgs) -> anyhow::Result<i32> {
     let store = a.store.open()?;
-    let art = Artifact::open(&store, &a.reference)?;
+    let local = store.resolve(&a.reference);
+    let remote = matches!(local, Err(weft_oci::OciError::UnknownReference { .. }))
+        && crate::remote::names_registry(&a.reference);
+    let (reference, digest, manifest, config) = if remote {
+        // Only the manifest and the config travel; no layer is fetched.
+        let source = weft_oci::parse_reference(&a.reference)?;
+        let client = a.remote.remote(&source)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (digest, manifest, config) = rt.block_on(client.inspect(&source))?;
+        (source.whole(), digest, manifest, config)
+    } else {
+        let art = Artifact::open(&store, &a.reference)?;
+        (
+            weft_oci::normalize_reference(&a.reference)?,
+            art.manifest_digest.to_string(),
+            art.manifest,
+            art.config,
+        )
+    };
     if a.json {
         let out = serde_json::json!({
-            "reference": weft_oci::normalize_reference(&a.reference)?,
-            "digest": art.manifest_digest.to_string(),
-            "manifest": art.manifest,
-            "config": art.config,
+            "reference": reference,
+            "digest": digest,
+            "manifest": manifest,
+            "config": config,
         });
         outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }
-    let c = &art.config;
-    outln!(
-        "reference: {}",
-        weft_oci::normalize_reference(&a.reference)?
-    );
-    outln!("digest:    {}", art.manifest_digest);
+    let c = &config;
+    outln!("reference: {reference}");
+    outln!("digest:    {digest}");
     outln!("platform:  {}/{}", c.os, c.architecture);
     outln!("created:   {}", c.created);
     outln!("module:    {}", c.weft.module);
@@ -152,7 +172,7 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<i32> {
         outln!("args:      {}", c.weft.args.join(" "));
     }
     outln!("layers:");
-    for l in art.manifest.layers() {
+    for l in manifest.layers() {
         let path = l
             .annotations()
             .as_ref()

@@ -112,9 +112,21 @@ fn is_loopback(registry: &str) -> bool {
 }
 
 fn remote_err(reference: &Reference, e: oci_client::errors::OciDistributionError) -> OciError {
+    // The transport's own causes ("connection refused", "dns error") are in
+    // the source chain; a user needs them.
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
     OciError::Registry {
         reference: reference.whole(),
-        message: e.to_string(),
+        message,
     }
 }
 
@@ -256,6 +268,8 @@ impl Remote {
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(backoff(attempt)).await;
+                // A failure may be an expired token (401): authenticate again.
+                let _ = self.login(target, RegistryOperation::Push).await;
             }
             let file = tokio::fs::File::open(&path)
                 .await
@@ -283,6 +297,7 @@ impl Remote {
                     }
                     return Ok(());
                 }
+                Err(e) if !transient(&e) => return Err(remote_err(target, e)),
                 Err(e) => {
                     tracing::warn!(blob = %desc.digest(), attempt, "push failed: {e}");
                     last = Some(e);
@@ -389,6 +404,34 @@ impl Remote {
         Ok(report.into_inner().unwrap())
     }
 
+    /// Read a remote model module's manifest and config without fetching
+    /// any layer (what `weft inspect` shows). The config is verified
+    /// against its digest.
+    pub async fn inspect(
+        &self,
+        source: &Reference,
+    ) -> Result<(String, ImageManifest, WasmConfig), OciError> {
+        let (_, digest, manifest, classic) = self.fetch_manifest(source).await?;
+        if classic {
+            return Err(OciError::NotWeftArtifact {
+                reference: source.whole(),
+                reason: "it is the classic-image variant; inspect the artifact it was built from"
+                    .into(),
+            });
+        }
+        let mut config = Vec::new();
+        self.client
+            .pull_blob(source, manifest.config().digest().as_ref(), &mut config)
+            .await
+            .map_err(|e| remote_err(source, e))?;
+        let config: WasmConfig =
+            serde_json::from_slice(&config).map_err(|e| OciError::NotWeftArtifact {
+                reference: source.whole(),
+                reason: format!("its config has no valid `weft` section: {e}"),
+            })?;
+        Ok((digest, manifest, config))
+    }
+
     /// Copy `source` to `target` on the same registry without moving any
     /// blob through this machine: blobs the target lacks are mounted from
     /// the source repository (cross-repository blob mount).
@@ -443,6 +486,8 @@ impl Remote {
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(backoff(attempt)).await;
+                // A failure may be an expired token (401): authenticate again.
+                let _ = self.login(source, RegistryOperation::Pull).await;
             }
             let have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
             let have = if have >= desc.size() { 0 } else { have };
@@ -459,6 +504,7 @@ impl Remote {
             let (mut chunks, offset) = match response {
                 Ok(BlobResponse::Partial(s)) => (s, have),
                 Ok(BlobResponse::Full(s)) => (s, 0),
+                Err(e) if !transient(&e) => return Err(remote_err(source, e)),
                 Err(e) => {
                     tracing::warn!(blob = %digest, attempt, "download failed: {e}");
                     last = Some(remote_err(source, e));
@@ -554,6 +600,17 @@ impl Remote {
             return Ok((moved, resumed));
         }
         Err(last.expect("at least one attempt"))
+    }
+}
+
+/// Worth retrying: network failures, 5xx, 408, 429, and 401 (an expired
+/// token, refreshed before the retry). Other 4xx answers will not change.
+fn transient(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::OciDistributionError as E;
+    match e {
+        E::RegistryError { .. } | E::ImageManifestNotFoundError(_) => false,
+        E::ServerError { code, .. } => *code >= 500 || *code == 408 || *code == 429,
+        _ => true,
     }
 }
 
