@@ -35,6 +35,11 @@ rustup component add rustfmt clippy
 if ! command -v cc >/dev/null 2>&1; then apt_install build-essential; fi
 # A real registry, an independent OCI client and htpasswd for the OCI tests.
 apt_install docker-registry skopeo apache2-utils
+# The tests start their own registries on 127.0.0.1; on a systemd machine the
+# package's service would listen on :5000 on every interface: stop it.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
+    as_root systemctl disable --now docker-registry
+fi
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     apt_install python3 python3-venv python3-pip
 fi

@@ -71,6 +71,8 @@ fn copy_between_stores(
     to: &Store,
     as_ref: &str,
 ) -> anyhow::Result<String> {
+    // Blobs stay untagged until the end: keep `gc` out meanwhile.
+    let _writing = to.writer()?;
     let art = Artifact::open(from, reference)?;
     let blobs = std::iter::once(art.manifest.config())
         .chain(art.manifest.layers().iter())

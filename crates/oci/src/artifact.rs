@@ -143,6 +143,7 @@ fn base_name(path: &str) -> String {
 /// Store every blob of a package and its manifest; tag it `name:version`.
 /// Returns the manifest descriptor.
 pub fn build(store: &Store, pkg: Package<'_>) -> Result<Descriptor, OciError> {
+    let _writing = store.writer()?;
     let module_bytes = std::fs::read(pkg.module).map_err(OciError::io(pkg.module))?;
     let os = match module_bytes.get(..8) {
         Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => "wasip1",
@@ -381,6 +382,7 @@ impl Artifact {
     /// as `/weft.json`; an OCI image config with `os`/`architecture` of the
     /// wasm platform and the module as entrypoint. Tagged `reference`.
     pub fn build_classic(&self, store: &Store, reference: &str) -> Result<Descriptor, OciError> {
+        let _writing = store.writer()?;
         let blobs = store.root().join("blobs").join("sha256");
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-classic-")

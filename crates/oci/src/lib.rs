@@ -29,4 +29,4 @@ pub use error::OciError;
 pub use oci_client::secrets::RegistryAuth;
 pub use oci_spec::image::{Descriptor, Digest};
 pub use registry::{Progress, Remote, RemoteOptions, TransferReport, parse_reference};
-pub use store::{GcReport, Store, normalize_reference};
+pub use store::{GcReport, Store, WriteGuard, normalize_reference};

@@ -361,6 +361,7 @@ impl Remote {
         store: &Store,
         source: &Reference,
     ) -> Result<TransferReport, OciError> {
+        let _writing = store.writer()?;
         let (bytes, actual, manifest, classic) = self.fetch_manifest(source).await?;
         let not_weft = |reason: String| OciError::NotWeftArtifact {
             reference: source.whole(),

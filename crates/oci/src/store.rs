@@ -22,6 +22,12 @@ pub struct Store {
     root: PathBuf,
 }
 
+/// Held while blobs are written that are not tagged yet (a build, a pull):
+/// `gc` waits for every such writer, so it never collects their blobs.
+pub struct WriteGuard {
+    _lock: File,
+}
+
 /// What `gc` removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct GcReport {
@@ -316,8 +322,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Start a multi-blob write (shared lock): hold the guard until the
+    /// result is tagged.
+    pub fn writer(&self) -> Result<WriteGuard, OciError> {
+        let path = self.root.join("gc.lock");
+        let lock = File::create(&path).map_err(OciError::io(&path))?;
+        lock.lock_shared().map_err(OciError::io(&path))?;
+        Ok(WriteGuard { _lock: lock })
+    }
+
     /// Delete every blob no index entry reaches, and stale temporary files.
+    /// Waits for writers in progress (see [`Store::writer`]).
     pub fn gc(&self) -> Result<GcReport, OciError> {
+        let gc_path = self.root.join("gc.lock");
+        let gc_lock = File::create(&gc_path).map_err(OciError::io(&gc_path))?;
+        gc_lock.lock().map_err(OciError::io(&gc_path))?;
         let lock_path = self.root.join("index.lock");
         let lock = File::create(&lock_path).map_err(OciError::io(&lock_path))?;
         lock.lock().map_err(OciError::io(&lock_path))?;
@@ -475,6 +494,31 @@ mod tests {
         // The layout is still a valid, empty store.
         let reopened = Store::open(s.root()).unwrap();
         assert!(reopened.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn gc_waits_for_writers_so_untagged_new_blobs_survive() {
+        let (_d, s) = store();
+        let guard = s.writer().unwrap();
+        let (digest, _) = s.put_bytes(b"being built").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = s.clone();
+        let gc = std::thread::spawn(move || {
+            let report = s2.gc().unwrap();
+            tx.send(()).unwrap();
+            report
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(),
+            "gc ran while a writer held the store"
+        );
+        // The writer tags its blob (as a build tags its manifest), then lets go.
+        let desc = Descriptor::new(MediaType::ImageConfig, 11, digest.clone());
+        s.tag("wip:1", &desc).unwrap();
+        drop(guard);
+        let report = gc.join().unwrap();
+        assert_eq!(report.blobs_removed, 0);
+        assert!(s.has_blob(&digest));
     }
 
     #[test]
