@@ -509,7 +509,8 @@ mod tests {
             report
         });
         assert!(
-            rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(),
+            rx.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
             "gc ran while a writer held the store"
         );
         // The writer tags its blob (as a build tags its manifest), then lets go.
