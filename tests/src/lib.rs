@@ -138,3 +138,22 @@ impl Drop for TestRegistry {
         let _ = self.child.wait();
     }
 }
+
+/// Write `mib` MiB of incompressible (xorshift) bytes: big layers for
+/// transfer tests that compression or deduplication cannot shortcut.
+pub fn big_file(path: &Path, mib: usize) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut block = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for chunk in block.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&block).unwrap();
+    }
+    f.flush().unwrap();
+}

@@ -4,7 +4,7 @@
 use std::path::Path;
 use weft_oci::artifact::{self, FileKind, PackFile, Package};
 use weft_oci::{Artifact, OciError, Remote, RemoteOptions, Store, parse_reference};
-use weft_tests::{Guest, TestRegistry, data, module};
+use weft_tests::{Guest, TestRegistry, big_file, data, module};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -95,21 +95,7 @@ fn large_artifact_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     // 256 MiB of incompressible bytes.
     let big = tmp.path().join("big.bin");
-    {
-        use std::io::Write;
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut block = vec![0u8; 1 << 20];
-        for _ in 0..256 {
-            for chunk in block.chunks_exact_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                chunk.copy_from_slice(&x.to_le_bytes());
-            }
-            f.write_all(&block).unwrap();
-        }
-    }
+    big_file(&big, 256);
     let a = Store::open(tmp.path().join("a")).unwrap();
     let digest = package(&a, Some(&big));
     let (remote, target) = connect(&format!("{}/big:1", reg.addr));
@@ -337,23 +323,6 @@ fn classic_variant_travels_through_a_registry() {
         manifest.layers()[0].media_type().to_string(),
         "application/vnd.oci.image.layer.v1.tar"
     );
-}
-
-/// Big incompressible file for the tests below.
-fn big_file(path: &Path, mib: usize) {
-    use std::io::Write;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..mib {
-        for chunk in block.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&block).unwrap();
-    }
 }
 
 /// A full disk during a pull: a clear error, and what the store already

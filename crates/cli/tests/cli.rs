@@ -561,23 +561,6 @@ fn copy_between_store_layouts_and_registries_keeps_the_digest() {
     assert_eq!(stdout(&out).trim(), "3 3 3 3", "{}", stderr(&out));
 }
 
-/// Write `mib` MiB of incompressible bytes.
-fn big_file(path: &Path, mib: usize) {
-    use std::io::Write as _;
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut block = vec![0u8; 1 << 20];
-    for _ in 0..mib {
-        for chunk in block.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes());
-        }
-        f.write_all(&block).unwrap();
-    }
-}
-
 /// `kill -9` in the middle of a layer: nothing half-written becomes
 /// visible, and the rerun resumes where the dead one stopped.
 #[test]
@@ -589,7 +572,7 @@ fn pull_killed_mid_layer_resumes_on_rerun() {
     let store = tmp.path().join("store").display().to_string();
     let extra = "[[file]]\nfile = \"big.bin\"\npath = \"data/big.bin\"\n";
     let dir = module_dir(tmp.path(), extra);
-    big_file(&dir.join("big.bin"), 192);
+    weft_tests::big_file(&dir.join("big.bin"), 192);
     let dir = dir.display().to_string();
     assert!(
         weft(&["build", "--store", &store, &dir], tmp.path())
