@@ -23,11 +23,12 @@ if ! python3 -m pip --version >/dev/null 2>&1; then
 fi
 rustup target add wasm32-wasip1 >/dev/null
 scripts/fetch-models.sh >&2
-(cd modules && cargo build --release --target wasm32-wasip1 -p ocr) >&2
+(cd modules && cargo build --release --target wasm32-wasip1 -p ocr --target-dir target) >&2
 cargo build --release -p weft-cli >&2
+weft="${CARGO_TARGET_DIR:-target}/release/weft"
 
 dir=$(cd "$(dirname "$image")" && pwd)
-exec target/release/weft run --timings \
+exec "$weft" run --timings \
     --nn-preload ppocr-det:onnx:cpu:models/ch_PP-OCRv4_det_infer.onnx \
     --nn-preload ppocr-rec:onnx:cpu:models/ch_PP-OCRv4_rec_infer.onnx \
     --dir models::/models:ro --dir "$dir::/input:ro" \
