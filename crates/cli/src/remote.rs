@@ -100,8 +100,23 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn summary(verb: &str, reference: &str, r: &TransferReport, started: Instant) -> String {
+fn summary(
+    verb: &str,
+    reference: &str,
+    r: &TransferReport,
+    started: Instant,
+    json: bool,
+) -> String {
     let secs = started.elapsed().as_secs_f64();
+    if json {
+        return serde_json::json!({
+            "action": verb,
+            "reference": reference,
+            "report": r,
+            "seconds": secs,
+        })
+        .to_string();
+    }
     format!(
         "{verb} {reference} {} ({} blobs moved, {} already there, {} resumed, {} mounted; {:.1} MiB in {:.2}s)",
         r.manifest_digest,
@@ -122,6 +137,9 @@ pub struct PushArgs {
     /// Where to push it, REGISTRY/REPOSITORY[:TAG] [default: LOCAL, which
     /// must then name a registry].
     pub target: Option<String>,
+    /// Print the result as one JSON object (for scripts) instead of a line.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub remote: RemoteArgs,
     #[command(flatten)]
@@ -136,7 +154,10 @@ pub fn push(a: PushArgs) -> anyhow::Result<i32> {
     let report = runtime()?
         .block_on(remote.push(&store, &a.local, &target))
         .with_context(|| format!("pushing {} to {}", a.local, target.whole()))?;
-    outln!("{}", summary("pushed", &target.whole(), &report, started));
+    outln!(
+        "{}",
+        summary("pushed", &target.whole(), &report, started, a.json)
+    );
     Ok(0)
 }
 
@@ -145,6 +166,9 @@ pub fn push(a: PushArgs) -> anyhow::Result<i32> {
 pub struct PullArgs {
     /// REGISTRY/REPOSITORY[:TAG|@DIGEST].
     pub reference: String,
+    /// Print the result as one JSON object (for scripts) instead of a line.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub remote: RemoteArgs,
     #[command(flatten)]
@@ -153,6 +177,7 @@ pub struct PullArgs {
 
 /// Pull into `store`; returns the local reference it is tagged as.
 pub fn pull_into(
+    json: bool,
     store: &Store,
     reference: &str,
     remote_args: &RemoteArgs,
@@ -163,12 +188,12 @@ pub fn pull_into(
     let report = runtime()?
         .block_on(remote.pull(store, &source))
         .with_context(|| format!("pulling {}", source.whole()))?;
-    Ok(summary("pulled", &source.whole(), &report, started))
+    Ok(summary("pulled", &source.whole(), &report, started, json))
 }
 
 pub fn pull(a: PullArgs) -> anyhow::Result<i32> {
     let store = a.store.open()?;
-    outln!("{}", pull_into(&store, &a.reference, &a.remote)?);
+    outln!("{}", pull_into(a.json, &store, &a.reference, &a.remote)?);
     Ok(0)
 }
 

@@ -86,7 +86,7 @@ pub struct RunArgs {
 
 pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
     let started = Instant::now();
-    let mut preloads = a
+    let preloads = a
         .nn_preload
         .iter()
         .map(|s| s.parse::<Preload>())
@@ -112,56 +112,13 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
     })?;
     // Read the module, then preload models, then compile: a bad preload
     // fails before anything is compiled or written to the cache.
-    let mut dirs = a.dir;
-    let mut args = a.args;
-    let (name, bytes) = if is_file(&a.module) {
-        let path = PathBuf::from(&a.module);
-        let bytes = std::fs::read(&path).map_err(|source| RuntimeError::ReadModule {
-            path: path.clone(),
-            source,
-        })?;
-        let name = path
-            .file_name()
-            .map_or_else(|| a.module.clone(), |n| n.to_string_lossy().into_owned());
-        (name, bytes)
-    } else {
-        let store = a.store.open()?;
-        let missing = matches!(
-            store.resolve(&a.module),
-            Err(weft_oci::OciError::UnknownReference { .. })
-        );
-        if missing && crate::remote::names_registry(&a.module) {
-            // stdout belongs to the module: the pull reports on stderr.
-            eprintln!(
-                "weft: {}",
-                crate::remote::pull_into(&store, &a.module, &a.remote)?
-            );
-        }
-        let art = Artifact::open(&store, &a.module)?;
-        let bytes = store.read_blob(art.module_layer()?.digest())?;
-        for m in &art.config.weft.models {
-            let digest: weft_oci::Digest = m.digest.parse().map_err(|_| {
-                anyhow::anyhow!("{}: model `{}` has no valid digest", a.module, m.name)
-            })?;
-            let spec = format!(
-                "{}:{}:{}:{}",
-                m.name,
-                m.encoding,
-                m.target,
-                store.blob_path(&digest).display()
-            );
-            preloads.push(spec.parse::<Preload>()?);
-        }
-        if art.files().next().is_some() {
-            dirs.push(DirGrant {
-                host: art.materialize(&store)?,
-                guest: "/".into(),
-                read_only: true,
-            });
-        }
-        args.splice(0..0, art.config.weft.args.iter().cloned());
-        (art.config.weft.module.clone(), bytes)
-    };
+    let Resolved {
+        name,
+        bytes,
+        preloads,
+        dirs,
+        args,
+    } = resolve(&a, preloads)?;
     let preload_started = Instant::now();
     let models = Models::load(&preloads, nn).context("preloading models")?;
     let preload_time = preload_started.elapsed();
@@ -194,6 +151,83 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(code)
+}
+
+/// What runs: the module bytes and everything that goes with them.
+struct Resolved {
+    name: String,
+    bytes: Vec<u8>,
+    preloads: Vec<Preload>,
+    dirs: Vec<DirGrant>,
+    args: Vec<String>,
+}
+
+/// A module file as given, or a store reference (pulled when it names a
+/// registry and is missing): its models become preloads, its files a
+/// read-only bundle under `/`, its default args come first.
+fn resolve(a: &RunArgs, mut preloads: Vec<Preload>) -> anyhow::Result<Resolved> {
+    let mut dirs = a.dir.clone();
+    let mut args = a.args.clone();
+    if is_file(&a.module) {
+        let path = PathBuf::from(&a.module);
+        let bytes = std::fs::read(&path).map_err(|source| RuntimeError::ReadModule {
+            path: path.clone(),
+            source,
+        })?;
+        let name = path
+            .file_name()
+            .map_or_else(|| a.module.clone(), |n| n.to_string_lossy().into_owned());
+        return Ok(Resolved {
+            name,
+            bytes,
+            preloads,
+            dirs,
+            args,
+        });
+    }
+    let store = a.store.open()?;
+    let missing = matches!(
+        store.resolve(&a.module),
+        Err(weft_oci::OciError::UnknownReference { .. })
+    );
+    if missing && crate::remote::names_registry(&a.module) {
+        // stdout belongs to the module: the pull reports on stderr.
+        eprintln!(
+            "weft: {}",
+            crate::remote::pull_into(false, &store, &a.module, &a.remote)?
+        );
+    }
+    let art = Artifact::open(&store, &a.module)?;
+    let bytes = store.read_blob(art.module_layer()?.digest())?;
+    for m in &art.config.weft.models {
+        let digest: weft_oci::Digest = m
+            .digest
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{}: model `{}` has no valid digest", a.module, m.name))?;
+        let spec = format!(
+            "{}:{}:{}:{}",
+            m.name,
+            m.encoding,
+            m.target,
+            store.blob_path(&digest).display()
+        );
+        preloads.push(spec.parse::<Preload>()?);
+    }
+    if art.files().next().is_some() {
+        dirs.push(DirGrant {
+            host: art.materialize(&store)?,
+            guest: "/".into(),
+            read_only: true,
+        });
+    }
+    args.splice(0..0, art.config.weft.args.iter().cloned());
+    Ok(Resolved {
+        name: art.config.weft.module.clone(),
+        bytes,
+        preloads,
+        dirs,
+        args,
+    })
 }
 
 /// A path to a module file rather than a store reference: it exists, or it

@@ -623,11 +623,12 @@ fn pull_killed_mid_layer_resumes_on_rerun() {
     assert!(!stdout(&listed).contains("big:1"), "{}", stdout(&listed));
 
     let out = weft(
-        &["pull", "--store", fresh.to_str().unwrap(), &target],
+        &["pull", "--json", "--store", fresh.to_str().unwrap(), &target],
         tmp.path(),
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("1 resumed"), "{}", stdout(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["report"]["blobs_resumed"], 1, "{json}");
     let out = weft(
         &[
             "run",

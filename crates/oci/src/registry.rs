@@ -80,7 +80,7 @@ impl Default for RemoteOptions {
 }
 
 /// What a transfer did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TransferReport {
     pub manifest_digest: String,
     /// Blobs moved.
