@@ -623,7 +623,13 @@ fn pull_killed_mid_layer_resumes_on_rerun() {
     assert!(!stdout(&listed).contains("big:1"), "{}", stdout(&listed));
 
     let out = weft(
-        &["pull", "--json", "--store", fresh.to_str().unwrap(), &target],
+        &[
+            "pull",
+            "--json",
+            "--store",
+            fresh.to_str().unwrap(),
+            &target,
+        ],
         tmp.path(),
     );
     assert!(out.status.success(), "{}", stderr(&out));
