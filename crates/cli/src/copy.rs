@@ -74,8 +74,7 @@ fn copy_between_stores(
     // Blobs stay untagged until the end: keep `gc` out meanwhile.
     let _writing = to.writer()?;
     let art = Artifact::open(from, reference)?;
-    let blobs = std::iter::once(art.manifest.config())
-        .chain(art.manifest.layers().iter())
+    let blobs = weft_oci::artifact::blobs(&art.manifest)
         .map(|d| d.digest().clone())
         .chain(std::iter::once(art.manifest_digest.clone()));
     for digest in blobs {

@@ -106,6 +106,11 @@ pub struct Package<'a> {
     pub models: Vec<ModelSpec>,
 }
 
+/// The blobs a manifest references: its config, then its layers.
+pub fn blobs(manifest: &ImageManifest) -> impl Iterator<Item = &Descriptor> {
+    std::iter::once(manifest.config()).chain(manifest.layers())
+}
+
 /// Check a layer file path: relative, `/`-separated, no `..`.
 pub fn check_filepath(path: &str) -> Result<(), OciError> {
     let bad = path.is_empty()

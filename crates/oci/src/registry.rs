@@ -168,6 +168,14 @@ impl Remote {
         })
     }
 
+    /// Whether the registry already has a blob in `r`'s repository (HEAD).
+    async fn exists(&self, r: &Reference, digest: &str) -> Result<bool, OciError> {
+        self.client
+            .blob_exists(r, digest)
+            .await
+            .map_err(|e| remote_err(r, e))
+    }
+
     async fn login(&self, r: &Reference, op: RegistryOperation) -> Result<(), OciError> {
         self.client
             .auth(r, &self.options.auth, op)
@@ -214,22 +222,14 @@ impl Remote {
         let manifest_bytes = store.read_blob(desc.digest())?;
         let manifest = store.manifest(&desc)?;
         self.login(target, RegistryOperation::Push).await?;
-        let blobs: Vec<Descriptor> = std::iter::once(manifest.config().clone())
-            .chain(manifest.layers().iter().cloned())
-            .collect();
+        let blobs: Vec<Descriptor> = crate::artifact::blobs(&manifest).cloned().collect();
         let skipped = AtomicUsize::new(0);
         let bytes = AtomicU64::new(0);
         stream::iter(blobs.iter().map(Ok))
             .try_for_each_concurrent(PARALLEL, |desc| {
                 let (skipped, bytes) = (&skipped, &bytes);
                 async move {
-                    let digest = desc.digest().to_string();
-                    let exists = self
-                        .client
-                        .blob_exists(target, &digest)
-                        .await
-                        .map_err(|e| remote_err(target, e))?;
-                    if exists {
+                    if self.exists(target, desc.digest().as_ref()).await? {
                         skipped.fetch_add(1, Ordering::Relaxed);
                         return Ok(());
                     }
@@ -367,9 +367,7 @@ impl Remote {
             reference: source.whole(),
             reason,
         };
-        let blobs: Vec<Descriptor> = std::iter::once(manifest.config().clone())
-            .chain(manifest.layers().iter().cloned())
-            .collect();
+        let blobs: Vec<Descriptor> = crate::artifact::blobs(&manifest).cloned().collect();
         let report = std::sync::Mutex::new(TransferReport {
             manifest_digest: actual.clone(),
             ..Default::default()
@@ -447,14 +445,9 @@ impl Remote {
             manifest_digest: actual,
             ..Default::default()
         };
-        for desc in std::iter::once(manifest.config()).chain(manifest.layers().iter()) {
+        for desc in crate::artifact::blobs(&manifest) {
             let digest = desc.digest().to_string();
-            let exists = self
-                .client
-                .blob_exists(target, &digest)
-                .await
-                .map_err(|e| remote_err(target, e))?;
-            if exists {
+            if self.exists(target, &digest).await? {
                 report.blobs_skipped += 1;
                 continue;
             }

@@ -345,8 +345,7 @@ impl Store {
             live.insert(d.digest().digest().to_string());
             if *d.media_type() == MediaType::ImageManifest {
                 let m = self.manifest(d)?;
-                live.insert(m.config().digest().digest().to_string());
-                live.extend(m.layers().iter().map(|l| l.digest().digest().to_string()));
+                live.extend(crate::artifact::blobs(&m).map(|b| b.digest().digest().to_string()));
             }
         }
         let mut report = GcReport::default();
