@@ -54,6 +54,36 @@ fn connect(reference: &str) -> (Remote, weft_oci::registry::Reference) {
     (Remote::new(&r, RemoteOptions::default()).unwrap(), r)
 }
 
+/// A registry holding the tiny artifact, pushed from store `a` as `repo`.
+struct Pushed {
+    reg: TestRegistry,
+    tmp: tempfile::TempDir,
+    a: Store,
+    digest: String,
+    remote: Remote,
+    target: weft_oci::registry::Reference,
+    rt: tokio::runtime::Runtime,
+}
+
+fn pushed(repo: &str) -> Option<Pushed> {
+    let reg = TestRegistry::start(None)?;
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Store::open(tmp.path().join("a")).unwrap();
+    let digest = package(&a, None);
+    let (remote, target) = connect(&format!("{}/{repo}", reg.addr));
+    let rt = rt();
+    rt.block_on(remote.push(&a, "tiny:1", &target)).unwrap();
+    Some(Pushed {
+        reg,
+        tmp,
+        a,
+        digest,
+        remote,
+        target,
+        rt,
+    })
+}
+
 #[test]
 fn push_pull_round_trip_skips_what_is_there() {
     let Some(reg) = TestRegistry::start(None) else {
@@ -117,15 +147,18 @@ fn large_artifact_round_trip() {
 
 #[test]
 fn interrupted_download_resumes_with_a_range_request() {
-    let Some(reg) = TestRegistry::start(None) else {
+    let Some(Pushed {
+        reg: _reg,
+        tmp,
+        a,
+        digest: _,
+        remote,
+        target,
+        rt,
+    }) = pushed("tiny:1")
+    else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let a = Store::open(tmp.path().join("a")).unwrap();
-    package(&a, None);
-    let (remote, target) = connect(&format!("{}/tiny:1", reg.addr));
-    let rt = rt();
-    rt.block_on(remote.push(&a, "tiny:1", &target)).unwrap();
     // Leave the first half of the module layer as an interrupted download.
     let art = Artifact::open(&a, "tiny:1").unwrap();
     let layer = art.module_layer().unwrap().clone();
@@ -154,15 +187,18 @@ fn interrupted_download_resumes_with_a_range_request() {
 
 #[test]
 fn corrupted_blob_fails_the_pull_and_stores_nothing() {
-    let Some(reg) = TestRegistry::start(None) else {
+    let Some(Pushed {
+        reg,
+        tmp,
+        a,
+        digest: _,
+        remote,
+        target,
+        rt,
+    }) = pushed("tiny:1")
+    else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let a = Store::open(tmp.path().join("a")).unwrap();
-    package(&a, None);
-    let (remote, target) = connect(&format!("{}/tiny:1", reg.addr));
-    let rt = rt();
-    rt.block_on(remote.push(&a, "tiny:1", &target)).unwrap();
     let art = Artifact::open(&a, "tiny:1").unwrap();
     let layer = art.module_layer().unwrap().clone();
     let on_disk = reg.blob_file(layer.digest().digest());
@@ -503,15 +539,18 @@ fn progress_reports_every_byte() {
 /// moving them, and the copy pulls like the original.
 #[test]
 fn copy_within_a_registry_mounts_blobs() {
-    let Some(reg) = TestRegistry::start(None) else {
+    let Some(Pushed {
+        reg,
+        tmp,
+        a: _,
+        digest,
+        remote,
+        target: source,
+        rt,
+    }) = pushed("team-a/tiny:1")
+    else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let a = Store::open(tmp.path().join("a")).unwrap();
-    let digest = package(&a, None);
-    let (remote, source) = connect(&format!("{}/team-a/tiny:1", reg.addr));
-    let rt = rt();
-    rt.block_on(remote.push(&a, "tiny:1", &source)).unwrap();
     let target = parse_reference(&format!("{}/team-b/tiny:1", reg.addr)).unwrap();
     let report = rt.block_on(remote.copy_within(&source, &target)).unwrap();
     assert_eq!(report.manifest_digest, digest);
