@@ -15,6 +15,10 @@ fn main() {
         "Cargo.toml",
         "Cargo.lock",
         "sdk",
+        "serve",
+        "predictor",
+        "../runtime/wit",
+        "../crates/abi/src",
         "ocr/src",
         "hostile",
         "classic",
@@ -28,7 +32,7 @@ fn main() {
     }
     for (target_triple, packages) in [
         ("wasm32-wasip1", &[][..]),
-        ("wasm32-wasip2", &["ocr", "tinyrun"][..]),
+        ("wasm32-wasip2", &["ocr", "tinyrun", "predictor"][..]),
     ] {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.current_dir(&modules)

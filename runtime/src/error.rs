@@ -25,6 +25,8 @@ pub enum RuntimeError {
         "{name} is a component but not a WASI command (it must export `wasi:cli/run`): {message}"
     )]
     NotCommand { name: String, message: String },
+    #[error("{name} is not a serving module: {message}")]
+    NotServing { name: String, message: String },
     #[error("{name} imports something Weft does not provide: {message}")]
     Link { name: String, message: String },
     #[error("compile cache {path}")]

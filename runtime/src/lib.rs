@@ -23,11 +23,15 @@
 mod cache;
 mod error;
 pub mod nn_witx;
+mod serve;
 
 pub use cache::{CacheOutcome, ModuleCache};
 pub use error::RuntimeError;
+pub use serve::{InferError, Instance, ServeAbi};
 /// An in-memory stdout for [`RunOptions::stdout`].
 pub use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+/// The serving contract's tensors.
+pub use weft_abi::{DataType, Tensor};
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -128,6 +132,17 @@ pub enum Kind {
 enum Pre {
     Core(InstancePre<CoreState>),
     Component(CommandPre<ComponentState>),
+    /// A component exporting Weft's `predictor` world (serving only).
+    Predictor(serve::PredictorPre<ComponentState>),
+}
+
+/// What a program is loaded for: each needs different exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// `_start` / `wasi:cli/run`.
+    Run,
+    /// Weft's serving contract.
+    Serve,
 }
 
 /// A compiled, linked module ready to instantiate many times.
@@ -164,7 +179,7 @@ impl Program {
     pub fn kind(&self) -> Kind {
         match self.pre {
             Pre::Core(_) => Kind::Core,
-            Pre::Component(_) => Kind::Component,
+            Pre::Component(_) | Pre::Predictor(_) => Kind::Component,
         }
     }
 
@@ -275,8 +290,24 @@ impl Runtime {
         self.load(&name, &bytes)
     }
 
-    /// Compile (or load from cache) and link wasm bytes.
+    /// Compile (or load from cache) and link wasm bytes of a program to
+    /// [`run`](Self::run).
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Program, RuntimeError> {
+        self.load_for(name, bytes, Purpose::Run)
+    }
+
+    /// Compile (or load from cache) and link a serving module: one that
+    /// implements Weft's serving contract (see [`Instance`]).
+    pub fn load_service(&self, name: &str, bytes: &[u8]) -> Result<Program, RuntimeError> {
+        self.load_for(name, bytes, Purpose::Serve)
+    }
+
+    fn load_for(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        purpose: Purpose,
+    ) -> Result<Program, RuntimeError> {
         let kind = match bytes.get(..8) {
             Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Kind::Core,
             Some([0, b'a', b's', b'm', _, _, 1, 0]) => Kind::Component,
@@ -292,11 +323,16 @@ impl Runtime {
         let compile_time = started.elapsed();
         let pre = match compiled {
             Compiled::Core(module) => {
-                let has_start = module
-                    .exports()
-                    .any(|e| e.name() == "_start" && e.ty().func().is_some());
-                if !has_start {
-                    return Err(RuntimeError::NoStart { name: name.into() });
+                match purpose {
+                    Purpose::Run => {
+                        let has_start = module
+                            .exports()
+                            .any(|e| e.name() == "_start" && e.ty().func().is_some());
+                        if !has_start {
+                            return Err(RuntimeError::NoStart { name: name.into() });
+                        }
+                    }
+                    Purpose::Serve => serve::check_core_exports(name, &module)?,
                 }
                 let pre =
                     self.core_linker
@@ -315,10 +351,24 @@ impl Runtime {
                         name: name.into(),
                         message: format!("{e:#}"),
                     })?;
-                Pre::Component(CommandPre::new(pre).map_err(|e| RuntimeError::NotCommand {
-                    name: name.into(),
-                    message: format!("{e:#}"),
-                })?)
+                match purpose {
+                    Purpose::Run => {
+                        Pre::Component(CommandPre::new(pre).map_err(|e| {
+                            RuntimeError::NotCommand {
+                                name: name.into(),
+                                message: format!("{e:#}"),
+                            }
+                        })?)
+                    }
+                    Purpose::Serve => Pre::Predictor(serve::PredictorPre::new(pre).map_err(
+                        |e| RuntimeError::NotServing {
+                            name: name.into(),
+                            message: format!(
+                                "a component must export Weft's `weft:serve/predictor` world ({e:#})"
+                            ),
+                        },
+                    )?),
+                }
             }
         };
         // Only a module that links is worth caching: bad input leaves no file.
@@ -447,6 +497,12 @@ impl Runtime {
                     .and_then(|command| command.wasi_cli_run().call_run(&mut store))
                     .map(|r| if r.is_ok() { 0 } else { 1 })
             }
+            Pre::Predictor(_) => {
+                return Err(RuntimeError::NotCommand {
+                    name: program.name().into(),
+                    message: "it was loaded as a serving module".into(),
+                });
+            }
         };
         result.or_else(|e| exit_or_error(e, &opts.limits))
     }
@@ -454,13 +510,7 @@ impl Runtime {
     fn store<T: HasLimiter>(&self, state: T, limits: &Limits) -> Store<T> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s.limiter());
-        match limits.timeout {
-            Some(t) => {
-                let ticks = t.as_nanos().div_ceil(TICK.as_nanos()).max(1);
-                store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX / 2));
-            }
-            None => store.set_epoch_deadline(u64::MAX / 2),
-        }
+        set_deadline(&mut store, limits.timeout);
         store.epoch_deadline_trap();
         if self.fuel {
             // With metering compiled in, "no fuel limit" is a very large tank.
@@ -498,6 +548,17 @@ impl Runtime {
                 })?;
         }
         Ok(b)
+    }
+}
+
+/// Arm a store's epoch deadline `timeout` from now (`None`: no deadline).
+fn set_deadline<T>(store: &mut Store<T>, timeout: Option<Duration>) {
+    match timeout {
+        Some(t) => {
+            let ticks = t.as_nanos().div_ceil(TICK.as_nanos()).max(1);
+            store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX / 2));
+        }
+        None => store.set_epoch_deadline(u64::MAX / 2),
     }
 }
 

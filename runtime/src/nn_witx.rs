@@ -221,6 +221,23 @@ fn tensor_type(v: u8) -> Res<TensorType> {
     })
 }
 
+fn tensor_type_code(ty: TensorType) -> Res<u32> {
+    Ok(match ty {
+        TensorType::Fp16 => 0,
+        TensorType::Fp32 => 1,
+        TensorType::Fp64 => 2,
+        TensorType::U8 => 3,
+        TensorType::I32 => 4,
+        TensorType::I64 => 5,
+        other => {
+            return fail(
+                Errno::UnsupportedOperation,
+                format!("output type {other:?} has no wasip1 code"),
+            );
+        }
+    })
+}
+
 /// Run backend code, turning a panic into a runtime error so a backend bug
 /// triggered by guest input never takes the host down.
 fn guarded<T>(what: &str, f: impl FnOnce() -> Res<T>) -> Res<T> {
@@ -422,6 +439,38 @@ fn get_output<T: 'static>(
     write_u32(mem, written, len as u32)
 }
 
+/// Weft extension: an output's type and shape, which the witx ABI has no
+/// way to ask. Writes the type code (as in `set_input`) to `ty`, up to
+/// `cap` dimensions to `dims` and the rank to `rank`; `TooLarge` when the
+/// rank exceeds `cap` (with `rank` still written).
+fn get_output_info<T: 'static>(
+    c: &mut Caller<'_, T>,
+    get: fn(&mut T) -> &mut NnState,
+    (ctx, index, ty, dims, cap, rank): (u32, u32, u32, u32, u32, u32),
+) -> Res<()> {
+    let (mem, st) = split(c, get)?;
+    read_u32(mem, ty)?;
+    read_u32(mem, rank)?;
+    bytes(mem, dims, cap.saturating_mul(4))?;
+    let exec = context(st, ctx)?;
+    let tensor = guarded("get_output", || Ok(exec.get_output(Id::Index(index))?))?;
+    write_u32(mem, ty, tensor_type_code(tensor.ty)?)?;
+    write_u32(mem, rank, tensor.dimensions.len() as u32)?;
+    if tensor.dimensions.len() > cap as usize {
+        return fail(
+            Errno::TooLarge,
+            format!(
+                "output {index} has rank {}; the guest buffer holds {cap}",
+                tensor.dimensions.len()
+            ),
+        );
+    }
+    for (i, d) in tensor.dimensions.iter().enumerate() {
+        write_u32(mem, dims + 4 * i as u32, *d)?;
+    }
+    Ok(())
+}
+
 fn unload<T: 'static>(
     c: &mut Caller<'_, T>,
     get: fn(&mut T) -> &mut NnState,
@@ -521,6 +570,22 @@ pub fn add_to_linker<T: 'static>(
                     &mut c,
                     get,
                     (ctx as u32, i as u32, b as u32, m as u32, w as u32),
+                ),
+            )
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "weft_get_output_info",
+        move |mut c: Caller<'_, T>, ctx: i32, i: i32, ty: i32, d: i32, n: i32, r: i32| {
+            finish(
+                "weft_get_output_info",
+                get_output_info(
+                    &mut c,
+                    get,
+                    (
+                        ctx as u32, i as u32, ty as u32, d as u32, n as u32, r as u32,
+                    ),
                 ),
             )
         },

@@ -6,3 +6,4 @@ mod nn;
 mod ocr;
 mod registry;
 mod runtime;
+mod serving;

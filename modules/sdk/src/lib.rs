@@ -157,6 +157,14 @@ impl Context<'_> {
         self.raw.output_bytes(index, max_len)
     }
 
+    /// Every output of the last [`compute`](Context::compute), with its real
+    /// type and shape. Named by the model on wasip2; on wasip1 (through
+    /// Weft's `weft_get_output_info` extension, feature `output-info`)
+    /// named by position: `"0"`, `"1"`, ...
+    pub fn outputs(&self) -> Result<Vec<(String, Tensor)>> {
+        self.raw.outputs()
+    }
+
     /// Reads the output called `name` with its real shape and type. wasip2
     /// only; fails with `unsupported_operation` on wasip1.
     pub fn output_named(&self, name: &str) -> Result<Tensor> {

@@ -56,4 +56,8 @@ impl Context {
     pub fn output_named(&self, _name: &str) -> Result<Tensor> {
         match self.0 {}
     }
+
+    pub fn outputs(&self) -> Result<Vec<(String, Tensor)>> {
+        match self.0 {}
+    }
 }

@@ -52,6 +52,16 @@ mod raw {
             out_max_len: u32,
             bytes_written_out: *mut u32,
         ) -> u32;
+        /// Weft extension: an output's type code, dimensions and rank.
+        #[cfg(feature = "output-info")]
+        pub fn weft_get_output_info(
+            ctx: u32,
+            index: u32,
+            ty_out: *mut u32,
+            dims_out: *mut u32,
+            dims_cap: u32,
+            rank_out: *mut u32,
+        ) -> u32;
         /// Weft/WasmEdge extension.
         #[cfg(feature = "drop-handles")]
         pub fn unload(graph: u32) -> u32;
@@ -271,6 +281,58 @@ impl Context {
 
     pub fn output_named(&self, name: &str) -> Result<Tensor> {
         Err(no_names(format!("get_output({name:?})")))
+    }
+
+    #[cfg(feature = "output-info")]
+    pub fn outputs(&self) -> Result<Vec<(String, Tensor)>> {
+        const CAP: usize = 32;
+        let mut out = Vec::new();
+        for index in 0.. {
+            let op = || format!("weft_get_output_info({index})");
+            let (mut ty, mut rank) = (0u32, 0u32);
+            let mut dims = [0u32; CAP];
+            // SAFETY: all three out-pointers are valid for the sizes given.
+            let errno = unsafe {
+                raw::weft_get_output_info(
+                    self.0,
+                    index,
+                    &mut ty,
+                    dims.as_mut_ptr(),
+                    CAP as u32,
+                    &mut rank,
+                )
+            };
+            // Past the last output the host answers invalid_argument.
+            if errno == 1 && index > 0 {
+                break;
+            }
+            check(errno, op)?;
+            let ty = match ty {
+                0 => TensorType::F16,
+                1 => TensorType::F32,
+                2 => TensorType::F64,
+                3 => TensorType::U8,
+                4 => TensorType::I32,
+                5 => TensorType::I64,
+                other => {
+                    let detail = format!("host reports unknown tensor type {other}");
+                    return Err(Error::guest(ErrorCode::RuntimeError, op(), detail));
+                }
+            };
+            let dims = &dims[..(rank as usize).min(CAP)];
+            out.push((index.to_string(), self.output(index, ty, dims)?));
+        }
+        Ok(out)
+    }
+
+    #[cfg(not(feature = "output-info"))]
+    pub fn outputs(&self) -> Result<Vec<(String, Tensor)>> {
+        let detail = "built without the `output-info` feature, which needs Weft's extension";
+        Err(Error::guest(
+            ErrorCode::UnsupportedOperation,
+            "outputs".into(),
+            detail,
+        ))
     }
 }
 

@@ -143,6 +143,18 @@ impl Context {
         Ok(t)
     }
 
+    pub fn outputs(&self) -> Result<Vec<(String, Tensor)>> {
+        self.outputs
+            .iter()
+            .map(|(name, t)| {
+                Ok((
+                    name.clone(),
+                    convert(t, || format!("get_output({name:?})"))?,
+                ))
+            })
+            .collect()
+    }
+
     pub fn output_named(&self, name: &str) -> Result<Tensor> {
         let op = || format!("get_output({name:?})");
         match self.outputs.iter().find(|(n, _)| n == name) {
