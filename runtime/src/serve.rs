@@ -101,6 +101,9 @@ pub enum InferError {
     Failed(RuntimeError),
 }
 
+// One per pooled instance, moved rarely: the size difference between the
+// variants costs nothing worth an extra indirection per call.
+#[allow(clippy::large_enum_variant)]
 enum Inner {
     Core {
         store: Store<CoreState>,
@@ -112,7 +115,7 @@ enum Inner {
     },
     Component {
         store: Store<ComponentState>,
-        predictor: bindings::Predictor,
+        predictor: Box<bindings::Predictor>,
     },
 }
 
@@ -237,7 +240,10 @@ impl Runtime {
                         name: name.into(),
                         message: format!("its initializer failed: {why}"),
                     })?;
-                Inner::Component { store, predictor }
+                Inner::Component {
+                    store,
+                    predictor: Box::new(predictor),
+                }
             }
             Pre::Component(_) => {
                 return Err(RuntimeError::NotServing {

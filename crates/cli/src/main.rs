@@ -22,6 +22,7 @@ mod login;
 mod parse;
 mod remote;
 mod run;
+mod serve;
 mod store;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Run(run::RunArgs),
+    Serve(serve::ServeArgs),
     Build(build::BuildArgs),
     Images(images::ImagesArgs),
     Inspect(images::InspectArgs),
@@ -62,6 +64,7 @@ fn main() {
         .init();
     let code = match cli.command {
         Command::Run(args) => run::exec(args),
+        Command::Serve(args) => serve::exec(args),
         Command::Build(args) => build::exec(args),
         Command::Images(args) => images::images(args),
         Command::Inspect(args) => images::inspect(args),

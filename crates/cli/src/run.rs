@@ -118,6 +118,7 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
         preloads,
         dirs,
         args,
+        ..
     } = resolve(&a, preloads)?;
     let preload_started = Instant::now();
     let models = Models::load(&preloads, nn).context("preloading models")?;
@@ -154,56 +155,73 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
 }
 
 /// What runs: the module bytes and everything that goes with them.
-struct Resolved {
-    name: String,
-    bytes: Vec<u8>,
-    preloads: Vec<Preload>,
-    dirs: Vec<DirGrant>,
-    args: Vec<String>,
+/// A module resolved from a file or a store reference, with what its
+/// artifact adds: preloads, a read-only root of its files, leading args.
+pub struct Resolved {
+    pub name: String,
+    pub bytes: Vec<u8>,
+    pub preloads: Vec<Preload>,
+    pub dirs: Vec<DirGrant>,
+    pub args: Vec<String>,
+    /// The artifact's version, when it came from the store.
+    pub version: Option<String>,
 }
 
-/// A module file as given, or a store reference (pulled when it names a
-/// registry and is missing): its models become preloads, its files a
-/// read-only bundle under `/`, its default args come first.
-fn resolve(a: &RunArgs, mut preloads: Vec<Preload>) -> anyhow::Result<Resolved> {
-    let mut dirs = a.dir.clone();
-    let mut args = a.args.clone();
-    if is_file(&a.module) {
-        let path = PathBuf::from(&a.module);
+fn resolve(a: &RunArgs, preloads: Vec<Preload>) -> anyhow::Result<Resolved> {
+    let mut r = resolve_module(&a.module, &a.store, &a.remote, false)?;
+    r.preloads.splice(0..0, preloads);
+    r.dirs.splice(0..0, a.dir.iter().cloned());
+    r.args.extend(a.args.iter().cloned());
+    Ok(r)
+}
+
+/// Resolve `module`: a wasm file, or a reference in the local store (pulled
+/// first when it names a registry and is not there; progress goes to
+/// stderr unless `quiet`).
+pub fn resolve_module(
+    module: &str,
+    store_args: &StoreArgs,
+    remote: &crate::remote::RemoteArgs,
+    quiet: bool,
+) -> anyhow::Result<Resolved> {
+    if is_file(module) {
+        let path = PathBuf::from(module);
         let bytes = std::fs::read(&path).map_err(|source| RuntimeError::ReadModule {
             path: path.clone(),
             source,
         })?;
         let name = path
             .file_name()
-            .map_or_else(|| a.module.clone(), |n| n.to_string_lossy().into_owned());
+            .map_or_else(|| module.to_owned(), |n| n.to_string_lossy().into_owned());
         return Ok(Resolved {
             name,
             bytes,
-            preloads,
-            dirs,
-            args,
+            preloads: Vec::new(),
+            dirs: Vec::new(),
+            args: Vec::new(),
+            version: None,
         });
     }
-    let store = a.store.open()?;
+    let store = store_args.open()?;
     let missing = matches!(
-        store.resolve(&a.module),
+        store.resolve(module),
         Err(weft_oci::OciError::UnknownReference { .. })
     );
-    if missing && crate::remote::names_registry(&a.module) {
+    if missing && crate::remote::names_registry(module) {
         // stdout belongs to the module: the pull reports on stderr.
-        eprintln!(
-            "weft: {}",
-            crate::remote::pull_into(false, &store, &a.module, &a.remote)?
-        );
+        let report = crate::remote::pull_into(false, &store, module, remote)?;
+        if !quiet {
+            eprintln!("weft: {report}");
+        }
     }
-    let art = Artifact::open(&store, &a.module)?;
+    let art = Artifact::open(&store, module)?;
     let bytes = store.read_blob(art.module_layer()?.digest())?;
+    let mut preloads = Vec::new();
     for m in &art.config.weft.models {
         let digest: weft_oci::Digest = m
             .digest
             .parse()
-            .map_err(|_| anyhow::anyhow!("{}: model `{}` has no valid digest", a.module, m.name))?;
+            .map_err(|_| anyhow::anyhow!("{module}: model `{}` has no valid digest", m.name))?;
         let spec = format!(
             "{}:{}:{}:{}",
             m.name,
@@ -213,6 +231,7 @@ fn resolve(a: &RunArgs, mut preloads: Vec<Preload>) -> anyhow::Result<Resolved> 
         );
         preloads.push(spec.parse::<Preload>()?);
     }
+    let mut dirs = Vec::new();
     if art.files().next().is_some() {
         dirs.push(DirGrant {
             host: art.materialize(&store)?,
@@ -220,19 +239,24 @@ fn resolve(a: &RunArgs, mut preloads: Vec<Preload>) -> anyhow::Result<Resolved> 
             read_only: true,
         });
     }
-    args.splice(0..0, art.config.weft.args.iter().cloned());
+    let version = art
+        .manifest
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(weft_oci::media::VERSION).cloned());
     Ok(Resolved {
         name: art.config.weft.module.clone(),
         bytes,
         preloads,
         dirs,
-        args,
+        args: art.config.weft.args.clone(),
+        version,
     })
 }
 
 /// A path to a module file rather than a store reference: it exists, or it
 /// looks like a file name (so a missing file is reported as one).
-fn is_file(arg: &str) -> bool {
+pub fn is_file(arg: &str) -> bool {
     let p = std::path::Path::new(arg);
     p.exists() || arg.ends_with(".wasm") || arg.starts_with('.') || arg.starts_with('/')
 }

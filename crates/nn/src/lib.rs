@@ -31,6 +31,8 @@ pub use error::{ErrorKind, NnError, kind_of};
 pub use model::{Dim, OnnxModel, Plan, TensorInfo, digest};
 pub use registry::{Models, Preload};
 pub use tensor::{from_tract, to_tract, type_name, wire_type};
+/// Element types as tract (and [`TensorInfo`]) name them.
+pub use tract_onnx::prelude::DatumType;
 pub use wasmtime_wasi_nn::backend::Id;
 pub use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding, TensorType};
 pub use wasmtime_wasi_nn::{Backend, Graph, Tensor};

@@ -220,11 +220,21 @@ impl OnnxModel {
             .iter()
             .map(|o| info(&inference, *o))
             .collect();
+        // tract leaves output facts open until the model is typed, so fill
+        // what it does not know from the graph's declared outputs.
         let outputs = inference
             .output_outlets()
             .map_err(|e| bad(format!("{e:#}")))?
             .iter()
-            .map(|o| info(&inference, *o))
+            .map(|o| {
+                let mut i = info(&inference, *o);
+                if let Some(declared) = graph.output.iter().find(|v| v.name == i.name) {
+                    let (dt, shape) = declared_fact(declared);
+                    i.datum_type = i.datum_type.or(dt);
+                    i.shape = i.shape.or(shape);
+                }
+                i
+            })
             .collect();
         let model = OnnxModel {
             digest,
@@ -353,6 +363,46 @@ fn info(model: &InferenceModel, outlet: OutletId) -> TensorInfo {
         datum_type,
         shape,
     }
+}
+
+/// Type and shape as a graph input/output declares them.
+fn declared_fact(v: &pb::ValueInfoProto) -> (Option<DatumType>, Option<Vec<Dim>>) {
+    let Some(pb::type_proto::Value::TensorType(t)) =
+        v.r#type.as_ref().and_then(|t| t.value.as_ref())
+    else {
+        return (None, None);
+    };
+    let dt = match t.elem_type {
+        1 => Some(DatumType::F32),
+        2 => Some(DatumType::U8),
+        3 => Some(DatumType::I8),
+        4 => Some(DatumType::U16),
+        5 => Some(DatumType::I16),
+        6 => Some(DatumType::I32),
+        7 => Some(DatumType::I64),
+        8 => Some(DatumType::String),
+        9 => Some(DatumType::Bool),
+        10 => Some(DatumType::F16),
+        11 => Some(DatumType::F64),
+        12 => Some(DatumType::U32),
+        13 => Some(DatumType::U64),
+        _ => None,
+    };
+    let shape = t.shape.as_ref().map(|s| {
+        s.dim
+            .iter()
+            .map(|d| match &d.value {
+                Some(pb::tensor_shape_proto::dimension::Value::DimValue(n)) if *n >= 0 => {
+                    Dim::Fixed(*n as usize)
+                }
+                Some(pb::tensor_shape_proto::dimension::Value::DimParam(p)) if !p.is_empty() => {
+                    Dim::Symbol(p.clone())
+                }
+                _ => Dim::Unknown,
+            })
+            .collect()
+    });
+    (dt, shape)
 }
 
 /// Collect the op types in `graph` (and its subgraphs) that tract lacks.

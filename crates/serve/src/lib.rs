@@ -1,0 +1,369 @@
+//! `weft-serve`: the Open Inference Protocol (KServe V2) for Weft model
+//! modules, over REST ([`rest::router`], axum) and gRPC ([`grpc::service`],
+//! tonic), with Triton's binary tensor extension.
+//!
+//! A [`Server`] holds the served models. Each model is a serving module (see
+//! `weft_runtime::Instance` for the contract) with a pool of pre-initialized
+//! instances: one request per instance at a time, a bounded queue in front
+//! (full: 503), and a deadline per request. Requests are checked against
+//! the model's [`Interface`] before they reach the module.
+//!
+//! ```no_run
+//! # async fn f(server: std::sync::Arc<weft_serve::Server>) -> std::io::Result<()> {
+//! let rest = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! let grpc = tokio::net::TcpListener::bind("127.0.0.1:8001").await?;
+//! weft_serve::serve(server, rest, Some(grpc), std::future::pending()).await
+//! # }
+//! ```
+
+mod codec;
+mod error;
+pub mod grpc;
+mod interface;
+mod metrics;
+mod pool;
+pub mod rest;
+
+/// Types generated from `proto/grpc_predict_v2.proto` (package `inference`).
+pub mod proto {
+    tonic::include_proto!("inference");
+}
+
+pub use error::{ApiError, Kind};
+pub use interface::{Interface, TensorMeta};
+pub use metrics::Metrics;
+pub use pool::PoolConfig;
+
+use pool::Pool;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use weft_abi::Tensor;
+use weft_runtime::{Program, RunOptions, Runtime, RuntimeError};
+
+/// The generic serving module bundled into the server (a wasm32-wasip2
+/// component built from `modules/predictor`): it runs the model preloaded
+/// as `model` on each request's tensors.
+pub const PREDICTOR_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/predictor.wasm"));
+
+/// Server name and version reported by `GET /v2`.
+pub const SERVER_NAME: &str = "weft";
+pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Protocol extensions reported by `GET /v2`.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data"];
+
+/// Everything needed to serve one model.
+pub struct ModelSpec {
+    /// The name clients use in `/v2/models/{name}`.
+    pub name: String,
+    /// The one version served (`"1"` unless the artifact says otherwise).
+    pub version: String,
+    /// Reported as the model's platform.
+    pub platform: String,
+    /// Loaded with [`Runtime::load_service`].
+    pub program: Arc<Program>,
+    /// Preloaded models, environment, directories and limits of each
+    /// instance (`limits.timeout` bounds instance start-up).
+    pub options: RunOptions,
+    pub interface: Interface,
+    /// Which backend runs it, for metrics (`cpu`, `gpu`).
+    pub backend: &'static str,
+    pub pool: PoolConfig,
+}
+
+pub(crate) struct Served {
+    pub name: String,
+    pub version: String,
+    pub platform: String,
+    pub interface: Interface,
+    pub backend: &'static str,
+    pool: Arc<Pool>,
+}
+
+/// Server-wide limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body (REST) or message (gRPC), in bytes.
+    pub max_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_body: 64 << 20 }
+    }
+}
+
+/// The served models and the state every protocol shares.
+pub struct Server {
+    models: BTreeMap<String, Served>,
+    metrics: Arc<Metrics>,
+    ready: AtomicBool,
+    limits: Limits,
+}
+
+/// Which protocol a request came in on (a metric label).
+#[derive(Debug, Clone, Copy)]
+pub enum Protocol {
+    Rest,
+    Grpc,
+}
+
+impl Protocol {
+    fn label(self) -> &'static str {
+        match self {
+            Protocol::Rest => "rest",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// The result of a successful inference, outputs named and filtered.
+pub struct Inferred<'a> {
+    pub model: &'a str,
+    pub version: &'a str,
+    pub outputs: Vec<Tensor>,
+}
+
+impl Server {
+    /// Start every model's instance pool (instantiating and initializing
+    /// each instance), then report ready.
+    pub fn new(
+        runtime: Arc<Runtime>,
+        specs: Vec<ModelSpec>,
+        limits: Limits,
+    ) -> Result<Server, RuntimeError> {
+        let metrics = Arc::new(Metrics::default());
+        let mut models = BTreeMap::new();
+        for spec in specs {
+            let pool = Pool::new(
+                &spec.name,
+                runtime.clone(),
+                spec.program,
+                spec.options,
+                spec.pool,
+                metrics.clone(),
+            )?;
+            tracing::info!(
+                model = %spec.name,
+                instances = pool.config().instances,
+                queue = pool.config().queue,
+                "model ready"
+            );
+            models.insert(
+                spec.name.clone(),
+                Served {
+                    name: spec.name,
+                    version: spec.version,
+                    platform: spec.platform,
+                    interface: spec.interface,
+                    backend: spec.backend,
+                    pool: Arc::new(pool),
+                },
+            );
+        }
+        Ok(Server {
+            models,
+            metrics,
+            ready: AtomicBool::new(true),
+            limits,
+        })
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Names of the served models.
+    pub fn model_names(&self) -> impl Iterator<Item = &str> {
+        self.models.keys().map(String::as_str)
+    }
+
+    /// Stop admitting inference requests (readiness turns false); requests
+    /// already admitted finish.
+    pub fn begin_shutdown(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+        for m in self.models.values() {
+            m.pool.close();
+        }
+    }
+
+    pub(crate) fn model(&self, name: &str, version: Option<&str>) -> Result<&Served, ApiError> {
+        let m = self.models.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.model_names().collect();
+            ApiError::new(
+                Kind::NotFound,
+                format!(
+                    "unknown model '{name}'; this server has {}",
+                    if known.is_empty() {
+                        "no models".into()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            )
+        })?;
+        match version {
+            Some(v) if !v.is_empty() && v != m.version => Err(ApiError::new(
+                Kind::NotFound,
+                format!(
+                    "model '{name}' has no version '{v}'; it serves version '{}'",
+                    m.version
+                ),
+            )),
+            _ => Ok(m),
+        }
+    }
+
+    /// Check, queue and run one request; record metrics. `requested`
+    /// filters outputs (empty: all).
+    pub async fn infer(
+        &self,
+        protocol: Protocol,
+        model: &str,
+        version: Option<&str>,
+        inputs: Vec<Tensor>,
+        requested: &[String],
+    ) -> Result<Inferred<'_>, ApiError> {
+        let started = Instant::now();
+        let span = tracing::info_span!("infer", model = %model, protocol = protocol.label());
+        let result = tracing::Instrument::instrument(
+            self.infer_inner(model, version, inputs, requested),
+            span,
+        )
+        .await;
+        let (label, backend) = match self.models.get(model) {
+            Some(m) => (m.name.clone(), m.backend),
+            None => ("_unknown".to_owned(), "none"),
+        };
+        let labels = metrics::RequestLabels {
+            model: label.clone(),
+            protocol: protocol.label(),
+            backend,
+        };
+        self.metrics.requests.get_or_create(&labels).inc();
+        self.metrics
+            .latency
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            tracing::debug!(error = %e, "inference failed");
+            self.metrics
+                .failures
+                .get_or_create(&metrics::FailureLabels {
+                    model: label,
+                    protocol: protocol.label(),
+                    reason: e.kind.reason(),
+                })
+                .inc();
+        }
+        result
+    }
+
+    async fn infer_inner(
+        &self,
+        model: &str,
+        version: Option<&str>,
+        inputs: Vec<Tensor>,
+        requested: &[String],
+    ) -> Result<Inferred<'_>, ApiError> {
+        let m = self.model(model, version)?;
+        if !self.is_ready() {
+            return Err(ApiError::new(
+                Kind::Unavailable,
+                "the server is shutting down",
+            ));
+        }
+        for r in requested {
+            if !m.interface.outputs.is_empty() && !m.interface.outputs.iter().any(|o| &o.name == r)
+            {
+                return Err(ApiError::bad(format!(
+                    "model '{model}' has no output '{r}'; its outputs are {}",
+                    m.interface
+                        .outputs
+                        .iter()
+                        .map(|o| format!("'{}'", o.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
+        let inputs = m.interface.order_inputs(model, inputs)?;
+        let mut outputs = m.pool.infer(inputs).await?;
+        m.interface.name_outputs(&mut outputs);
+        for t in &outputs {
+            t.check().map_err(|e| {
+                ApiError::new(
+                    Kind::ModuleFailed,
+                    format!("model '{model}' returned a bad tensor: {e}"),
+                )
+            })?;
+        }
+        if !requested.is_empty() {
+            for r in requested {
+                if !outputs.iter().any(|o| &o.name == r) {
+                    return Err(ApiError::new(
+                        Kind::ModuleFailed,
+                        format!("model '{model}' did not produce the requested output '{r}'"),
+                    ));
+                }
+            }
+            outputs.retain(|o| requested.contains(&o.name));
+            outputs.sort_by_key(|o| requested.iter().position(|r| r == &o.name));
+        }
+        Ok(Inferred {
+            model: &m.name,
+            version: &m.version,
+            outputs,
+        })
+    }
+}
+
+/// Serve REST on `rest` and, when given, gRPC on `grpc` until `shutdown`
+/// resolves; then stop accepting, let admitted requests finish, and return.
+pub async fn serve(
+    server: Arc<Server>,
+    rest: tokio::net::TcpListener,
+    grpc: Option<tokio::net::TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let notify = {
+        let server = server.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            server.begin_shutdown();
+            let _ = tx.send(true);
+        }
+    };
+    tokio::spawn(notify);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let app = rest::router(server.clone());
+    let rest_task = axum::serve(rest, app).with_graceful_shutdown(wait(rx.clone()));
+    match grpc {
+        None => rest_task.await,
+        Some(listener) => {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            let grpc_task = tonic::transport::Server::builder()
+                .add_service(grpc::service(server.clone()))
+                .serve_with_incoming_shutdown(incoming, wait(rx));
+            let (a, b) = tokio::join!(rest_task, grpc_task);
+            a?;
+            b.map_err(std::io::Error::other)
+        }
+    }
+}
+#[cfg(test)]
+mod tests;

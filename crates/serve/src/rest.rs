@@ -1,0 +1,406 @@
+//! The REST binding of the Open Inference Protocol, as in KServe's
+//! `required_api.md`, plus Triton's binary tensor data extension: a request
+//! whose `Inference-Header-Content-Length` header is N carries N bytes of
+//! JSON followed by the raw bytes of every input that has a
+//! `binary_data_size` parameter, in input order; outputs asked for with
+//! `binary_data: true` (or request-level `binary_data_output: true`) come
+//! back the same way.
+
+use crate::codec;
+use crate::error::{ApiError, Kind};
+use crate::{EXTENSIONS, Protocol, SERVER_NAME, SERVER_VERSION, Served, Server};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use weft_abi::Tensor;
+
+/// Triton's header naming the length of the JSON part of a binary request
+/// or response.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+/// The REST API: `/v2/...` and `/metrics`.
+pub fn router(server: Arc<Server>) -> Router {
+    let limit = server.limits().max_body;
+    Router::new()
+        .route("/v2", get(server_metadata))
+        .route("/v2/health/live", get(live))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{name}", get(model_metadata))
+        .route(
+            "/v2/models/{name}/versions/{version}",
+            get(model_metadata_v),
+        )
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route(
+            "/v2/models/{name}/versions/{version}/ready",
+            get(model_ready_v),
+        )
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/v2/models/{name}/versions/{version}/infer", post(infer_v))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(server)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        Kind::NotFound,
+        format!(
+            "no such endpoint: {}; see /v2 and /v2/models/{{name}}",
+            uri.path()
+        ),
+    )
+}
+
+async fn server_metadata() -> Response {
+    axum::Json(serde_json::json!({
+        "name": SERVER_NAME,
+        "version": SERVER_VERSION,
+        "extensions": EXTENSIONS,
+    }))
+    .into_response()
+}
+
+// Health answers carry no body: the status code is the answer (200 true,
+// 4xx false), as the protocol says.
+async fn live() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn ready(State(s): State<Arc<Server>>) -> StatusCode {
+    if s.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    }
+}
+
+async fn model_ready(
+    State(s): State<Arc<Server>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    check_ready(&s, &name, None)
+}
+
+async fn model_ready_v(
+    State(s): State<Arc<Server>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    check_ready(&s, &name, Some(&version))
+}
+
+fn check_ready(s: &Server, name: &str, version: Option<&str>) -> Result<StatusCode, ApiError> {
+    s.model(name, version)?;
+    Ok(if s.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    })
+}
+
+#[derive(Serialize)]
+struct TensorMetadata<'a> {
+    name: &'a str,
+    datatype: &'a str,
+    shape: Vec<i64>,
+}
+
+fn tensors(ts: &[crate::TensorMeta]) -> Vec<TensorMetadata<'_>> {
+    ts.iter()
+        .map(|t| TensorMetadata {
+            name: &t.name,
+            datatype: t.datatype_name(),
+            shape: t.shape_or_any(),
+        })
+        .collect()
+}
+
+fn metadata_json(m: &Served) -> Value {
+    serde_json::json!({
+        "name": m.name,
+        "versions": [m.version],
+        "platform": m.platform,
+        "inputs": tensors(&m.interface.inputs),
+        "outputs": tensors(&m.interface.outputs),
+    })
+}
+
+async fn model_metadata(
+    State(s): State<Arc<Server>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(metadata_json(s.model(&name, None)?)).into_response())
+}
+
+async fn model_metadata_v(
+    State(s): State<Arc<Server>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(metadata_json(s.model(&name, Some(&version))?)).into_response())
+}
+
+async fn metrics(State(s): State<Arc<Server>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics().encode(),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InferRequest {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    inputs: Vec<InputTensor>,
+    #[serde(default)]
+    outputs: Option<Vec<RequestedOutput>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputTensor {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestedOutput {
+    name: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+#[derive(Serialize)]
+struct InferResponse<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
+    outputs: Vec<OutputTensor<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputTensor<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: &'a [u64],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<codec::JsonData>,
+}
+
+fn flag(params: &Option<Map<String, Value>>, key: &str) -> bool {
+    params
+        .as_ref()
+        .and_then(|p| p.get(key))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+async fn infer(
+    State(s): State<Arc<Server>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    run_infer(&s, &name, None, &headers, body).await
+}
+
+async fn infer_v(
+    State(s): State<Arc<Server>>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    run_infer(&s, &name, Some(&version), &headers, body).await
+}
+
+/// Split a body into its JSON header and binary tail.
+fn split_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), ApiError> {
+    let Some(v) = headers.get(HEADER_LENGTH) else {
+        return Ok((body, &[]));
+    };
+    let n: usize = v
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| ApiError::bad(format!("{HEADER_LENGTH} is not a byte count: {v:?}")))?;
+    if n > body.len() {
+        return Err(ApiError::bad(format!(
+            "{HEADER_LENGTH} says the JSON header is {n} bytes, but the body has only {}",
+            body.len()
+        )));
+    }
+    Ok(body.split_at(n))
+}
+
+/// Decode the request's inputs: JSON data or binary sections, in order.
+fn decode_inputs(req: &mut InferRequest, mut binary: &[u8]) -> Result<Vec<Tensor>, ApiError> {
+    let mut out = Vec::with_capacity(req.inputs.len());
+    for input in &mut req.inputs {
+        let name = &input.name;
+        let dt = codec::datatype(name, &input.datatype)?;
+        let dims = codec::shape(name, &input.shape)?;
+        let binary_size = input
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("binary_data_size"));
+        let data = match (binary_size, &input.data) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad(format!(
+                    "input '{name}' has both `data` and a `binary_data_size` parameter; send one"
+                )));
+            }
+            (Some(size), None) => {
+                let size = size
+                    .as_u64()
+                    .and_then(|s| usize::try_from(s).ok())
+                    .ok_or_else(|| {
+                        ApiError::bad(format!(
+                            "input '{name}': binary_data_size must be a byte count, got {size}"
+                        ))
+                    })?;
+                if size > binary.len() {
+                    return Err(ApiError::bad(format!(
+                        "input '{name}': binary_data_size is {size} bytes, but only {} binary bytes remain in the body (truncated request?)",
+                        binary.len()
+                    )));
+                }
+                let (mine, rest) = binary.split_at(size);
+                binary = rest;
+                codec::check_raw(name, dt, &dims, mine)?;
+                mine.to_vec()
+            }
+            (None, Some(data)) => codec::from_json(name, dt, &dims, data)?,
+            (None, None) => {
+                return Err(ApiError::bad(format!(
+                    "input '{name}' has no `data` (and no `binary_data_size` parameter)"
+                )));
+            }
+        };
+        out.push(Tensor::new(std::mem::take(&mut input.name), dt, dims, data));
+    }
+    if !binary.is_empty() {
+        return Err(ApiError::bad(format!(
+            "{} bytes of binary data follow the JSON header but no input claims them (check binary_data_size)",
+            binary.len()
+        )));
+    }
+    Ok(out)
+}
+
+async fn run_infer(
+    s: &Server,
+    name: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                Kind::TooLarge,
+                format!(
+                    "request body is over the server's limit of {} bytes (weft serve --max-body)",
+                    s.limits().max_body
+                ),
+            )
+        } else {
+            ApiError::bad(format!("cannot read the request body: {e}"))
+        }
+    })?;
+    // Unknown model: 404 before any parsing.
+    s.model(name, version)?;
+    let (json, binary) = split_body(headers, &body)?;
+    let mut req: InferRequest = serde_json::from_slice(json)
+        .map_err(|e| ApiError::bad(format!("malformed inference request JSON: {e}")))?;
+    let inputs = decode_inputs(&mut req, binary)?;
+    let all_binary = flag(&req.parameters, "binary_data_output");
+    let requested: Vec<String> = req
+        .outputs
+        .iter()
+        .flatten()
+        .map(|o| o.name.clone())
+        .collect();
+    let binary_out = |out: &str| {
+        all_binary
+            || req
+                .outputs
+                .iter()
+                .flatten()
+                .any(|o| o.name == out && flag(&o.parameters, "binary_data"))
+    };
+    let done = s
+        .infer(Protocol::Rest, name, version, inputs, &requested)
+        .await?;
+    let mut tail: Vec<&[u8]> = Vec::new();
+    let outputs = done
+        .outputs
+        .iter()
+        .map(|t| {
+            if binary_out(&t.name) {
+                tail.push(&t.data);
+                OutputTensor {
+                    name: &t.name,
+                    datatype: t.datatype.name(),
+                    shape: &t.shape,
+                    parameters: Some(serde_json::json!({ "binary_data_size": t.data.len() })),
+                    data: None,
+                }
+            } else {
+                OutputTensor {
+                    name: &t.name,
+                    datatype: t.datatype.name(),
+                    shape: &t.shape,
+                    parameters: None,
+                    data: Some(codec::to_json(t)),
+                }
+            }
+        })
+        .collect();
+    let resp = InferResponse {
+        model_name: done.model,
+        model_version: done.version,
+        id: req.id.take(),
+        outputs,
+    };
+    let json = serde_json::to_vec(&resp)
+        .map_err(|e| ApiError::new(Kind::ModuleFailed, format!("encoding the response: {e}")))?;
+    if tail.is_empty() {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response());
+    }
+    let json_len = json.len();
+    let mut body = json;
+    for t in tail {
+        body.extend_from_slice(t);
+    }
+    let mut resp = body.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(HEADER_LENGTH, HeaderValue::from(json_len));
+    Ok(resp)
+}
