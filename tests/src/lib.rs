@@ -157,3 +157,129 @@ pub fn big_file(path: &Path, mib: usize) {
     }
     f.flush().unwrap();
 }
+
+/// The Python of the test venv (`target/py`, made by `scripts/test.sh`)
+/// when it can import every module in `modules`.
+pub fn python_with(modules: &[&str]) -> Option<PathBuf> {
+    let py = repo_root().join("target/py/bin/python3");
+    let imports = modules.join(", ");
+    let ok = std::process::Command::new(&py)
+        .args(["-c", &format!("import {imports}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        Some(py)
+    } else {
+        skip_or_fail(&format!(
+            "{} cannot import {imports}; run scripts/test.sh once to make the venv",
+            py.display()
+        ));
+        None
+    }
+}
+
+/// A `weft serve` process on ephemeral loopback ports, killed on drop.
+pub struct ServeProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`
+    pub rest: String,
+    /// `127.0.0.1:PORT`, unless started with `--no-grpc`.
+    pub grpc: Option<String>,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ServeProcess {
+    /// Start `bin serve ARGS --bind 127.0.0.1:0 --grpc-bind 127.0.0.1:0`
+    /// and wait until it says where it listens.
+    pub fn start(bin: &str, args: &[&str]) -> ServeProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(bin)
+            .arg("serve")
+            .args(args)
+            .args(["--bind", "127.0.0.1:0", "--grpc-bind", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting weft serve");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.starts_with("weft: serving") {
+                    let _ = tx.send(line.clone());
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let line = match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "weft serve did not start; its output:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        // "weft: serving a, b on http://ADDR (REST) and ADDR (gRPC)"
+        let after = |marker: &str| {
+            line.split(marker)
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .map(str::to_owned)
+        };
+        let rest = format!("http://{}", after("http://").expect("REST address"));
+        let grpc = after(" and ");
+        ServeProcess {
+            child,
+            rest,
+            grpc,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Send SIGTERM and wait for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("waiting for weft serve")
+    }
+
+    /// Resident memory of the server, from /proc.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,6 +1,8 @@
 //! `weft` as a user runs it: a real process, real files, exit codes and the
 //! one-line errors. (The CLI's one integration-test binary.)
 
+mod serving;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use weft_tests::{Guest, data, module};

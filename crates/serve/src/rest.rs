@@ -69,41 +69,45 @@ async fn server_metadata() -> Response {
     .into_response()
 }
 
-// Health answers carry no body: the status code is the answer (200 true,
-// 4xx false), as the protocol says.
-async fn live() -> StatusCode {
-    StatusCode::OK
+// The status code is the answer (200 true, 4xx false), as the protocol
+// says; the small JSON body is what the kserve SDK reads.
+async fn live() -> Response {
+    axum::Json(serde_json::json!({ "live": true })).into_response()
 }
 
-async fn ready(State(s): State<Arc<Server>>) -> StatusCode {
-    if s.is_ready() {
+fn readiness(ready: bool, body: Value) -> Response {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::BAD_REQUEST
-    }
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn ready(State(s): State<Arc<Server>>) -> Response {
+    readiness(s.is_ready(), serde_json::json!({ "ready": s.is_ready() }))
 }
 
 async fn model_ready(
     State(s): State<Arc<Server>>,
     Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     check_ready(&s, &name, None)
 }
 
 async fn model_ready_v(
     State(s): State<Arc<Server>>,
     Path((name, version)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     check_ready(&s, &name, Some(&version))
 }
 
-fn check_ready(s: &Server, name: &str, version: Option<&str>) -> Result<StatusCode, ApiError> {
-    s.model(name, version)?;
-    Ok(if s.is_ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::BAD_REQUEST
-    })
+fn check_ready(s: &Server, name: &str, version: Option<&str>) -> Result<Response, ApiError> {
+    let m = s.model(name, version)?;
+    Ok(readiness(
+        s.is_ready(),
+        serde_json::json!({ "name": m.name, "ready": s.is_ready() }),
+    ))
 }
 
 #[derive(Serialize)]
@@ -159,7 +163,6 @@ async fn metrics(State(s): State<Arc<Server>>) -> Response {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct InferRequest {
     #[serde(default)]
     id: Option<String>,
@@ -171,7 +174,6 @@ struct InferRequest {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct InputTensor {
     name: String,
     shape: Vec<i64>,
@@ -183,7 +185,6 @@ struct InputTensor {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RequestedOutput {
     name: String,
     #[serde(default)]

@@ -133,13 +133,16 @@ async fn health_and_metadata() {
     let s = server(1 << 20);
     assert_eq!(
         get(&s, "/v2/health/live").await,
-        (StatusCode::OK, Value::Null)
+        (StatusCode::OK, json!({"live": true}))
     );
     assert_eq!(
         get(&s, "/v2/health/ready").await,
-        (StatusCode::OK, Value::Null)
+        (StatusCode::OK, json!({"ready": true}))
     );
-    assert_eq!(get(&s, "/v2/models/tiny/ready").await.0, StatusCode::OK);
+    assert_eq!(
+        get(&s, "/v2/models/tiny/ready").await,
+        (StatusCode::OK, json!({"name": "tiny", "ready": true}))
+    );
     assert_eq!(
         get(&s, "/v2/models/tiny/versions/1/ready").await.0,
         StatusCode::OK
