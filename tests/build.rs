@@ -21,6 +21,7 @@ fn main() {
         "../runtime/wit",
         "../crates/abi/src",
         "ocr/src",
+        "ocr-serve/src",
         "hostile",
         "classic",
         "tinyrun",
@@ -33,7 +34,10 @@ fn main() {
     }
     for (target_triple, packages) in [
         ("wasm32-wasip1", &[][..]),
-        ("wasm32-wasip2", &["ocr", "tinyrun", "predictor", "echo"][..]),
+        (
+            "wasm32-wasip2",
+            &["ocr", "tinyrun", "predictor", "echo", "ocr-serve"][..],
+        ),
     ] {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.current_dir(&modules)

@@ -31,7 +31,7 @@ pub use serve::{InferError, Instance, ServeAbi};
 /// An in-memory stdout for [`RunOptions::stdout`].
 pub use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 /// The serving contract's tensors.
-pub use weft_abi::{DataType, Tensor};
+pub use weft_abi::{DataType, Signature, Tensor, TensorSpec};
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

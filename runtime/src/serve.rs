@@ -22,7 +22,7 @@ use std::time::Duration;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Memory, Store, TypedFunc};
 use wasmtime_wasi_nn::wit::WasiNnCtx;
-use weft_abi::Tensor;
+use weft_abi::{Signature, Tensor, TensorSpec};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -40,6 +40,7 @@ pub(crate) use bindings::PredictorPre;
 /// |---|---|---|
 /// | `_initialize` | `() -> ()` | optional; the reactor's constructor, called first |
 /// | `weft_serve_v1_init` | `() -> i32` | optional; 0 = ready, else the error is in the response buffer |
+/// | `weft_serve_v1_describe` | `() -> i32` | optional; 1 = the module's [`Signature`] is in the response buffer, 0 = none |
 /// | `weft_serve_v1_alloc` | `(len: i32) -> i32` | a buffer of `len` bytes for the request |
 /// | `weft_serve_v1_infer` | `(ptr: i32, len: i32) -> i32` | run one request (the guest owns and frees the buffer); 0 = ok |
 /// | `weft_serve_v1_response_ptr` / `_len` | `() -> i32` | the response (a tensor message when ok, UTF-8 text when not), valid until the next call |
@@ -47,6 +48,7 @@ pub struct ServeAbi;
 
 impl ServeAbi {
     pub const INIT: &str = "weft_serve_v1_init";
+    pub const DESCRIBE: &str = "weft_serve_v1_describe";
     pub const ALLOC: &str = "weft_serve_v1_alloc";
     pub const INFER: &str = "weft_serve_v1_infer";
     pub const RESPONSE_PTR: &str = "weft_serve_v1_response_ptr";
@@ -107,6 +109,7 @@ pub enum InferError {
 enum Inner {
     Core {
         store: Store<CoreState>,
+        describe: Option<TypedFunc<(), i32>>,
         memory: Memory,
         alloc: TypedFunc<i32, i32>,
         infer: TypedFunc<(i32, i32), i32>,
@@ -194,8 +197,16 @@ impl Runtime {
                         .call(&mut store, ())
                         .map_err(fail)?;
                 }
+                let describe = match instance.get_func(&mut store, ServeAbi::DESCRIBE) {
+                    Some(f) => Some(
+                        f.typed(&store)
+                            .map_err(|e| typed_err(ServeAbi::DESCRIBE, e))?,
+                    ),
+                    None => None,
+                };
                 let mut inner = Inner::Core {
                     store,
+                    describe,
                     memory,
                     alloc,
                     infer,
@@ -307,6 +318,43 @@ impl Instance {
     /// Whether a failed call retired this instance; drop it and make another.
     pub fn is_retired(&self) -> bool {
         self.retired
+    }
+
+    /// The module's own interface, if it declares one.
+    pub fn describe(&mut self) -> Result<Option<Signature>, InferError> {
+        let limits = crate::Limits {
+            max_memory: 0,
+            timeout: Some(Duration::from_secs(10)),
+            fuel: self.fuel,
+        };
+        match &mut self.inner {
+            Inner::Core {
+                store, describe, ..
+            } => {
+                let Some(f) = describe.clone() else {
+                    return Ok(None);
+                };
+                arm(store, &limits);
+                let has = f.call(&mut *store, ()).map_err(|e| trapped(e, &limits))?;
+                if has == 0 {
+                    return Ok(None);
+                }
+                let bytes = core_response(&mut self.inner)?;
+                weft_abi::decode_signature(&bytes)
+                    .map(Some)
+                    .map_err(|e| InferError::Contract(e.to_string()))
+            }
+            Inner::Component { store, predictor } => {
+                arm(store, &limits);
+                let sig = predictor
+                    .call_describe(&mut *store)
+                    .map_err(|e| trapped(e, &limits))?;
+                Ok(sig.map(|s| Signature {
+                    inputs: s.inputs.into_iter().map(spec_from_wit).collect(),
+                    outputs: s.outputs.into_iter().map(spec_from_wit).collect(),
+                }))
+            }
+        }
     }
 
     /// Run one request. `deadline` bounds the wall-clock time of this call.
@@ -438,10 +486,18 @@ fn to_wit(t: Tensor) -> bindings::Tensor {
     }
 }
 
-fn from_wit(t: bindings::Tensor) -> Result<Tensor, InferError> {
+fn spec_from_wit(t: bindings::TensorSpec) -> TensorSpec {
+    TensorSpec {
+        name: t.name,
+        datatype: t.datatype.map(datatype_from_wit),
+        shape: t.shape,
+    }
+}
+
+fn datatype_from_wit(d: bindings::Datatype) -> weft_abi::DataType {
     use bindings::Datatype as W;
     use weft_abi::DataType as D;
-    let datatype = match t.datatype {
+    match d {
         W::Bool => D::Bool,
         W::Uint8 => D::Uint8,
         W::Uint16 => D::Uint16,
@@ -455,7 +511,11 @@ fn from_wit(t: bindings::Tensor) -> Result<Tensor, InferError> {
         W::Fp32 => D::Fp32,
         W::Fp64 => D::Fp64,
         W::Bytes => D::Bytes,
-    };
+    }
+}
+
+fn from_wit(t: bindings::Tensor) -> Result<Tensor, InferError> {
+    let datatype = datatype_from_wit(t.datatype);
     if t.shape.len() > usize::from(weft_abi::MAX_RANK) {
         return Err(InferError::Contract(format!(
             "output {:?} has rank {}",

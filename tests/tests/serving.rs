@@ -274,3 +274,73 @@ async fn every_v2_datatype_round_trips_through_the_echo_module() {
         }
     }
 }
+
+/// The OCR serving module on both guest kinds: it declares its own
+/// interface and reads the sample page from image bytes.
+#[test]
+fn ocr_module_describes_itself_and_serves_on_both_guest_kinds() {
+    let Some(models) = weft_tests::models_dir() else {
+        weft_tests::skip_or_fail("models/ is missing: run scripts/fetch-models.sh");
+        return;
+    };
+    let rt = runtime();
+    let preloads: Vec<Preload> = [
+        "ppocr-det:onnx:cpu:ch_PP-OCRv4_det_infer.onnx",
+        "ppocr-rec:onnx:cpu:ch_PP-OCRv4_rec_infer.onnx",
+    ]
+    .iter()
+    .map(|p| {
+        let (spec, file) = p.rsplit_once(':').unwrap();
+        format!("{spec}:{}", models.join(file).display())
+            .parse()
+            .unwrap()
+    })
+    .collect();
+    let opts = RunOptions {
+        models: Arc::new(Models::load(&preloads, Default::default()).unwrap()),
+        dirs: vec![weft_runtime::DirGrant {
+            host: models.clone(),
+            guest: "/models".into(),
+            read_only: true,
+        }],
+        ..Default::default()
+    };
+    let png =
+        std::fs::read(weft_tests::repo_root().join("modules/ocr/testdata/sample.png")).unwrap();
+    let expected =
+        std::fs::read_to_string(weft_tests::repo_root().join("modules/ocr/testdata/expected.txt"))
+            .unwrap();
+    for guest in [Guest::P1, Guest::P2] {
+        let bytes = std::fs::read(module(guest, "ocr_serve")).unwrap();
+        let program = rt.load_service("ocr_serve.wasm", &bytes).unwrap();
+        let mut inst = rt.instantiate(&program, &opts).unwrap();
+        let sig = inst
+            .describe()
+            .unwrap()
+            .expect("the OCR module declares its interface");
+        assert_eq!(sig.inputs[0].name, "image", "{guest:?}");
+        assert_eq!(sig.inputs[0].datatype, Some(DataType::Bytes));
+        assert_eq!(sig.outputs.len(), 3);
+        assert_eq!(sig.outputs[2].shape, Some(vec![-1, 8]));
+        let image = Tensor::new("image", DataType::Bytes, vec![1], weft_abi_bytes(&png));
+        let out = inst.infer(vec![image], None).unwrap();
+        let text: Vec<String> = split_bytes(&out[0].data);
+        assert_eq!(text.join("\n"), expected.trim_end(), "{guest:?}");
+    }
+}
+
+fn weft_abi_bytes(b: &[u8]) -> Vec<u8> {
+    let mut v = (b.len() as u32).to_le_bytes().to_vec();
+    v.extend_from_slice(b);
+    v
+}
+
+fn split_bytes(mut data: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    while data.len() >= 4 {
+        let n = u32::from_le_bytes(data[..4].try_into().unwrap()) as usize;
+        out.push(String::from_utf8_lossy(&data[4..4 + n]).into_owned());
+        data = &data[4 + n..];
+    }
+    out
+}

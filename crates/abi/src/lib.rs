@@ -338,6 +338,102 @@ pub fn decode(buf: &[u8]) -> Result<Vec<Tensor>, DecodeError> {
     Ok(out)
 }
 
+/// First four bytes of an interface description.
+pub const INTERFACE_MAGIC: &[u8; 4] = b"WFI1";
+
+/// A declared input or output: `None` datatype or shape means "any"; a
+/// negative dimension is variable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub datatype: Option<DataType>,
+    pub shape: Option<Vec<i64>>,
+}
+
+/// What a serving module accepts and returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Signature {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// Encode a signature (wasip1 modules hand it over through memory):
+///
+/// ```text
+/// "WFI1" n_in:u32 spec{n_in} n_out:u32 spec{n_out}
+/// spec := name_len:u32 name datatype:u8 (255 = any) rank:u8 (255 = any) dims:i64{rank}
+/// ```
+pub fn encode_signature(sig: &Signature) -> Vec<u8> {
+    let mut out = INTERFACE_MAGIC.to_vec();
+    for list in [&sig.inputs, &sig.outputs] {
+        out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+        for t in list {
+            out.extend_from_slice(&(t.name.len() as u32).to_le_bytes());
+            out.extend_from_slice(t.name.as_bytes());
+            out.push(t.datatype.map_or(255, |d| d as u8));
+            match &t.shape {
+                None => out.push(255),
+                Some(dims) => {
+                    out.push(dims.len() as u8);
+                    for d in dims {
+                        out.extend_from_slice(&d.to_le_bytes());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Decode a signature; never panics, whatever the bytes.
+pub fn decode_signature(buf: &[u8]) -> Result<Signature, DecodeError> {
+    let mut r = Reader { buf, pos: 0 };
+    if r.take(4, "magic")? != INTERFACE_MAGIC {
+        return Err(DecodeError("interface does not start with \"WFI1\"".into()));
+    }
+    let mut lists = [Vec::new(), Vec::new()];
+    for list in &mut lists {
+        let n = r.u32("tensor count")?;
+        if n > MAX_TENSORS {
+            return Err(DecodeError(format!("{n} tensors; at most {MAX_TENSORS}")));
+        }
+        for _ in 0..n {
+            let len = r.u32("name length")? as usize;
+            let name = std::str::from_utf8(r.take(len, "name")?)
+                .map_err(|_| DecodeError("tensor name is not UTF-8".into()))?
+                .to_owned();
+            let code = r.u8("datatype")?;
+            let datatype = match code {
+                255 => None,
+                c => Some(DataType::from_code(c).ok_or_else(|| {
+                    DecodeError(format!("tensor {name:?}: unknown datatype code {c}"))
+                })?),
+            };
+            let shape = match r.u8("rank")? {
+                255 => None,
+                rank if rank > MAX_RANK => {
+                    return Err(DecodeError(format!("tensor {name:?}: rank {rank}")));
+                }
+                rank => Some(
+                    (0..rank)
+                        .map(|_| r.u64("dimension").map(|d| d as i64))
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+            };
+            list.push(TensorSpec {
+                name,
+                datatype,
+                shape,
+            });
+        }
+    }
+    if r.pos != buf.len() {
+        return Err(DecodeError("trailing bytes after the interface".into()));
+    }
+    let [inputs, outputs] = lists;
+    Ok(Signature { inputs, outputs })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +477,27 @@ mod tests {
         wire.extend_from_slice(&1u32.to_le_bytes());
         wire.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&wire).unwrap_err().0.contains("name"));
+    }
+
+    #[test]
+    fn signatures_round_trip_and_truncations_fail() {
+        let sig = Signature {
+            inputs: vec![TensorSpec {
+                name: "image".into(),
+                datatype: Some(DataType::Bytes),
+                shape: Some(vec![-1]),
+            }],
+            outputs: vec![TensorSpec {
+                name: "text".into(),
+                datatype: None,
+                shape: None,
+            }],
+        };
+        let wire = encode_signature(&sig);
+        assert_eq!(decode_signature(&wire).unwrap(), sig);
+        for n in 0..wire.len() {
+            assert!(decode_signature(&wire[..n]).is_err());
+        }
     }
 
     #[test]

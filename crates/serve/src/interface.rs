@@ -82,6 +82,25 @@ fn meta(info: &TensorInfo) -> TensorMeta {
     }
 }
 
+impl From<weft_abi::TensorSpec> for TensorMeta {
+    fn from(t: weft_abi::TensorSpec) -> Self {
+        TensorMeta {
+            name: t.name,
+            datatype: t.datatype,
+            shape: t.shape,
+        }
+    }
+}
+
+impl From<weft_abi::Signature> for Interface {
+    fn from(s: weft_abi::Signature) -> Self {
+        Interface {
+            inputs: s.inputs.into_iter().map(Into::into).collect(),
+            outputs: s.outputs.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
 impl Interface {
     /// The interface an ONNX model declares.
     pub fn of_model(model: &OnnxModel) -> Interface {

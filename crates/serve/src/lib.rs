@@ -62,7 +62,8 @@ pub struct ModelSpec {
     pub version: String,
     /// Reported as the model's platform.
     pub platform: String,
-    /// Loaded with [`Runtime::load_service`].
+    /// Loaded with [`Runtime::load_service`]. A module that declares its own
+    /// interface (`describe`) overrides [`ModelSpec::interface`].
     pub program: Arc<Program>,
     /// Preloaded models, environment, directories and limits of each
     /// instance (`limits.timeout` bounds instance start-up).
@@ -145,6 +146,18 @@ impl Server {
                 spec.pool,
                 metrics.clone(),
             )?;
+            // A module that describes itself knows its tensors better than
+            // its graph does (its pre/post-processing sits in between).
+            let interface = match pool.describe() {
+                Ok(Some(sig)) => Interface::from(sig),
+                Ok(None) => spec.interface,
+                Err(e) => {
+                    return Err(RuntimeError::NotServing {
+                        name: spec.name,
+                        message: format!("describing its interface failed: {e}"),
+                    });
+                }
+            };
             tracing::info!(
                 model = %spec.name,
                 instances = pool.config().instances,
@@ -157,7 +170,7 @@ impl Server {
                     name: spec.name,
                     version: spec.version,
                     platform: spec.platform,
-                    interface: spec.interface,
+                    interface,
                     backend: spec.backend,
                     pool: Arc::new(pool),
                 },

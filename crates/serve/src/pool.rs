@@ -70,6 +70,15 @@ impl Pool {
         })
     }
 
+    /// The module's own interface, asked of an idle instance.
+    pub fn describe(&self) -> Result<Option<weft_abi::Signature>, InferError> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        match idle.first_mut() {
+            Some(i) => i.describe(),
+            None => Ok(None),
+        }
+    }
+
     pub fn config(&self) -> PoolConfig {
         self.config
     }

@@ -33,6 +33,11 @@ impl BgrImage {
     /// `cvt_two_to_three` / `cvt_four_to_three`, quirks included. (Palette
     /// images are expanded to colour first; PIL would hand rapidocr the raw
     /// palette indices.)
+    /// Decode a PNG or JPEG file's bytes.
+    pub fn decode(bytes: &[u8]) -> Result<BgrImage, image::ImageError> {
+        image::load_from_memory(bytes).map(Self::from_dynamic)
+    }
+
     pub fn from_dynamic(img: DynamicImage) -> BgrImage {
         let (w, h) = (img.width() as usize, img.height() as usize);
         let data = match img {

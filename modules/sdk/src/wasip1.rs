@@ -330,7 +330,7 @@ impl Context {
         let detail = "built without the `output-info` feature, which needs Weft's extension";
         Err(Error::guest(
             ErrorCode::UnsupportedOperation,
-            "outputs".into(),
+            String::from("outputs"),
             detail,
         ))
     }

@@ -21,12 +21,18 @@
 //! This is a separate crate from `weft-guest` on purpose: the component
 //! world it declares must only be linked into modules that implement it.
 
-pub use weft_abi::{DataType, Tensor, bytes_data, bytes_elements};
+pub use weft_abi::{DataType, Signature, Tensor, TensorSpec, bytes_data, bytes_elements};
 
 /// A serving module's logic.
 pub trait Predictor: Sized + 'static {
     /// Make an instance ready to serve (load graphs by name, allocate).
     fn init() -> Result<Self, String>;
+    /// The module's own interface, reported as the model's metadata and
+    /// checked before requests reach it. `None` (the default): the host
+    /// describes the graph preloaded as `model`.
+    fn describe() -> Option<Signature> {
+        None
+    }
     /// Answer one request. An `Err` fails that request (the host answers
     /// 400 with the message); the instance keeps serving.
     fn infer(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, String>;
@@ -121,6 +127,18 @@ pub mod rt {
         }
     }
 
+    /// `weft_serve_v1_describe`: 1 with the signature in the response
+    /// buffer, 0 for none.
+    pub fn p1_describe<P: Predictor>() -> i32 {
+        match P::describe() {
+            Some(sig) => {
+                respond(weft_abi::encode_signature(&sig));
+                1
+            }
+            None => 0,
+        }
+    }
+
     pub fn p1_response_ptr() -> i32 {
         RESPONSE.with(|r| r.borrow().as_ptr() as usize as i32)
     }
@@ -146,6 +164,10 @@ macro_rules! serve {
                 __WEFT_PREDICTOR.with(|s| $crate::rt::p1_init::<$t>(s))
             }
             #[unsafe(no_mangle)]
+            pub extern "C" fn weft_serve_v1_describe() -> i32 {
+                $crate::rt::p1_describe::<$t>()
+            }
+            #[unsafe(no_mangle)]
             pub extern "C" fn weft_serve_v1_alloc(len: i32) -> i32 {
                 $crate::rt::p1_alloc(len)
             }
@@ -166,7 +188,10 @@ macro_rules! serve {
 
         #[cfg(all(target_arch = "wasm32", target_os = "wasi", target_env = "p2"))]
         const _: () = {
-            use $crate::bindings::{Datatype as W, Guest, Tensor as WitTensor};
+            use $crate::bindings::{
+                Datatype as W, Guest, Signature as WitSignature, Tensor as WitTensor,
+                TensorSpec as WitSpec,
+            };
             use $crate::{DataType as D, Tensor};
             struct __WeftExport;
             fn to_abi(t: WitTensor) -> Tensor {
@@ -187,8 +212,8 @@ macro_rules! serve {
                 };
                 Tensor::new(t.name, datatype, t.shape, t.data)
             }
-            fn to_wit(t: Tensor) -> WitTensor {
-                let datatype = match t.datatype {
+            fn wit_type(d: D) -> W {
+                match d {
                     D::Bool => W::Bool,
                     D::Uint8 => W::Uint8,
                     D::Uint16 => W::Uint16,
@@ -202,7 +227,10 @@ macro_rules! serve {
                     D::Fp32 => W::Fp32,
                     D::Fp64 => W::Fp64,
                     D::Bytes => W::Bytes,
-                };
+                }
+            }
+            fn to_wit(t: Tensor) -> WitTensor {
+                let datatype = wit_type(t.datatype);
                 WitTensor {
                     name: t.name,
                     datatype,
@@ -211,6 +239,17 @@ macro_rules! serve {
                 }
             }
             impl Guest for __WeftExport {
+                fn describe() -> Option<WitSignature> {
+                    let spec = |t: $crate::TensorSpec| WitSpec {
+                        name: t.name,
+                        datatype: t.datatype.map(wit_type),
+                        shape: t.shape,
+                    };
+                    <$t as $crate::Predictor>::describe().map(|s| WitSignature {
+                        inputs: s.inputs.into_iter().map(spec).collect(),
+                        outputs: s.outputs.into_iter().map(spec).collect(),
+                    })
+                }
                 fn init() -> Result<(), String> {
                     __WEFT_PREDICTOR.with(|s| $crate::rt::init::<$t>(s))
                 }

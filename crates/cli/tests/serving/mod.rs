@@ -321,3 +321,97 @@ fn load_above_the_pool_size_has_no_errors_and_overload_is_503() {
     let metrics = curl(&format!("{}/metrics", s.rest), None).1;
     assert!(metrics.contains(r#"reason="overloaded""#), "{metrics}");
 }
+
+/// The OCR example as a served artifact: the module declares its own
+/// interface (image bytes in, text lines out), and a binary request with
+/// the sample page reads the page.
+#[test]
+fn ocr_serving_module_reads_the_sample_page() {
+    let Some(_) = weft_tests::models_dir() else {
+        skip_or_fail("models/ is missing: run scripts/fetch-models.sh");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let store = path(tmp.path().join("store"));
+    let o = weft(
+        &[
+            "build",
+            &path(repo_root().join("modules/ocr-serve")),
+            "--store",
+            &store,
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let s = ServeProcess::start(
+        weft_bin(),
+        &[
+            "ocr=ocr-serve:1.0",
+            "--store",
+            &store,
+            "--instances",
+            "1",
+            "--no-grpc",
+        ],
+    );
+    let (_, md) = curl(&format!("{}/v2/models/ocr", s.rest), None);
+    let md: serde_json::Value = serde_json::from_str(&md).unwrap();
+    assert_eq!(
+        md["inputs"],
+        serde_json::json!([{"name": "image", "datatype": "BYTES", "shape": [1]}]),
+        "{md}"
+    );
+    assert_eq!(md["outputs"][2]["shape"], serde_json::json!([-1, 8]));
+
+    let png = std::fs::read(repo_root().join("modules/ocr/testdata/sample.png")).unwrap();
+    let header = serde_json::json!({
+        "inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
+                    "parameters": {"binary_data_size": png.len() + 4}}]
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend((png.len() as u32).to_le_bytes());
+    body.extend(&png);
+    let body_file = tmp.path().join("req.bin");
+    std::fs::write(&body_file, body).unwrap();
+    let out = Command::new("curl")
+        .args(["-s", "-m", "120", "-w", "\n%{http_code}", "-X", "POST"])
+        .args([
+            "-H",
+            &format!("Inference-Header-Content-Length: {}", header.len()),
+        ])
+        .args(["-H", "Content-Type: application/octet-stream"])
+        .arg("--data-binary")
+        .arg(format!("@{}", body_file.display()))
+        .arg(format!("{}/v2/models/ocr/infer", s.rest))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (json, code) = text.rsplit_once('\n').unwrap();
+    assert_eq!(code, "200", "{json}\n{}", s.log());
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    let lines: Vec<&str> = v["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    let expected =
+        std::fs::read_to_string(repo_root().join("modules/ocr/testdata/expected.txt")).unwrap();
+    let expected: Vec<&str> = expected.lines().collect();
+    assert_eq!(lines, expected, "{v}");
+    assert_eq!(
+        v["outputs"][2]["shape"],
+        serde_json::json!([expected.len(), 8])
+    );
+
+    // A request that is not an image fails that request, with the reason.
+    let (code, body) = curl(
+        &format!("{}/v2/models/ocr/infer", s.rest),
+        Some(
+            r#"{"inputs":[{"name":"image","shape":[1],"datatype":"BYTES","data":["not a png"]}]}"#,
+        ),
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("cannot decode `image`"), "{body}");
+}
