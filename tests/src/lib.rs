@@ -163,8 +163,13 @@ pub fn big_file(path: &Path, mib: usize) {
 pub fn python_with(modules: &[&str]) -> Option<PathBuf> {
     let py = repo_root().join("target/py/bin/python3");
     let imports = modules.join(", ");
+    // find_spec, not import: some client packages (tritonclient.grpc and
+    // kserve) cannot be imported into one process together.
+    let check = format!(
+        "import importlib.util, sys; sys.exit(any(importlib.util.find_spec(m) is None for m in {modules:?}))"
+    );
     let ok = std::process::Command::new(&py)
-        .args(["-c", &format!("import {imports}")])
+        .args(["-c", &check])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
