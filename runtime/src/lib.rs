@@ -472,12 +472,7 @@ impl Runtime {
         let models = Models::clone(&opts.models);
         let result = match &program.pre {
             Pre::Core(pre) => {
-                let mut wasi = wasi;
-                let state = CoreState {
-                    wasi: wasi.build_p1(),
-                    nn: nn_witx::NnState::new(backends, models),
-                    limiter,
-                };
+                let state = CoreState::new(wasi, backends, models, limiter);
                 let mut store = self.store(state, &opts.limits);
                 pre.instantiate(&mut store)
                     .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
@@ -485,13 +480,7 @@ impl Runtime {
                     .map(|()| 0)
             }
             Pre::Component(pre) => {
-                let mut wasi = wasi;
-                let state = ComponentState {
-                    wasi: wasi.build(),
-                    table: ResourceTable::new(),
-                    nn: WasiNnCtx::new(backends, models.into()),
-                    limiter,
-                };
+                let state = ComponentState::new(wasi, backends, models, limiter);
                 let mut store = self.store(state, &opts.limits);
                 pre.instantiate(&mut store)
                     .and_then(|command| command.wasi_cli_run().call_run(&mut store))
@@ -660,6 +649,21 @@ pub struct CoreState {
     limiter: Limiter,
 }
 
+impl CoreState {
+    fn new(
+        mut wasi: WasiCtxBuilder,
+        backends: Vec<weft_nn::Backend>,
+        models: Models,
+        limiter: Limiter,
+    ) -> Self {
+        Self {
+            wasi: wasi.build_p1(),
+            nn: nn_witx::NnState::new(backends, models),
+            limiter,
+        }
+    }
+}
+
 impl HasLimiter for CoreState {
     fn limiter(&mut self) -> &mut dyn ResourceLimiter {
         &mut self.limiter
@@ -672,6 +676,22 @@ pub struct ComponentState {
     table: ResourceTable,
     nn: WasiNnCtx,
     limiter: Limiter,
+}
+
+impl ComponentState {
+    fn new(
+        mut wasi: WasiCtxBuilder,
+        backends: Vec<weft_nn::Backend>,
+        models: Models,
+        limiter: Limiter,
+    ) -> Self {
+        Self {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            nn: WasiNnCtx::new(backends, models.into()),
+            limiter,
+        }
+    }
 }
 
 impl HasLimiter for ComponentState {

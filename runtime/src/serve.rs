@@ -16,12 +16,10 @@
 
 use crate::{
     ComponentState, CoreState, HasLimiter, Limiter, Pre, Program, RunOptions, Runtime,
-    RuntimeError, exit_or_error, nn_witx,
+    RuntimeError, exit_or_error,
 };
 use std::time::Duration;
-use wasmtime::component::ResourceTable;
 use wasmtime::{Memory, Store, TypedFunc};
-use wasmtime_wasi_nn::wit::WasiNnCtx;
 use weft_abi::{Signature, Tensor, TensorSpec};
 
 mod bindings {
@@ -153,12 +151,7 @@ impl Runtime {
         };
         let inner = match &program.pre {
             Pre::Core(pre) => {
-                let mut wasi = wasi;
-                let state = CoreState {
-                    wasi: wasi.build_p1(),
-                    nn: nn_witx::NnState::new(backends, models),
-                    limiter,
-                };
+                let state = CoreState::new(wasi, backends, models, limiter);
                 let mut store = self.store(state, limits);
                 let instance = pre.instantiate(&mut store).map_err(fail)?;
                 let func = |store: &mut Store<CoreState>, n: &str| {
@@ -235,13 +228,7 @@ impl Runtime {
                 inner
             }
             Pre::Predictor(pre) => {
-                let mut wasi = wasi;
-                let state = ComponentState {
-                    wasi: wasi.build(),
-                    table: ResourceTable::new(),
-                    nn: WasiNnCtx::new(backends, models.into()),
-                    limiter,
-                };
+                let state = ComponentState::new(wasi, backends, models, limiter);
                 let mut store = self.store(state, limits);
                 let predictor = pre.instantiate(&mut store).map_err(fail)?;
                 predictor

@@ -91,25 +91,14 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|s| s.parse::<Preload>())
         .collect::<Result<Vec<_>, _>>()?;
-    let nn = BackendOptions {
-        gpu: if a.nn_gpu_fallback {
-            GpuPolicy::FallbackToCpu
-        } else {
-            GpuPolicy::Fail
-        },
-    };
-    let cache_dir = if a.no_cache {
-        None
-    } else {
-        a.cache_dir
-            .clone()
-            .or_else(weft_runtime::ModuleCache::default_dir)
-    };
-    let runtime = Runtime::new(RuntimeConfig {
-        cache_dir,
-        fuel: a.fuel.is_some(),
-        nn,
-    })?;
+    let config = runtime_config(
+        a.nn_gpu_fallback,
+        a.no_cache,
+        a.cache_dir.clone(),
+        a.fuel.is_some(),
+    );
+    let nn = config.nn;
+    let runtime = Runtime::new(config)?;
     // Read the module, then preload models, then compile: a bad preload
     // fails before anything is compiled or written to the cache.
     let Resolved {
@@ -155,6 +144,30 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
 }
 
 /// What runs: the module bytes and everything that goes with them.
+/// Engine settings from the flags `weft run` and `weft serve` share.
+pub fn runtime_config(
+    gpu_fallback: bool,
+    no_cache: bool,
+    cache_dir: Option<PathBuf>,
+    fuel: bool,
+) -> RuntimeConfig {
+    RuntimeConfig {
+        cache_dir: if no_cache {
+            None
+        } else {
+            cache_dir.or_else(weft_runtime::ModuleCache::default_dir)
+        },
+        fuel,
+        nn: BackendOptions {
+            gpu: if gpu_fallback {
+                GpuPolicy::FallbackToCpu
+            } else {
+                GpuPolicy::Fail
+            },
+        },
+    }
+}
+
 /// A module resolved from a file or a store reference, with what its
 /// artifact adds: preloads, a read-only root of its files, leading args.
 pub struct Resolved {

@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use weft_nn::{BackendOptions, GpuPolicy, Models, Preload};
-use weft_runtime::{DirGrant, Limits, RunOptions, Runtime, RuntimeConfig};
+use weft_nn::{BackendOptions, Models, Preload};
+use weft_runtime::{DirGrant, Limits, RunOptions, Runtime};
 use weft_serve::{Interface, ModelSpec, PoolConfig, Server};
 
 /// Serve model modules over the Open Inference Protocol (KServe V2): REST
@@ -128,25 +128,10 @@ fn stem(source: &str) -> String {
 }
 
 pub fn exec(a: ServeArgs) -> anyhow::Result<i32> {
-    let nn = BackendOptions {
-        gpu: if a.nn_gpu_fallback {
-            GpuPolicy::FallbackToCpu
-        } else {
-            GpuPolicy::Fail
-        },
-    };
-    let cache_dir = if a.no_cache {
-        None
-    } else {
-        a.cache_dir
-            .clone()
-            .or_else(weft_runtime::ModuleCache::default_dir)
-    };
-    let runtime = Arc::new(Runtime::new(RuntimeConfig {
-        cache_dir,
-        fuel: false,
-        nn,
-    })?);
+    let config =
+        crate::run::runtime_config(a.nn_gpu_fallback, a.no_cache, a.cache_dir.clone(), false);
+    let nn = config.nn;
+    let runtime = Arc::new(Runtime::new(config)?);
     let extra_preloads = a
         .nn_preload
         .iter()
