@@ -92,9 +92,10 @@ impl Pool {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                let waiting = self.waiting.fetch_add(1, Ordering::SeqCst);
-                if waiting >= self.config.queue {
-                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                // A guard, not a decrement after the await: a client that
+                // disconnects while queued drops this future mid-wait.
+                let queued = Queued::enter(self, &labels);
+                if queued.position >= self.config.queue {
                     return Err(ApiError::new(
                         Kind::Overloaded,
                         format!(
@@ -103,12 +104,9 @@ impl Pool {
                         ),
                     ));
                 }
-                let depth = self.metrics.queue_depth.get_or_create(&labels).clone();
-                depth.inc();
                 let got =
                     tokio::time::timeout(deadline, self.permits.clone().acquire_owned()).await;
-                depth.dec();
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                drop(queued);
                 match got {
                     Ok(Ok(p)) => p,
                     Ok(Err(_)) => {
@@ -132,14 +130,16 @@ impl Pool {
         let remaining = deadline.saturating_sub(started.elapsed());
         let pool = Arc::clone(self);
         let in_flight = self.metrics.in_flight.get_or_create(&labels).clone();
-        in_flight.inc();
+        // Everything that must be undone lives in the blocking task, which
+        // runs to the end even when the client goes away.
         let result = tokio::task::spawn_blocking(move || {
+            in_flight.inc();
             let r = pool.run(inputs, remaining);
+            in_flight.dec();
             drop(permit);
             r
         })
         .await;
-        in_flight.dec();
         result
             .map_err(|e| ApiError::new(Kind::ModuleFailed, format!("inference task failed: {e}")))?
     }
@@ -201,6 +201,35 @@ impl Pool {
     /// Stop admitting requests (shutdown); running ones finish.
     pub fn close(&self) {
         self.permits.close();
+    }
+}
+
+/// A request's place in the wait queue, counted (and shown in the queue
+/// depth gauge) exactly as long as it lives.
+struct Queued<'a> {
+    pool: &'a Pool,
+    depth: prometheus_client::metrics::gauge::Gauge,
+    /// How many were waiting before this one.
+    position: usize,
+}
+
+impl<'a> Queued<'a> {
+    fn enter(pool: &'a Pool, labels: &ModelLabels) -> Self {
+        let position = pool.waiting.fetch_add(1, Ordering::SeqCst);
+        let depth = pool.metrics.queue_depth.get_or_create(labels).clone();
+        depth.inc();
+        Queued {
+            pool,
+            depth,
+            position,
+        }
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.pool.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.depth.dec();
     }
 }
 

@@ -89,6 +89,23 @@ fn server(max_body: usize) -> Arc<Server> {
                 deadline: Duration::from_millis(300),
             },
         },
+        ModelSpec {
+            name: "spinq".into(),
+            version: "1".into(),
+            platform: "weft-wasm".into(),
+            program: Arc::new(
+                rt.load_service("spin.wasm", &wat::parse_str(SPIN).unwrap())
+                    .unwrap(),
+            ),
+            options: RunOptions::default(),
+            interface: Interface::default(),
+            backend: "cpu",
+            pool: PoolConfig {
+                instances: 1,
+                queue: 1,
+                deadline: Duration::from_millis(500),
+            },
+        },
     ];
     Arc::new(Server::new(rt, specs, Limits { max_body }).unwrap())
 }
@@ -507,4 +524,41 @@ async fn grpc_metadata_infer_and_errors() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_the_queue_frees_its_place() {
+    let s = server(1 << 20);
+    let body = json!({"inputs": []}).to_string();
+    let send = |s: &Arc<Server>| {
+        let (s, body) = (s.clone(), body.clone());
+        tokio::spawn(async move { post(&s, "/v2/models/spinq/infer", body).await })
+    };
+    let metric = |s: &Arc<Server>, m: &str| s.metrics().encode().contains(m);
+    let wait_for = |s: Arc<Server>, m: &'static str| async move {
+        let started = std::time::Instant::now();
+        while !metric(&s, m) {
+            assert!(started.elapsed() < Duration::from_secs(10), "never saw {m}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let running = send(&s);
+    wait_for(s.clone(), r#"weft_inference_in_flight{model="spinq"} 1"#).await;
+    let queued = send(&s);
+    wait_for(s.clone(), r#"weft_inference_queue_depth{model="spinq"} 1"#).await;
+    // The queued client disconnects.
+    queued.abort();
+    wait_for(s.clone(), r#"weft_inference_queue_depth{model="spinq"} 0"#).await;
+    // Its place is free again: another request queues instead of a 503.
+    let again = send(&s);
+    wait_for(s.clone(), r#"weft_inference_queue_depth{model="spinq"} 1"#).await;
+    assert_eq!(running.await.unwrap().0, StatusCode::INTERNAL_SERVER_ERROR);
+    // It queued (seen above) and was not refused for capacity; whether it
+    // then ran into its deadline or waited it out depends on machine load.
+    let (_, v) = again.await.unwrap();
+    assert!(!error(&v).contains("at capacity"), "{v}");
+    assert!(
+        !metric(&s, r#"reason="overloaded""#),
+        "a request was refused as if the queue were still occupied"
+    );
 }
