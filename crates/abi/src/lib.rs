@@ -519,4 +519,46 @@ mod tests {
         let bad = Tensor::new("s", DataType::Bytes, vec![1], vec![9, 0, 0, 0, 1]);
         assert!(bad.check().unwrap_err().contains("says 9 bytes"));
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn tensor() -> impl Strategy<Value = Tensor> {
+            (
+                "[a-z0-9_]{0,12}",
+                0u8..13,
+                proptest::collection::vec(0u64..5, 0..4),
+                proptest::collection::vec(any::<u8>(), 0..64),
+            )
+                .prop_map(|(name, code, shape, data)| {
+                    Tensor::new(name, DataType::from_code(code).unwrap(), shape, data)
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn encode_then_decode_is_identity(ts in proptest::collection::vec(tensor(), 0..6)) {
+                prop_assert_eq!(decode(&encode(&ts)).unwrap(), ts);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                let _ = decode(&bytes);
+                let _ = decode_signature(&bytes);
+                let _ = bytes_elements(&bytes);
+            }
+
+            #[test]
+            fn corrupting_one_byte_never_panics(ts in proptest::collection::vec(tensor(), 1..4), at in any::<usize>(), v in any::<u8>()) {
+                let mut wire = encode(&ts);
+                let i = at % wire.len();
+                wire[i] = v;
+                if let Ok(back) = decode(&wire) {
+                    // Whatever decodes re-encodes to the same bytes.
+                    prop_assert_eq!(encode(&back), wire);
+                }
+            }
+        }
+    }
 }
