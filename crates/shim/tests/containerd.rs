@@ -1,0 +1,274 @@
+//! The shim on a real containerd (Debian's 1.6.20, private root, state and
+//! socket under a temporary directory; needs root): a classic-image model
+//! module imported with `ctr` and run with `--runtime` pointing at the shim.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use weft_tests::{Guest, data, module, skip_or_fail};
+
+fn shim() -> &'static str {
+    env!("CARGO_BIN_EXE_containerd-shim-weft-v1")
+}
+
+/// The `weft` binary of the same build (cargo builds every workspace binary
+/// before `cargo test --workspace` runs tests).
+fn weft() -> Option<PathBuf> {
+    let p = Path::new(shim()).with_file_name("weft");
+    if p.exists() {
+        Some(p)
+    } else {
+        skip_or_fail("the weft binary is not built next to the shim: cargo build -p weft-cli");
+        None
+    }
+}
+
+struct Containerd {
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Containerd {
+    fn start() -> Option<Containerd> {
+        let root = Command::new("id").arg("-u").output().ok()?;
+        if String::from_utf8_lossy(&root.stdout).trim() != "0" {
+            skip_or_fail("containerd tests need root");
+            return None;
+        }
+        if Command::new("containerd")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            skip_or_fail("containerd is not installed (apt-get install containerd)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("config.toml"),
+            format!(
+                "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{0}/containerd.sock\"\n",
+                d.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(d.join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let c = Containerd { dir, child };
+        let started = Instant::now();
+        while c.ctr(&["version"]).status.code() != Some(0) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "containerd did not start:\n{}",
+                c.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(c)
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("-a")
+            .arg(self.dir.path().join("containerd.sock"))
+            .args(["-n", "weft-test"])
+            .args(args)
+            .output()
+            .expect("ctr")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Leave no mounts behind in the temporary root.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "grep -o '{}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
+                self.dir.path().display()
+            ))
+            .status();
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Build the classic image of a model module (tinyrun + tiny.onnx) and
+/// return the path of an OCI layout tarball holding only it.
+fn classic_image(weft: &Path, dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let pkg = dir.join(format!("pkg-{}", name.replace(['/', ':', '.'], "-")));
+    std::fs::create_dir_all(pkg.join("models")).unwrap();
+    std::fs::copy(module(Guest::P1, "tinyrun"), pkg.join("tinyrun.wasm")).unwrap();
+    std::fs::copy(data("tiny.onnx"), pkg.join("models/tiny.onnx")).unwrap();
+    let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
+    std::fs::write(
+        pkg.join("weft.toml"),
+        format!(
+            "[module]\nname = \"{name}\"\nversion = \"1\"\nfile = \"tinyrun.wasm\"\nargs = [{}]\n\n\
+             [[model]]\nname = \"tiny\"\nfile = \"models/tiny.onnx\"\n",
+            args.join(", ")
+        ),
+    )
+    .unwrap();
+    let store = pkg.join("store");
+    let run = |a: &[&str]| {
+        let o = Command::new(weft)
+            .args(a)
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "weft {a:?}: {}", text(&o));
+    };
+    run(&["build", pkg.to_str().unwrap(), "--classic"]);
+    // Keep only the classic variant: containerd 1.6.20 cannot unpack the
+    // artifact's non-tar layers.
+    run(&["rm", &format!("{name}:1")]);
+    run(&["gc"]);
+    let tar = pkg.join("image.tar");
+    let o = Command::new("tar")
+        .arg("-C")
+        .arg(&store)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    tar
+}
+
+#[test]
+fn ctr_runs_a_classic_model_module_with_its_models_and_exit_code() {
+    let Some(weft) = weft() else { return };
+    let Some(c) = Containerd::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let name = "weft.local/test/tiny";
+    let tar = classic_image(&weft, tmp.path(), name, &["tiny", "--dims", "1,4"]);
+    let o = c.ctr(&[
+        "images",
+        "import",
+        "--platform",
+        "wasip1/wasm",
+        tar.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "import: {}", text(&o));
+    let image = format!("{name}:1-classic");
+    // Arguments after the image's entrypoint: the numbers to run.
+    let o = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        shim(),
+        &image,
+        "tiny-1",
+        "/tinyrun.wasm",
+        "tiny",
+        "--dims",
+        "1,4",
+        "1",
+        "2",
+        "3",
+        "4",
+    ]);
+    let out = text(&o);
+    assert!(
+        o.status.success(),
+        "ctr run: {out}\ncontainerd log:\n{}",
+        c.log()
+    );
+    // y = 2x + 1
+    assert!(out.contains("3 5 7 9"), "{out}");
+
+    // A bad argument: the module's own error on the container's stderr and
+    // its exit code as the task's.
+    let o = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        shim(),
+        &image,
+        "tiny-2",
+        "/tinyrun.wasm",
+        "no-such-model",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no-such-model"), "{}", text(&o));
+}
+
+#[test]
+fn a_long_running_module_is_killed_by_ctr() {
+    let Some(weft) = weft() else { return };
+    let Some(c) = Containerd::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let name = "weft.local/test/spin";
+    let tar = classic_image(&weft, tmp.path(), name, &[]);
+    let o = c.ctr(&[
+        "images",
+        "import",
+        "--platform",
+        "wasip1/wasm",
+        tar.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "import: {}", text(&o));
+    // A module busy for hours: a hundred million inferences.
+    let image = format!("{name}:1-classic");
+    let o = c.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        shim(),
+        &image,
+        "spin-1",
+        "/tinyrun.wasm",
+        "tiny",
+        "--dims",
+        "1,4",
+        "--repeat",
+        "100000000",
+        "1",
+        "2",
+        "3",
+        "4",
+    ]);
+    assert!(o.status.success(), "run -d: {}", text(&o));
+    let started = Instant::now();
+    let o = c.ctr(&["task", "kill", "-s", "SIGKILL", "spin-1"]);
+    assert!(o.status.success(), "kill: {}", text(&o));
+    loop {
+        let ls = text(&c.ctr(&["task", "ls"]));
+        if ls.contains("STOPPED") || !ls.contains("spin-1") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "task not stopped: {ls}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = c.ctr(&["task", "delete", "spin-1"]);
+    assert!(o.status.success(), "delete: {}", text(&o));
+    let o = c.ctr(&["container", "delete", "spin-1"]);
+    assert!(o.status.success(), "container delete: {}", text(&o));
+}
