@@ -9,6 +9,12 @@
 //! preloaded for wasi-nn from their paths in the image. The module sees the
 //! container's root filesystem as `/`, the container's environment, and a
 //! linear-memory cap taken from the container's cgroup memory limit.
+//!
+//! A *serving* module (Weft's serving contract, see `docs/serving.md`) is
+//! served over the Open Inference Protocol instead of run once: REST on
+//! `0.0.0.0:$WEFT_PORT` (default 8000) and gRPC on `$WEFT_GRPC_PORT` (8001)
+//! inside the container's network namespace, so a Kubernetes Service in
+//! front of the pod reaches it. SIGTERM drains it gracefully.
 
 use anyhow::Context as _;
 use containerd_shim_wasm::sandbox::Sandbox;
@@ -166,7 +172,17 @@ impl Job {
             ..Default::default()
         })?;
         let models = Models::load(&preloads, runtime.nn_options()).context("preloading models")?;
-        let program = runtime.load(&self.name, &self.bytes)?;
+        let program = match runtime.load(&self.name, &self.bytes) {
+            Ok(p) => p,
+            Err(
+                weft_runtime::RuntimeError::NoStart { .. }
+                | weft_runtime::RuntimeError::NotCommand { .. },
+            ) => {
+                let service = runtime.load_service(&self.name, &self.bytes)?;
+                return serve(runtime, service, models, self.env);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let max_memory = cgroup_memory_limit(Path::new("/sys/fs/cgroup"))
             .unwrap_or(weft_runtime::DEFAULT_MAX_MEMORY);
         let opts = RunOptions {
@@ -196,6 +212,98 @@ impl Job {
             }
         }
     }
+}
+
+/// A port from the environment, or the default.
+fn port(env: &[(String, String)], key: &str, default: u16) -> anyhow::Result<u16> {
+    match env.iter().find(|(k, _)| k == key) {
+        Some((_, v)) => v
+            .parse()
+            .with_context(|| format!("{key}={v:?} is not a port number")),
+        None => Ok(default),
+    }
+}
+
+/// Serve a serving module over the Open Inference Protocol until SIGTERM.
+fn serve(
+    runtime: Runtime,
+    program: weft_runtime::Program,
+    models: Models,
+    env: Vec<(String, String)>,
+) -> anyhow::Result<i32> {
+    use weft_serve::{Interface, ModelSpec, PoolConfig, Server};
+    let rest_port = port(&env, "WEFT_PORT", 8000)?;
+    let grpc_port = port(&env, "WEFT_GRPC_PORT", 8001)?;
+    let name = env
+        .iter()
+        .find(|(k, _)| k == "WEFT_MODEL_NAME")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| program.name().trim_end_matches(".wasm").to_owned());
+    let interface = models
+        .model("model")
+        .or_else(|| match models.names().as_slice() {
+            [only] => models.model(only),
+            _ => None,
+        })
+        .map(|m| Interface::of_model(m))
+        .unwrap_or_default();
+    let instances = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max_memory = cgroup_memory_limit(Path::new("/sys/fs/cgroup"))
+        .map(|limit| limit / instances.max(1))
+        .unwrap_or(weft_runtime::DEFAULT_MAX_MEMORY);
+    let spec = ModelSpec {
+        name,
+        version: "1".into(),
+        platform: "weft-wasm".into(),
+        program: Arc::new(program),
+        options: RunOptions {
+            env,
+            dirs: vec![DirGrant {
+                host: "/".into(),
+                guest: "/".into(),
+                read_only: true,
+            }],
+            limits: Limits {
+                max_memory,
+                timeout: Some(std::time::Duration::from_secs(120)),
+                fuel: None,
+            },
+            models: Arc::new(models),
+            ..Default::default()
+        },
+        interface,
+        backend: "cpu",
+        pool: PoolConfig {
+            instances,
+            queue: 64,
+            deadline: std::time::Duration::from_secs(30),
+        },
+    };
+    let server = Arc::new(Server::new(
+        Arc::new(runtime),
+        vec![spec],
+        Default::default(),
+    )?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let rest = tokio::net::TcpListener::bind(("0.0.0.0", rest_port)).await?;
+        let grpc = tokio::net::TcpListener::bind(("0.0.0.0", grpc_port)).await?;
+        eprintln!(
+            "weft: serving {} on :{rest_port} (REST) and :{grpc_port} (gRPC)",
+            server.model_names().collect::<Vec<_>>().join(", ")
+        );
+        let term = async {
+            if let Ok(mut s) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
+                s.recv().await;
+            }
+        };
+        weft_serve::serve(server, rest, Some(grpc), term).await?;
+        anyhow::Ok(0)
+    })
 }
 
 #[cfg(test)]

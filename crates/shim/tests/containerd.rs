@@ -114,19 +114,26 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// Build the classic image of a model module (tinyrun + tiny.onnx) and
-/// return the path of an OCI layout tarball holding only it.
-fn classic_image(weft: &Path, dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+/// Build the classic image of a model module (`module`, with tiny.onnx
+/// preloaded as `model_name`) and return the path of an OCI layout tarball
+/// holding only it.
+fn classic_image(
+    weft: &Path,
+    dir: &Path,
+    name: &str,
+    (module_name, model_name): (&str, &str),
+    args: &[&str],
+) -> PathBuf {
     let pkg = dir.join(format!("pkg-{}", name.replace(['/', ':', '.'], "-")));
     std::fs::create_dir_all(pkg.join("models")).unwrap();
-    std::fs::copy(module(Guest::P1, "tinyrun"), pkg.join("tinyrun.wasm")).unwrap();
+    std::fs::copy(module(Guest::P1, module_name), pkg.join("module.wasm")).unwrap();
     std::fs::copy(data("tiny.onnx"), pkg.join("models/tiny.onnx")).unwrap();
     let args: Vec<String> = args.iter().map(|a| format!("{a:?}")).collect();
     std::fs::write(
         pkg.join("weft.toml"),
         format!(
-            "[module]\nname = \"{name}\"\nversion = \"1\"\nfile = \"tinyrun.wasm\"\nargs = [{}]\n\n\
-             [[model]]\nname = \"tiny\"\nfile = \"models/tiny.onnx\"\n",
+            "[module]\nname = \"{name}\"\nversion = \"1\"\nfile = \"module.wasm\"\nargs = [{}]\n\n\
+             [[model]]\nname = \"{model_name}\"\nfile = \"models/tiny.onnx\"\n",
             args.join(", ")
         ),
     )
@@ -165,7 +172,13 @@ fn ctr_runs_a_classic_model_module_with_its_models_and_exit_code() {
     let Some(c) = Containerd::start() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let name = "weft.local/test/tiny";
-    let tar = classic_image(&weft, tmp.path(), name, &["tiny", "--dims", "1,4"]);
+    let tar = classic_image(
+        &weft,
+        tmp.path(),
+        name,
+        ("tinyrun", "tiny"),
+        &["tiny", "--dims", "1,4"],
+    );
     let o = c.ctr(&[
         "images",
         "import",
@@ -183,7 +196,7 @@ fn ctr_runs_a_classic_model_module_with_its_models_and_exit_code() {
         shim(),
         &image,
         "tiny-1",
-        "/tinyrun.wasm",
+        "/module.wasm",
         "tiny",
         "--dims",
         "1,4",
@@ -210,7 +223,7 @@ fn ctr_runs_a_classic_model_module_with_its_models_and_exit_code() {
         shim(),
         &image,
         "tiny-2",
-        "/tinyrun.wasm",
+        "/module.wasm",
         "no-such-model",
     ]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -223,7 +236,7 @@ fn a_long_running_module_is_killed_by_ctr() {
     let Some(c) = Containerd::start() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let name = "weft.local/test/spin";
-    let tar = classic_image(&weft, tmp.path(), name, &[]);
+    let tar = classic_image(&weft, tmp.path(), name, ("tinyrun", "tiny"), &[]);
     let o = c.ctr(&[
         "images",
         "import",
@@ -241,7 +254,7 @@ fn a_long_running_module_is_killed_by_ctr() {
         shim(),
         &image,
         "spin-1",
-        "/tinyrun.wasm",
+        "/module.wasm",
         "tiny",
         "--dims",
         "1,4",
@@ -271,4 +284,91 @@ fn a_long_running_module_is_killed_by_ctr() {
     assert!(o.status.success(), "delete: {}", text(&o));
     let o = c.ctr(&["container", "delete", "spin-1"]);
     assert!(o.status.success(), "container delete: {}", text(&o));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_serving_module_serves_v2_in_the_container_network_namespace() {
+    let Some(weft) = weft() else { return };
+    let Some(c) = Containerd::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let name = "weft.local/test/predictor";
+    let tar = classic_image(&weft, tmp.path(), name, ("predictor", "model"), &[]);
+    let o = c.ctr(&[
+        "images",
+        "import",
+        "--platform",
+        "wasip1/wasm",
+        tar.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "import: {}", text(&o));
+    let (rest, grpc) = (free_port(), free_port());
+    let image = format!("{name}:1-classic");
+    // --net-host: the test reaches the container's network namespace, as a
+    // Service reaches a pod's.
+    let o = c.ctr(&[
+        "run",
+        "-d",
+        "--net-host",
+        "--runtime",
+        shim(),
+        "--env",
+        &format!("WEFT_PORT={rest}"),
+        "--env",
+        &format!("WEFT_GRPC_PORT={grpc}"),
+        "--env",
+        "WEFT_MODEL_NAME=tiny",
+        &image,
+        "svc-1",
+    ]);
+    assert!(o.status.success(), "run -d: {}", text(&o));
+    let url = format!("http://127.0.0.1:{rest}/v2/models/tiny/infer");
+    let body = r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#;
+    let started = Instant::now();
+    let answer = loop {
+        let o = Command::new("curl")
+            .args(["-s", "-m", "5", "-X", "POST", "--data-binary", body, &url])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        if out.contains("outputs") {
+            break out;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the served module never answered: {out}\n{}",
+            text(&c.ctr(&["task", "ls"]))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(answer.contains("[3.0,5.0,7.0,9.0]"), "{answer}");
+    // SIGTERM (ctr's default): the server drains and the task exits 0.
+    let o = c.ctr(&["task", "kill", "svc-1"]);
+    assert!(o.status.success(), "kill: {}", text(&o));
+    let started = Instant::now();
+    loop {
+        let ls = text(&c.ctr(&["task", "ls"]));
+        if ls.contains("STOPPED") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not stopped: {ls}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = c.ctr(&["task", "delete", "svc-1"]);
+    assert!(o.status.success(), "delete: {}", text(&o));
+    assert!(
+        text(&o).contains("status 0") || text(&o).is_empty(),
+        "{}",
+        text(&o)
+    );
 }
