@@ -1,6 +1,7 @@
 //! Weft's end-to-end tests, one binary to keep link time down.
 
 mod conformance;
+mod deploy;
 mod guests;
 mod nn;
 mod ocr;
