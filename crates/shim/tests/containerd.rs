@@ -86,6 +86,35 @@ impl Containerd {
             .expect("ctr")
     }
 
+    /// `ctr images import` an OCI layout tarball of wasip1/wasm images.
+    fn import(&self, tar: &Path) {
+        let o = self.ctr(&[
+            "images",
+            "import",
+            "--platform",
+            "wasip1/wasm",
+            tar.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "import: {}", text(&o));
+    }
+
+    /// Wait (30 s at most) until task `id` has stopped or is gone.
+    fn wait_stopped(&self, id: &str) {
+        let started = Instant::now();
+        loop {
+            let ls = text(&self.ctr(&["task", "ls"]));
+            let line = ls.lines().find(|l| l.starts_with(id));
+            if line.is_none_or(|l| l.contains("STOPPED")) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "task {id} not stopped: {ls}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default()
     }
@@ -179,14 +208,7 @@ fn ctr_runs_a_classic_model_module_with_its_models_and_exit_code() {
         ("tinyrun", "tiny"),
         &["tiny", "--dims", "1,4"],
     );
-    let o = c.ctr(&[
-        "images",
-        "import",
-        "--platform",
-        "wasip1/wasm",
-        tar.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "import: {}", text(&o));
+    c.import(&tar);
     let image = format!("{name}:1-classic");
     // Arguments after the image's entrypoint: the numbers to run.
     let o = c.ctr(&[
@@ -237,14 +259,7 @@ fn a_long_running_module_is_killed_by_ctr() {
     let tmp = tempfile::tempdir().unwrap();
     let name = "weft.local/test/spin";
     let tar = classic_image(&weft, tmp.path(), name, ("tinyrun", "tiny"), &[]);
-    let o = c.ctr(&[
-        "images",
-        "import",
-        "--platform",
-        "wasip1/wasm",
-        tar.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "import: {}", text(&o));
+    c.import(&tar);
     // A module busy for hours: a hundred million inferences.
     let image = format!("{name}:1-classic");
     let o = c.ctr(&[
@@ -266,20 +281,9 @@ fn a_long_running_module_is_killed_by_ctr() {
         "4",
     ]);
     assert!(o.status.success(), "run -d: {}", text(&o));
-    let started = Instant::now();
     let o = c.ctr(&["task", "kill", "-s", "SIGKILL", "spin-1"]);
     assert!(o.status.success(), "kill: {}", text(&o));
-    loop {
-        let ls = text(&c.ctr(&["task", "ls"]));
-        if ls.contains("STOPPED") || !ls.contains("spin-1") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "task not stopped: {ls}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_stopped("spin-1");
     let o = c.ctr(&["task", "delete", "spin-1"]);
     assert!(o.status.success(), "delete: {}", text(&o));
     let o = c.ctr(&["container", "delete", "spin-1"]);
@@ -301,14 +305,7 @@ fn a_serving_module_serves_v2_in_the_container_network_namespace() {
     let tmp = tempfile::tempdir().unwrap();
     let name = "weft.local/test/predictor";
     let tar = classic_image(&weft, tmp.path(), name, ("predictor", "model"), &[]);
-    let o = c.ctr(&[
-        "images",
-        "import",
-        "--platform",
-        "wasip1/wasm",
-        tar.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "import: {}", text(&o));
+    c.import(&tar);
     let (rest, grpc) = (free_port(), free_port());
     let image = format!("{name}:1-classic");
     // --net-host: the test reaches the container's network namespace, as a
@@ -352,18 +349,7 @@ fn a_serving_module_serves_v2_in_the_container_network_namespace() {
     // SIGTERM (ctr's default): the server drains and the task exits 0.
     let o = c.ctr(&["task", "kill", "svc-1"]);
     assert!(o.status.success(), "kill: {}", text(&o));
-    let started = Instant::now();
-    loop {
-        let ls = text(&c.ctr(&["task", "ls"]));
-        if ls.contains("STOPPED") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "not stopped: {ls}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_stopped("svc-1");
     let o = c.ctr(&["task", "delete", "svc-1"]);
     assert!(o.status.success(), "delete: {}", text(&o));
     assert!(
