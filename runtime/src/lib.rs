@@ -24,6 +24,7 @@ mod cache;
 mod error;
 pub mod nn_witx;
 mod serve;
+pub mod units;
 
 pub use cache::{CacheOutcome, ModuleCache};
 pub use error::RuntimeError;
@@ -35,8 +36,8 @@ pub use weft_abi::{DataType, Signature, Tensor, TensorSpec};
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Store, Trap};
@@ -138,7 +139,7 @@ enum Pre {
 
 /// What a program is loaded for: each needs different exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Purpose {
+pub enum Purpose {
     /// `_start` / `wasi:cli/run`.
     Run,
     /// Weft's serving contract.
@@ -151,6 +152,8 @@ pub struct Program {
     digest: String,
     cache: CacheOutcome,
     compile_time: Duration,
+    purpose: Purpose,
+    compiled: Compiled,
     pre: Pre,
 }
 
@@ -192,6 +195,21 @@ impl Program {
     pub fn compile_time(&self) -> Duration {
         self.compile_time
     }
+
+    /// What the program was loaded for.
+    pub fn purpose(&self) -> Purpose {
+        self.purpose
+    }
+
+    /// The compiled code, for [`Runtime::load_serialized`] in another
+    /// process of the same binary (the shim hands it to the container).
+    pub fn serialize(&self) -> Result<Vec<u8>, RuntimeError> {
+        match &self.compiled {
+            Compiled::Core(m) => m.serialize(),
+            Compiled::Component(c) => c.serialize(),
+        }
+        .map_err(engine_err)
+    }
 }
 
 /// The engine, linkers, cache and epoch ticker of one process.
@@ -202,6 +220,10 @@ pub struct Runtime {
     fuel: bool,
     core_linker: Linker<CoreState>,
     component_linker: wasmtime::component::Linker<ComponentState>,
+    /// Started by the first store that needs deadlines, so a runtime that
+    /// only compiles (the shim's, `weft build`) has no thread waking up
+    /// 200 times a second.
+    ticker: OnceLock<Result<(), String>>,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -240,18 +262,6 @@ impl Runtime {
         })
         .map_err(engine_err)?;
 
-        let stop_ticker = Arc::new(AtomicBool::new(false));
-        let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
-        std::thread::Builder::new()
-            .name("weft-epoch".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    ticker_engine.increment_epoch();
-                }
-            })
-            .map_err(engine_err)?;
-
         Ok(Self {
             engine,
             cache: config.cache_dir.map(ModuleCache::new),
@@ -259,8 +269,29 @@ impl Runtime {
             fuel: config.fuel,
             core_linker,
             component_linker,
-            stop_ticker,
+            ticker: OnceLock::new(),
+            stop_ticker: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Start the epoch ticker once; deadlines depend on it.
+    fn ensure_ticker(&self) -> Result<(), RuntimeError> {
+        self.ticker
+            .get_or_init(|| {
+                let (engine, stop) = (self.engine.clone(), self.stop_ticker.clone());
+                std::thread::Builder::new()
+                    .name("weft-epoch".into())
+                    .spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(TICK);
+                            engine.increment_epoch();
+                        }
+                    })
+                    .map(drop)
+                    .map_err(|e| format!("starting the epoch ticker: {e}"))
+            })
+            .clone()
+            .map_err(|message| RuntimeError::Engine { message })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -302,6 +333,46 @@ impl Runtime {
         self.load_for(name, bytes, Purpose::Serve)
     }
 
+    /// Link code that [`Program::serialize`] produced, for `purpose`,
+    /// without compiling. `digest` is the `sha256:` of the original wasm.
+    ///
+    /// # Safety
+    ///
+    /// `code` must be bytes that [`Program::serialize`] of this same binary
+    /// wrote (wasmtime checks the header and the engine settings, not the
+    /// machine code): for example handed from the shim's process to its
+    /// container's through a pipe, never read from an untrusted place.
+    pub unsafe fn load_serialized(
+        &self,
+        name: &str,
+        digest: &str,
+        code: &[u8],
+        purpose: Purpose,
+    ) -> Result<Program, RuntimeError> {
+        let started = Instant::now();
+        let invalid = |e: wasmtime::Error| RuntimeError::Compile {
+            name: name.into(),
+            message: format!("{e:#}"),
+        };
+        // SAFETY: the caller vouches for `code` (see above).
+        let compiled = match Engine::detect_precompiled(code) {
+            Some(wasmtime::Precompiled::Module) => {
+                unsafe { Module::deserialize(&self.engine, code) }.map(Compiled::Core)
+            }
+            Some(wasmtime::Precompiled::Component) => {
+                unsafe { Component::deserialize(&self.engine, code) }.map(Compiled::Component)
+            }
+            None => return Err(RuntimeError::NotWasm { name: name.into() }),
+        }
+        .map_err(invalid)?;
+        let compilation = Compilation {
+            compiled,
+            outcome: CacheOutcome::Hit,
+            to_store: None,
+        };
+        self.link(name, digest.into(), compilation, purpose, started)
+    }
+
     fn load_for(
         &self,
         name: &str,
@@ -315,13 +386,27 @@ impl Runtime {
         };
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
         let started = Instant::now();
+        let compilation = self.compile(name, kind, &digest, bytes)?;
+        self.link(name, digest, compilation, purpose, started)
+    }
+
+    /// Check the exports `purpose` needs and pre-link; cache the compiled
+    /// code only then, so bad input leaves no file.
+    fn link(
+        &self,
+        name: &str,
+        digest: String,
+        compilation: Compilation,
+        purpose: Purpose,
+        started: Instant,
+    ) -> Result<Program, RuntimeError> {
         let Compilation {
             compiled,
             outcome: cache,
             to_store: pending,
-        } = self.compile(name, kind, &digest, bytes)?;
+        } = compilation;
         let compile_time = started.elapsed();
-        let pre = match compiled {
+        let pre = match &compiled {
             Compiled::Core(module) => {
                 match purpose {
                     Purpose::Run => {
@@ -332,11 +417,11 @@ impl Runtime {
                             return Err(RuntimeError::NoStart { name: name.into() });
                         }
                     }
-                    Purpose::Serve => serve::check_core_exports(name, &module)?,
+                    Purpose::Serve => serve::check_core_exports(name, module)?,
                 }
                 let pre =
                     self.core_linker
-                        .instantiate_pre(&module)
+                        .instantiate_pre(module)
                         .map_err(|e| RuntimeError::Link {
                             name: name.into(),
                             message: format!("{e:#}"),
@@ -346,7 +431,7 @@ impl Runtime {
             Compiled::Component(component) => {
                 let pre = self
                     .component_linker
-                    .instantiate_pre(&component)
+                    .instantiate_pre(component)
                     .map_err(|e| RuntimeError::Link {
                         name: name.into(),
                         message: format!("{e:#}"),
@@ -371,7 +456,6 @@ impl Runtime {
                 }
             }
         };
-        // Only a module that links is worth caching: bad input leaves no file.
         if let (Some((path, code)), Some(cache)) = (pending, &self.cache)
             && let Err(e) = cache.store(&path, &code)
         {
@@ -383,6 +467,8 @@ impl Runtime {
             digest,
             cache,
             compile_time,
+            purpose,
+            compiled,
             pre,
         })
     }
@@ -473,7 +559,7 @@ impl Runtime {
         let result = match &program.pre {
             Pre::Core(pre) => {
                 let state = CoreState::new(wasi, backends, models, limiter);
-                let mut store = self.store(state, &opts.limits);
+                let mut store = self.store(state, &opts.limits)?;
                 pre.instantiate(&mut store)
                     .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
                     .and_then(|start| start.call(&mut store, ()))
@@ -481,7 +567,7 @@ impl Runtime {
             }
             Pre::Component(pre) => {
                 let state = ComponentState::new(wasi, backends, models, limiter);
-                let mut store = self.store(state, &opts.limits);
+                let mut store = self.store(state, &opts.limits)?;
                 pre.instantiate(&mut store)
                     .and_then(|command| command.wasi_cli_run().call_run(&mut store))
                     .map(|r| if r.is_ok() { 0 } else { 1 })
@@ -496,7 +582,8 @@ impl Runtime {
         result.or_else(|e| exit_or_error(e, &opts.limits))
     }
 
-    fn store<T: HasLimiter>(&self, state: T, limits: &Limits) -> Store<T> {
+    fn store<T: HasLimiter>(&self, state: T, limits: &Limits) -> Result<Store<T>, RuntimeError> {
+        self.ensure_ticker()?;
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s.limiter());
         set_deadline(&mut store, limits.timeout);
@@ -505,7 +592,7 @@ impl Runtime {
             // With metering compiled in, "no fuel limit" is a very large tank.
             let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
         }
-        store
+        Ok(store)
     }
 
     fn wasi_builder(

@@ -152,7 +152,7 @@ impl Runtime {
         let inner = match &program.pre {
             Pre::Core(pre) => {
                 let state = CoreState::new(wasi, backends, models, limiter);
-                let mut store = self.store(state, limits);
+                let mut store = self.store(state, limits)?;
                 let instance = pre.instantiate(&mut store).map_err(fail)?;
                 let func = |store: &mut Store<CoreState>, n: &str| {
                     instance
@@ -229,7 +229,7 @@ impl Runtime {
             }
             Pre::Predictor(pre) => {
                 let state = ComponentState::new(wasi, backends, models, limiter);
-                let mut store = self.store(state, limits);
+                let mut store = self.store(state, limits)?;
                 let predictor = pre.instantiate(&mut store).map_err(fail)?;
                 predictor
                     .call_init(&mut store)
