@@ -61,7 +61,21 @@ pub struct WasmConfig {
     pub os: String,
     #[serde(rename = "layerDigests")]
     pub layer_digests: Vec<String>,
+    /// The process an OCI runtime starts (the module and its arguments), in
+    /// the image-config shape, so containerd's CRI and `ctr run` need no
+    /// command from the user. Other tools ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ProcessConfig>,
     pub weft: WeftSection,
+}
+
+/// `config` of an OCI image config: what to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessConfig {
+    #[serde(rename = "Entrypoint")]
+    pub entrypoint: Vec<String>,
+    #[serde(rename = "Cmd", default)]
+    pub cmd: Vec<String>,
 }
 
 /// What kind of file a layer holds.
@@ -194,6 +208,10 @@ pub fn build(store: &Store, pkg: Package<'_>) -> Result<Descriptor, OciError> {
         architecture: "wasm".into(),
         os: os.into(),
         layer_digests: layers.iter().map(|l| l.digest().to_string()).collect(),
+        config: Some(ProcessConfig {
+            entrypoint: vec![format!("/{module_title}")],
+            cmd: pkg.args.clone(),
+        }),
         weft: WeftSection {
             version: 1,
             module: module_title,
