@@ -73,10 +73,21 @@ fn copy_between_stores(
 ) -> anyhow::Result<String> {
     // Blobs stay untagged until the end: keep `gc` out meanwhile.
     let _writing = to.writer()?;
-    let art = Artifact::open(from, reference)?;
-    let blobs = weft_oci::artifact::blobs(&art.manifest)
+    let desc = from.resolve(reference)?;
+    let manifest = from.manifest(&desc)?;
+    // A model module, or its classic variant (which is not runnable as an
+    // artifact, but is what containerd before 1.6.25 needs).
+    let classic = manifest
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(weft_oci::media::ARTIFACT))
+        .is_some_and(|v| v == weft_oci::artifact::ARTIFACT_V1_CLASSIC);
+    if !classic {
+        Artifact::open(from, reference)?;
+    }
+    let blobs = weft_oci::artifact::blobs(&manifest)
         .map(|d| d.digest().clone())
-        .chain(std::iter::once(art.manifest_digest.clone()));
+        .chain(std::iter::once(desc.digest().clone()));
     for digest in blobs {
         if !to.has_blob(&digest) {
             let path = from.blob_path(&digest);
@@ -85,8 +96,8 @@ fn copy_between_stores(
             to.put_blob(file, Some(&digest))?;
         }
     }
-    to.tag(as_ref, &from.resolve(reference)?)?;
-    Ok(art.manifest_digest.to_string())
+    to.tag(as_ref, &desc)?;
+    Ok(desc.digest().to_string())
 }
 
 pub fn exec(a: CopyArgs) -> anyhow::Result<i32> {

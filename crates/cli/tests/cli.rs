@@ -561,6 +561,22 @@ fn copy_between_store_layouts_and_registries_keeps_the_digest() {
         tmp.path(),
     );
     assert_eq!(stdout(&out).trim(), "3 3 3 3", "{}", stderr(&out));
+
+    // The classic variant travels the same way, digest preserved.
+    let built = run(&["build", "--store", &store, &dir, "--classic"]);
+    let classic = built
+        .lines()
+        .find(|l| l.contains("-classic"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .to_string();
+    let usb = format!("oci:{}/usb:tiny:1-classic", tmp.path().display());
+    let a = format!("{}/site/tiny:1-classic", reg.addr);
+    let back = format!("oci:{}/back:tiny:1-classic", tmp.path().display());
+    for (src, dst) in [("tiny:1-classic", &usb), (&usb, &a), (&a, &back)] {
+        let out = run(&["copy", "--store", &store, src, dst]);
+        assert!(out.contains(&classic), "{src} -> {dst}: {out}");
+    }
 }
 
 /// `kill -9` in the middle of a layer: nothing half-written becomes
