@@ -102,10 +102,12 @@ impl fmt::Display for InstallError {
 
 impl std::error::Error for InstallError {}
 
-/// Weft's block for a schema.
+/// Weft's block for a schema. `pod_annotations` lets the pod's `weft.dev/*`
+/// annotations reach the shim (`weft.dev/allow-linux-containers` admits
+/// Linux sidecars into a weft pod).
 pub fn block(schema: Schema) -> String {
     format!(
-        "{BEGIN}\n[{table}.weft]\n  runtime_type = \"{RUNTIME_TYPE}\"\n{END}\n",
+        "{BEGIN}\n[{table}.weft]\n  runtime_type = \"{RUNTIME_TYPE}\"\n  pod_annotations = [\"weft.dev/*\"]\n{END}\n",
         table = schema.runtimes_table()
     )
 }

@@ -29,6 +29,11 @@ struct Args {
     /// Remove Weft's block and the shim instead.
     #[arg(long)]
     uninstall: bool,
+    /// Change nothing; check that the config holds Weft's current block and
+    /// that the installed shim runs on this node (after containerd's
+    /// restart, before the node is labelled ready).
+    #[arg(long, conflicts_with_all = ["uninstall", "dry_run"])]
+    verify: bool,
 }
 
 fn main() {
@@ -80,6 +85,9 @@ fn run(a: Args) -> anyhow::Result<()> {
     let config = distro.config_path(&a.host_root);
     let current = read(&config)?;
     let shim_target = a.host_root.join(&a.bin_dir).join("containerd-shim-weft-v1");
+    if a.verify {
+        return verify(&a, distro, &config, current.as_deref());
+    }
     let next = if a.uninstall {
         match (&current, distro) {
             (Some(_), Distro::K0s) => None,
@@ -130,5 +138,60 @@ fn run(a: Args) -> anyhow::Result<()> {
         std::fs::rename(&tmp, &shim_target)?;
     }
     println!("done; restart containerd to apply");
+    Ok(())
+}
+
+/// The node is ready when containerd's config has the block this installer
+/// writes and the shim runs in the host's root (its libraries are the
+/// host's, not this image's).
+fn verify(a: &Args, distro: Distro, config: &Path, current: Option<&str>) -> anyhow::Result<()> {
+    let seed = match distro.seed_file() {
+        Some(f) => read(&a.host_root.join(f))?,
+        None => None,
+    };
+    let planned = planned(distro, current, seed.as_deref())?;
+    match current {
+        Some(text) if text == planned => {}
+        Some(_) => anyhow::bail!(
+            "{} lacks Weft's current runtime block; run weft-node-installer without --verify first",
+            config.display()
+        ),
+        None => anyhow::bail!(
+            "{} does not exist; run weft-node-installer first",
+            config.display()
+        ),
+    }
+    let shim = Path::new("/")
+        .join(&a.bin_dir)
+        .join("containerd-shim-weft-v1");
+    let mut cmd = if a.host_root == Path::new("/") {
+        std::process::Command::new(&shim)
+    } else {
+        let mut c = std::process::Command::new("chroot");
+        c.arg(&a.host_root).arg(&shim);
+        c
+    };
+    let out = cmd
+        .arg("-v")
+        .output()
+        .with_context(|| format!("running {} on the host", shim.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.contains("Runtime: weft") {
+        anyhow::bail!(
+            "the shim {} does not run on this node ({}{}); it needs glibc 2.36 or newer",
+            shim.display(),
+            text.trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    println!(
+        "{} ({}): verified; {}",
+        distro.name(),
+        config.display(),
+        text.lines()
+            .find(|l| l.contains("Version"))
+            .unwrap_or("")
+            .trim()
+    );
     Ok(())
 }

@@ -159,3 +159,78 @@ fn installer_binary_on_a_host_root() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown distro \"nomad\""));
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// `--verify`: refuses a config without the block and a shim that does not
+/// run in the host's root; passes once both hold.
+#[test]
+fn verify_checks_the_config_and_runs_the_shim_in_the_host_root() {
+    let root_ok = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let cc = std::process::Command::new("cc")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !root_ok || !cc {
+        weft_skip("verify needs root (chroot) and a C compiler for a static stand-in shim");
+        return;
+    }
+    let bin = env!("CARGO_BIN_EXE_weft-node-installer");
+    let root = std::env::temp_dir().join(format!("weft-installer-verify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("etc/containerd")).unwrap();
+    std::fs::write(root.join("etc/containerd/config.toml"), "version = 2\n").unwrap();
+    // A static stand-in that answers `-v` as the shim does, so it runs in a
+    // root without libraries; and a script that cannot run there.
+    let good = root.join("good-shim");
+    let src = root.join("shim.c");
+    std::fs::write(&src, "#include <stdio.h>\nint main(void){puts(\"containerd-shim-weft-v1:\\n  Runtime: weft\\n  Version: 0.1.0\");return 0;}\n").unwrap();
+    let o = std::process::Command::new("cc")
+        .args(["-static", "-o"])
+        .arg(&good)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bad = root.join("bad-shim");
+    std::fs::write(&bad, "#!/bin/sh\necho Runtime: weft\n").unwrap();
+    std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let run = |shim: &Path, extra: &[&str]| {
+        let o = std::process::Command::new(bin)
+            .arg("--host-root")
+            .arg(&root)
+            .arg("--shim")
+            .arg(shim)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let (ok, out) = run(&good, &["--verify"]);
+    assert!(
+        !ok && out.contains("lacks Weft's current runtime block"),
+        "{out}"
+    );
+    assert!(run(&bad, &[]).0);
+    let (ok, out) = run(&bad, &["--verify"]);
+    assert!(!ok && out.contains("does not run on this node"), "{out}");
+    assert!(run(&good, &[]).0);
+    let (ok, out) = run(&good, &["--verify"]);
+    assert!(ok && out.contains("verified"), "{out}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+fn weft_skip(why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("required test prerequisite missing in CI: {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+}
