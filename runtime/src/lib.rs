@@ -60,6 +60,9 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct RuntimeConfig {
     /// Where compiled modules are cached; `None` turns caching off.
     pub cache_dir: Option<PathBuf>,
+    /// Keep the cache under this many bytes, dropping the least recently
+    /// used entries after each store; `None`: unbounded.
+    pub cache_max_bytes: Option<u64>,
     /// Compile fuel metering in (needed for [`Limits::fuel`]; costs speed).
     pub fuel: bool,
     /// wasi-nn backend options.
@@ -70,6 +73,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             cache_dir: ModuleCache::default_dir(),
+            cache_max_bytes: None,
             fuel: false,
             nn: BackendOptions::default(),
         }
@@ -216,6 +220,7 @@ impl Program {
 pub struct Runtime {
     engine: Engine,
     cache: Option<ModuleCache>,
+    cache_max_bytes: Option<u64>,
     nn: BackendOptions,
     fuel: bool,
     core_linker: Linker<CoreState>,
@@ -265,6 +270,7 @@ impl Runtime {
         Ok(Self {
             engine,
             cache: config.cache_dir.map(ModuleCache::new),
+            cache_max_bytes: config.cache_max_bytes,
             nn: config.nn,
             fuel: config.fuel,
             core_linker,
@@ -456,10 +462,19 @@ impl Runtime {
                 }
             }
         };
-        if let (Some((path, code)), Some(cache)) = (pending, &self.cache)
-            && let Err(e) = cache.store(&path, &code)
-        {
-            tracing::warn!("not caching compiled module: {:#}", anyhow::Error::from(e));
+        if let (Some((path, code)), Some(cache)) = (pending, &self.cache) {
+            match cache.store(&path, &code) {
+                Err(e) => {
+                    tracing::warn!("not caching compiled module: {:#}", anyhow::Error::from(e))
+                }
+                Ok(()) => {
+                    if let Some(max) = self.cache_max_bytes
+                        && let Err(e) = cache.prune(max)
+                    {
+                        tracing::warn!("pruning the compile cache: {e}");
+                    }
+                }
+            }
         }
         tracing::debug!(module = name, module.digest = %digest, ?cache, ?compile_time, "loaded module");
         Ok(Program {
@@ -513,6 +528,7 @@ impl Runtime {
             };
             match loaded {
                 Ok(compiled) => {
+                    cache.touch(&path);
                     return Ok(Compilation {
                         compiled,
                         outcome: CacheOutcome::Hit,

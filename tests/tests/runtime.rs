@@ -8,6 +8,7 @@ use weft_runtime::{CacheOutcome, Limits, RunOptions, Runtime, RuntimeConfig, Run
 fn runtime(cache: Option<&std::path::Path>, fuel: bool) -> Runtime {
     Runtime::new(RuntimeConfig {
         cache_dir: cache.map(Into::into),
+        cache_max_bytes: None,
         fuel,
         nn: Default::default(),
     })

@@ -157,6 +157,7 @@ pub fn runtime_config(
         } else {
             cache_dir.or_else(weft_runtime::ModuleCache::default_dir)
         },
+        cache_max_bytes: None,
         fuel,
         nn: BackendOptions {
             gpu: if gpu_fallback {
