@@ -640,6 +640,17 @@ impl Cri {
     }
 }
 
+/// What the kubelet sends unless the pod sets `shareProcessNamespace` or
+/// `hostNetwork`: the pod's network and IPC, each container its own PIDs.
+fn kubelet_namespaces() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: cri::NamespaceMode::Pod as i32,
+        pid: cri::NamespaceMode::Container as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
 /// A pod's configuration as the kubelet writes it, with its logs under
 /// `log_dir` and the pod network (not the host's).
 pub fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
@@ -655,12 +666,7 @@ pub fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
         log_directory: log_dir.display().to_string(),
         linux: Some(cri::LinuxPodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: cri::NamespaceMode::Pod as i32,
-                    pid: cri::NamespaceMode::Container as i32,
-                    ipc: cri::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(kubelet_namespaces()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -699,15 +705,8 @@ pub fn container_config(
                 memory_limit_in_bytes: memory_limit,
                 ..Default::default()
             }),
-            // What the kubelet sends unless the pod sets
-            // shareProcessNamespace: the pod's network and IPC, its own PIDs.
             security_context: Some(cri::LinuxContainerSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: cri::NamespaceMode::Pod as i32,
-                    pid: cri::NamespaceMode::Container as i32,
-                    ipc: cri::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(kubelet_namespaces()),
                 ..Default::default()
             }),
         }),
@@ -778,4 +777,34 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// `weft build --classic` of the package directory `pkg` (whose weft.toml
+/// names `reference`), keeping only the classic variant, as an OCI layout
+/// tarball for `ctr images import` (containerd 1.6.20 cannot unpack the
+/// artifact's non-tar layers).
+pub fn classic_image_tar(weft: &Path, pkg: &Path, reference: &str) -> anyhow::Result<PathBuf> {
+    let store = pkg.join("store");
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let o = Command::new(weft)
+            .args(args)
+            .arg("--store")
+            .arg(&store)
+            .output()?;
+        anyhow::ensure!(o.status.success(), "weft {args:?}: {}", text(&o));
+        Ok(())
+    };
+    run(&["build", &pkg.display().to_string(), "--classic"])?;
+    run(&["rm", reference])?;
+    run(&["gc"])?;
+    let tar = pkg.join("image.tar");
+    let o = Command::new("tar")
+        .arg("-C")
+        .arg(&store)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .output()?;
+    anyhow::ensure!(o.status.success(), "tar: {}", text(&o));
+    Ok(tar)
 }

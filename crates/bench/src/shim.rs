@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use weft_tests::containerd::{
-    Containerd, Options, PAUSE_IMAGE, Release, container_config, free_port, http, pod_config, text,
+    Containerd, Options, PAUSE_IMAGE, Release, container_config, free_port, http, pod_config,
 };
 
 #[derive(Parser)]
@@ -179,32 +179,11 @@ fn main() -> anyhow::Result<()> {
         pkg.join("weft.toml"),
         "[module]\nname = \"weft.local/bench/m\"\nversion = \"1\"\nfile = \"m.wasm\"\n\n[[model]]\nname = \"model\"\nfile = \"model.onnx\"\n",
     )?;
-    let store = work.path().join("store");
-    let weft = |a: &[&str]| -> anyhow::Result<()> {
-        let o = Command::new(args.bin.join("weft"))
-            .args(a)
-            .arg("--store")
-            .arg(&store)
-            .output()?;
-        if !o.status.success() {
-            bail!("weft {a:?}: {}", text(&o));
-        }
-        Ok(())
-    };
-    weft(&["build", pkg.to_str().unwrap(), "--classic"])?;
-    weft(&["rm", "weft.local/bench/m:1"])?;
-    weft(&["gc"])?;
-    let tar = work.path().join("image.tar");
-    let o = Command::new("tar")
-        .arg("-C")
-        .arg(&store)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .output()?;
-    if !o.status.success() {
-        bail!("tar: {}", text(&o));
-    }
+    let tar = weft_tests::containerd::classic_image_tar(
+        &args.bin.join("weft"),
+        &pkg,
+        "weft.local/bench/m:1",
+    )?;
     c.import(&tar, "wasip1/wasm");
     let image = "weft.local/bench/m:1-classic";
     cri.wait_image(image);

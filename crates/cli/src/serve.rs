@@ -249,14 +249,7 @@ fn model_spec(
         (r, "wasm")
     };
     let models = Models::load(&resolved.preloads, nn).context("preloading models")?;
-    let interface = models
-        .model("model")
-        .or_else(|| match models.names().as_slice() {
-            [only] => models.model(only),
-            _ => None,
-        })
-        .map(|m| Interface::of_model(m))
-        .unwrap_or_default();
+    let interface = Interface::of_preloads(&models);
     let program = runtime.load_service(&resolved.name, &resolved.bytes)?;
     let mut dirs = a.dir.clone();
     dirs.extend(resolved.dirs);

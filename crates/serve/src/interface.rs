@@ -110,6 +110,20 @@ impl Interface {
         }
     }
 
+    /// The interface of a serving module's preloaded graphs: the one
+    /// preloaded as `model` (what the bundled predictor runs), else the only
+    /// one; none when that is ambiguous (the module may declare its own).
+    pub fn of_preloads(models: &weft_nn::Models) -> Interface {
+        models
+            .model("model")
+            .or_else(|| match models.names().as_slice() {
+                [only] => models.model(only),
+                _ => None,
+            })
+            .map(|m| Interface::of_model(m))
+            .unwrap_or_default()
+    }
+
     /// Check request inputs against the declared inputs and put them in
     /// declaration order (wasip1 modules set inputs by position). With no
     /// declared inputs, the request passes as it is.

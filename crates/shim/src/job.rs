@@ -38,6 +38,15 @@ pub fn run(plan: &WasmPlan) -> i32 {
     }
 }
 
+/// The container's root as the module's `/`.
+fn root_grant(read_only: bool) -> Vec<DirGrant> {
+    vec![DirGrant {
+        host: "/".into(),
+        guest: "/".into(),
+        read_only,
+    }]
+}
+
 fn execute(plan: &WasmPlan) -> anyhow::Result<i32> {
     use anyhow::Context as _;
     let runtime = Runtime::new(RuntimeConfig {
@@ -69,11 +78,7 @@ fn execute(plan: &WasmPlan) -> anyhow::Result<i32> {
         args: plan.args.clone(),
         program_name: Some(plan.argv0.clone()),
         env: plan.env.clone(),
-        dirs: vec![DirGrant {
-            host: "/".into(),
-            guest: "/".into(),
-            read_only: false,
-        }],
+        dirs: root_grant(false),
         limits: Limits {
             max_memory,
             // A container runs until it exits or is killed.
@@ -110,14 +115,7 @@ fn serve(
     max_memory: usize,
 ) -> anyhow::Result<i32> {
     use weft_serve::{Interface, ModelSpec, PoolConfig, Server};
-    let interface = models
-        .model("model")
-        .or_else(|| match models.names().as_slice() {
-            [only] => models.model(only),
-            _ => None,
-        })
-        .map(|m| Interface::of_model(m))
-        .unwrap_or_default();
+    let interface = Interface::of_preloads(&models);
     let spec = ModelSpec {
         name: server.model_name.clone(),
         version: server.version.clone(),
@@ -127,11 +125,7 @@ fn serve(
             args: plan.args.clone(),
             program_name: Some(plan.argv0.clone()),
             env: plan.env.clone(),
-            dirs: vec![DirGrant {
-                host: "/".into(),
-                guest: "/".into(),
-                read_only: true,
-            }],
+            dirs: root_grant(true),
             limits: Limits {
                 max_memory,
                 // Bounds instance start-up; each request has its deadline.

@@ -64,13 +64,13 @@ fn cri_runs_a_serving_pod_on_the_weft_runtime_handler() {
     let Some((c, mut cri)) = cri_containerd(Release::Debian) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let name = "weft.local/test/predictor";
-    c.import(
-        &classic_image(&weft, tmp.path(), name, ("predictor", "model"), &[]),
-        "wasip1/wasm",
+    let image = import_classic(
+        &c,
+        &weft,
+        "weft.local/test/predictor",
+        ("predictor", "model"),
+        &[],
     );
-    let image = format!("{name}:1-classic");
     cri.wait_image(&image);
 
     let (pod_id, id, addr, pod) = serve_in_pod(&c, &mut cri, "serving", &image);
@@ -162,13 +162,13 @@ fn cri_bad_containers_fail_with_reasons_and_the_shim_keeps_serving() {
     let Some((c, mut cri)) = cri_containerd(Release::Debian) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let good = "weft.local/test/predictor";
-    c.import(
-        &classic_image(&weft, tmp.path(), good, ("predictor", "model"), &[]),
-        "wasip1/wasm",
+    let good = import_classic(
+        &c,
+        &weft,
+        "weft.local/test/predictor",
+        ("predictor", "model"),
+        &[],
     );
-    let good = format!("{good}:1-classic");
     let trap = wat::parse_str(
         r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#,
     )

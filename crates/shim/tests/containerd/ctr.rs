@@ -11,17 +11,13 @@ fn ctr_runs_a_classic_model_module_with_its_models_and_exit_code() {
     let Some(c) = containerd(Release::Debian, false) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let name = "weft.local/test/tiny";
-    let tar = classic_image(
+    let image = import_classic(
+        &c,
         &weft,
-        tmp.path(),
-        name,
+        "weft.local/test/tiny",
         ("tinyrun", "tiny"),
         &["tiny", "--dims", "1,4"],
     );
-    c.import(&tar, "wasip1/wasm");
-    let image = format!("{name}:1-classic");
     // Arguments after the image's entrypoint: the numbers to run.
     let o = c.ctr(&[
         "run",
@@ -80,12 +76,8 @@ fn a_long_running_module_is_killed_by_ctr() {
     let Some(c) = containerd(Release::Debian, false) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let name = "weft.local/test/spin";
-    let tar = classic_image(&weft, tmp.path(), name, ("tinyrun", "tiny"), &[]);
-    c.import(&tar, "wasip1/wasm");
+    let image = import_classic(&c, &weft, "weft.local/test/spin", ("tinyrun", "tiny"), &[]);
     // A module busy for hours: a hundred million inferences.
-    let image = format!("{name}:1-classic");
     let o = c.ctr(&[
         "run",
         "-d",
@@ -120,12 +112,14 @@ fn a_serving_module_serves_v2_in_the_container_network_namespace() {
     let Some(c) = containerd(Release::Debian, false) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let name = "weft.local/test/predictor";
-    let tar = classic_image(&weft, tmp.path(), name, ("predictor", "model"), &[]);
-    c.import(&tar, "wasip1/wasm");
+    let image = import_classic(
+        &c,
+        &weft,
+        "weft.local/test/predictor",
+        ("predictor", "model"),
+        &[],
+    );
     let (rest, grpc) = (free_port(), free_port());
-    let image = format!("{name}:1-classic");
     // --net-host: the test reaches the container's network namespace, as a
     // Service reaches a pod's (the CRI tests use a real pod network).
     let o = c.ctr(&[

@@ -86,23 +86,25 @@ fn classic_image(
     args: &[&str],
 ) -> PathBuf {
     let pkg = package(dir, name, "1", modules, args);
-    let store = pkg.join("store");
-    weft_ok(weft, &store, &["build", pkg.to_str().unwrap(), "--classic"]);
-    // Keep only the classic variant: containerd 1.6.20 cannot unpack the
-    // artifact's non-tar layers.
-    weft_ok(weft, &store, &["rm", &format!("{name}:1")]);
-    weft_ok(weft, &store, &["gc"]);
-    let tar = pkg.join("image.tar");
-    let o = Command::new("tar")
-        .arg("-C")
-        .arg(&store)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    tar
+    weft_tests::containerd::classic_image_tar(weft, &pkg, &format!("{name}:1")).unwrap()
+}
+
+/// Build the classic image of `modules` into `c` under a fresh temporary
+/// directory: the image's name (`NAME:1-classic`).
+fn import_classic(
+    c: &Containerd,
+    weft: &Path,
+    name: &str,
+    modules: (&str, &str),
+    args: &[&str],
+) -> String {
+    let dir = c.dir().join("packages");
+    std::fs::create_dir_all(&dir).unwrap();
+    c.import(
+        &classic_image(weft, &dir, name, modules, args),
+        "wasip1/wasm",
+    );
+    format!("{name}:1-classic")
 }
 
 const TINY_BODY: &str =
