@@ -182,7 +182,7 @@ pub fn exec(a: ServeArgs) -> anyhow::Result<i32> {
                     .with_context(|| format!("binding gRPC to {}", a.grpc_bind))?,
             )
         };
-        let models: Vec<&str> = server.model_names().collect();
+        let models = server.model_names();
         eprintln!(
             "weft: serving {} on http://{} (REST){}",
             models.join(", "),

@@ -37,8 +37,8 @@ pub use pool::PoolConfig;
 use pool::Pool;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 use weft_abi::Tensor;
 use weft_runtime::{Program, RunOptions, Runtime, RuntimeError};
@@ -96,9 +96,11 @@ impl Default for Limits {
     }
 }
 
-/// The served models and the state every protocol shares.
+/// The served models and the state every protocol shares. Models can be
+/// replaced while the server runs ([`Server::prepare`], [`Server::install`]):
+/// requests already admitted finish on the model they started on.
 pub struct Server {
-    models: BTreeMap<String, Served>,
+    models: RwLock<BTreeMap<String, Arc<Served>>>,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
     limits: Limits,
@@ -121,10 +123,25 @@ impl Protocol {
 }
 
 /// The result of a successful inference, outputs named and filtered.
-pub struct Inferred<'a> {
-    pub model: &'a str,
-    pub version: &'a str,
+pub struct Inferred {
+    pub model: String,
+    pub version: String,
     pub outputs: Vec<Tensor>,
+}
+
+/// A model with its instances started and its interface known, not yet
+/// served: check it with [`Server::infer_prepared`], serve it with
+/// [`Server::install`].
+pub struct Prepared(Arc<Served>);
+
+impl Prepared {
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    pub fn version(&self) -> &str {
+        &self.0.version
+    }
 }
 
 impl Server {
@@ -135,53 +152,101 @@ impl Server {
         specs: Vec<ModelSpec>,
         limits: Limits,
     ) -> Result<Server, RuntimeError> {
-        let metrics = Arc::new(Metrics::default());
-        let mut models = BTreeMap::new();
-        for spec in specs {
-            let pool = Pool::new(
-                &spec.name,
-                runtime.clone(),
-                spec.program,
-                spec.options,
-                spec.pool,
-                metrics.clone(),
-            )?;
-            // A module that describes itself knows its tensors better than
-            // its graph does (its pre/post-processing sits in between).
-            let interface = match pool.describe() {
-                Ok(Some(sig)) => Interface::from(sig),
-                Ok(None) => spec.interface,
-                Err(e) => {
-                    return Err(RuntimeError::NotServing {
-                        name: spec.name,
-                        message: format!("describing its interface failed: {e}"),
-                    });
-                }
-            };
-            tracing::info!(
-                model = %spec.name,
-                instances = pool.config().instances,
-                queue = pool.config().queue,
-                "model ready"
-            );
-            models.insert(
-                spec.name.clone(),
-                Served {
-                    name: spec.name,
-                    version: spec.version,
-                    platform: spec.platform,
-                    interface,
-                    backend: spec.backend,
-                    pool: Arc::new(pool),
-                },
-            );
-        }
-        Ok(Server {
-            models,
-            metrics,
+        let server = Server {
+            models: RwLock::new(BTreeMap::new()),
+            metrics: Arc::new(Metrics::default()),
             ready: AtomicBool::new(true),
             limits,
-        })
+        };
+        for spec in specs {
+            let prepared = server.prepare(runtime.clone(), spec)?;
+            server.install(prepared);
+        }
+        Ok(server)
+    }
+
+    /// Start a model's instances and learn its interface, reporting into
+    /// this server's metrics, without serving it yet.
+    pub fn prepare(
+        &self,
+        runtime: Arc<Runtime>,
+        spec: ModelSpec,
+    ) -> Result<Prepared, RuntimeError> {
+        let pool = Pool::new(
+            &spec.name,
+            runtime,
+            spec.program,
+            spec.options,
+            spec.pool,
+            self.metrics.clone(),
+        )?;
+        // A module that describes itself knows its tensors better than its
+        // graph does (its pre/post-processing sits in between).
+        let interface = match pool.describe() {
+            Ok(Some(sig)) => Interface::from(sig),
+            Ok(None) => spec.interface,
+            Err(e) => {
+                return Err(RuntimeError::NotServing {
+                    name: spec.name,
+                    message: format!("describing its interface failed: {e}"),
+                });
+            }
+        };
+        tracing::info!(
+            model = %spec.name,
+            version = %spec.version,
+            instances = pool.config().instances,
+            queue = pool.config().queue,
+            "model ready"
+        );
+        Ok(Prepared(Arc::new(Served {
+            name: spec.name,
+            version: spec.version,
+            platform: spec.platform,
+            interface,
+            backend: spec.backend,
+            pool: Arc::new(pool),
+        })))
+    }
+
+    /// Serve `prepared` under its name from the next request on; returns
+    /// the model it replaces (still finishing its admitted requests).
+    pub fn install(&self, prepared: Prepared) -> Option<Prepared> {
+        let name = prepared.0.name.clone();
+        self.models
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, prepared.0)
+            .map(Prepared)
+    }
+
+    /// Stop serving `name`; returns the model.
+    pub fn remove(&self, name: &str) -> Option<Prepared> {
+        self.models
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .map(Prepared)
+    }
+
+    /// Run one request on a prepared model, with the checks a served one
+    /// gets, outside the metrics (health checks of a model not yet live).
+    pub async fn infer_prepared(
+        &self,
+        prepared: &Prepared,
+        inputs: Vec<Tensor>,
+        requested: &[String],
+    ) -> Result<Inferred, ApiError> {
+        Self::run_on(&prepared.0, inputs, requested).await
+    }
+
+    /// The version `name` serves now.
+    pub fn version_of(&self, name: &str) -> Option<String> {
+        self.models
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .map(|m| m.version.clone())
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -197,22 +262,38 @@ impl Server {
     }
 
     /// Names of the served models.
-    pub fn model_names(&self) -> impl Iterator<Item = &str> {
-        self.models.keys().map(String::as_str)
+    pub fn model_names(&self) -> Vec<String> {
+        self.models
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Stop admitting inference requests (readiness turns false); requests
     /// already admitted finish.
     pub fn begin_shutdown(&self) {
         self.ready.store(false, Ordering::SeqCst);
-        for m in self.models.values() {
+        for m in self
+            .models
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
             m.pool.close();
         }
     }
 
-    pub(crate) fn model(&self, name: &str, version: Option<&str>) -> Result<&Served, ApiError> {
-        let m = self.models.get(name).ok_or_else(|| {
-            let known: Vec<&str> = self.model_names().collect();
+    pub(crate) fn model(&self, name: &str, version: Option<&str>) -> Result<Arc<Served>, ApiError> {
+        let found = self
+            .models
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned();
+        let m = found.ok_or_else(|| {
+            let known = self.model_names();
             ApiError::new(
                 Kind::NotFound,
                 format!(
@@ -246,7 +327,7 @@ impl Server {
         version: Option<&str>,
         inputs: Vec<Tensor>,
         requested: &[String],
-    ) -> Result<Inferred<'_>, ApiError> {
+    ) -> Result<Inferred, ApiError> {
         let started = Instant::now();
         let span = tracing::info_span!("infer", model = %model, protocol = protocol.label());
         let result = tracing::Instrument::instrument(
@@ -254,10 +335,13 @@ impl Server {
             span,
         )
         .await;
-        let (label, backend) = match self.models.get(model) {
-            Some(m) => (m.name.clone(), m.backend),
-            None => ("_unknown".to_owned(), "none"),
-        };
+        let known = self
+            .models
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(model)
+            .map(|m| (m.name.clone(), m.backend));
+        let (label, backend) = known.unwrap_or_else(|| ("_unknown".to_owned(), "none"));
         let labels = metrics::RequestLabels {
             model: label.clone(),
             protocol: protocol.label(),
@@ -288,7 +372,7 @@ impl Server {
         version: Option<&str>,
         inputs: Vec<Tensor>,
         requested: &[String],
-    ) -> Result<Inferred<'_>, ApiError> {
+    ) -> Result<Inferred, ApiError> {
         let m = self.model(model, version)?;
         if !self.is_ready() {
             return Err(ApiError::new(
@@ -296,6 +380,15 @@ impl Server {
                 "the server is shutting down",
             ));
         }
+        Self::run_on(&m, inputs, requested).await
+    }
+
+    async fn run_on(
+        m: &Served,
+        inputs: Vec<Tensor>,
+        requested: &[String],
+    ) -> Result<Inferred, ApiError> {
+        let model = m.name.as_str();
         for r in requested {
             if !m.interface.outputs.is_empty() && !m.interface.outputs.iter().any(|o| &o.name == r)
             {
@@ -334,8 +427,8 @@ impl Server {
             outputs.sort_by_key(|o| requested.iter().position(|r| r == &o.name));
         }
         Ok(Inferred {
-            model: &m.name,
-            version: &m.version,
+            model: m.name.clone(),
+            version: m.version.clone(),
             outputs,
         })
     }

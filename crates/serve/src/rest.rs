@@ -141,14 +141,16 @@ async fn model_metadata(
     State(s): State<Arc<Server>>,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(axum::Json(metadata_json(s.model(&name, None)?)).into_response())
+    let m = s.model(&name, None)?;
+    Ok(axum::Json(metadata_json(&m)).into_response())
 }
 
 async fn model_metadata_v(
     State(s): State<Arc<Server>>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    Ok(axum::Json(metadata_json(s.model(&name, Some(&version))?)).into_response())
+    let m = s.model(&name, Some(&version))?;
+    Ok(axum::Json(metadata_json(&m)).into_response())
 }
 
 async fn metrics(State(s): State<Arc<Server>>) -> Response {
@@ -381,8 +383,8 @@ async fn run_infer(
         })
         .collect();
     let resp = InferResponse {
-        model_name: done.model,
-        model_version: done.version,
+        model_name: &done.model,
+        model_version: &done.version,
         id: req.id.take(),
         outputs,
     };

@@ -562,3 +562,66 @@ async fn a_client_that_leaves_the_queue_frees_its_place() {
         "a request was refused as if the queue were still occupied"
     );
 }
+
+/// A model is replaced while the server runs: a prepared version answers
+/// before it is served, requests after `install` reach it, and the model it
+/// replaced comes back for a rollback.
+#[tokio::test]
+async fn models_are_replaced_atomically_and_can_be_put_back() {
+    let rt = runtime();
+    let s = Arc::new(
+        Server::new(
+            rt.clone(),
+            vec![onnx_spec(&rt, "m", "tiny.onnx", POOL)],
+            Limits::default(),
+        )
+        .unwrap(),
+    );
+    // Version 1: y = 2x + 1 on [1, 4]; version 2: y = x + x on [2, 3].
+    let v1_body = r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#;
+    let v2_body =
+        r#"{"inputs":[{"name":"x","shape":[2,3],"datatype":"FP32","data":[1,2,3,4,5,6]}]}"#;
+    let (status, v) = post(&s, "/v2/models/m/infer", v1_body).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["outputs"][0]["data"], json!([3.0, 5.0, 7.0, 9.0]));
+
+    let mut spec = onnx_spec(&rt, "m", "double_f32.onnx", POOL);
+    spec.version = "2".into();
+    let v2 = s.prepare(rt.clone(), spec).unwrap();
+    assert_eq!((v2.name(), v2.version()), ("m", "2"));
+    let x = weft_abi::Tensor {
+        name: "x".into(),
+        datatype: weft_abi::DataType::Fp32,
+        shape: vec![2, 3],
+        data: [1f32, 2., 3., 4., 5., 6.]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect(),
+    };
+    let checked = s.infer_prepared(&v2, vec![x], &[]).await.unwrap();
+    assert_eq!(checked.version, "2");
+    assert_eq!(checked.outputs[0].data.len(), 6 * 4);
+    // Not served yet.
+    assert_eq!(s.version_of("m").as_deref(), Some("1"));
+    let (status, _) = post(&s, "/v2/models/m/infer", v1_body).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let v1 = s.install(v2).expect("the replaced version");
+    assert_eq!(s.version_of("m").as_deref(), Some("2"));
+    let (_, meta) = get(&s, "/v2/models/m").await;
+    assert_eq!(meta["versions"], json!(["2"]));
+    let (status, v) = post(&s, "/v2/models/m/infer", v2_body).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["outputs"][0]["data"],
+        json!([2.0, 4.0, 6.0, 8.0, 10.0, 12.0])
+    );
+    // Roll back.
+    let v2 = s.install(v1).unwrap();
+    assert_eq!(v2.version(), "2");
+    let (_, v) = post(&s, "/v2/models/m/infer", v1_body).await;
+    assert_eq!(v["outputs"][0]["data"], json!([3.0, 5.0, 7.0, 9.0]));
+    assert!(s.remove("m").is_some());
+    let (status, _) = post(&s, "/v2/models/m/infer", v1_body).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

@@ -158,7 +158,7 @@ fn serve(
         let grpc = tokio::net::TcpListener::bind(("0.0.0.0", grpc_port)).await?;
         eprintln!(
             "weft: serving {} (version {}) on :{rest_port} (REST) and :{grpc_port} (gRPC), {} instance(s)",
-            server_state.model_names().collect::<Vec<_>>().join(", "),
+            server_state.model_names().join(", "),
             server.version,
             server.instances,
         );
