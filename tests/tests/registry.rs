@@ -608,3 +608,38 @@ fn unreachable_registry_and_missing_layer_are_named() {
     assert!(store.list().unwrap().is_empty(), "nothing may be tagged");
     assert!(!store.has_blob(layer.digest()));
 }
+
+/// `max_rate` caps a pull: 4 MiB at 1 MiB/s cannot finish in much under
+/// three seconds (the first second's allowance aside), and still arrives
+/// whole. Only a lower bound is asserted, so a slow machine cannot fail it.
+#[test]
+fn a_rate_limited_pull_takes_as_long_as_its_rate_says() {
+    let Some(reg) = TestRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("big.bin");
+    big_file(&big, 4);
+    let a = Store::open(tmp.path().join("a")).unwrap();
+    let digest = package(&a, Some(&big));
+    let (remote, target) = connect(&format!("{}/slow:1", reg.addr));
+    let rt = rt();
+    rt.block_on(remote.push(&a, "tiny:1", &target)).unwrap();
+    let slow = Remote::new(
+        &target,
+        RemoteOptions {
+            max_rate: Some(1 << 20),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let b = Store::open(tmp.path().join("b")).unwrap();
+    let started = std::time::Instant::now();
+    let report = rt.block_on(slow.pull(&b, &target)).unwrap();
+    let took = started.elapsed();
+    assert_eq!(report.manifest_digest, digest);
+    assert!(
+        took >= std::time::Duration::from_millis(2500),
+        "4 MiB at 1 MiB/s took only {took:?}"
+    );
+}

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft_nn::{BackendOptions, GpuPolicy, Models, Preload};
-use weft_oci::Artifact;
 use weft_runtime::{DirGrant, Limits, RunOptions, Runtime, RuntimeConfig, RuntimeError};
 
 /// Run a WebAssembly module (wasm32-wasip1 core module or wasm32-wasip2
@@ -169,17 +168,7 @@ pub fn runtime_config(
     }
 }
 
-/// A module resolved from a file or a store reference, with what its
-/// artifact adds: preloads, a read-only root of its files, leading args.
-pub struct Resolved {
-    pub name: String,
-    pub bytes: Vec<u8>,
-    pub preloads: Vec<Preload>,
-    pub dirs: Vec<DirGrant>,
-    pub args: Vec<String>,
-    /// The artifact's version, when it came from the store.
-    pub version: Option<String>,
-}
+pub use weft_module::Resolved;
 
 fn resolve(a: &RunArgs, preloads: Vec<Preload>) -> anyhow::Result<Resolved> {
     let mut r = resolve_module(&a.module, &a.store, &a.remote, false)?;
@@ -214,6 +203,7 @@ pub fn resolve_module(
             dirs: Vec::new(),
             args: Vec::new(),
             version: None,
+            digest: None,
         });
     }
     let store = store_args.open()?;
@@ -228,44 +218,7 @@ pub fn resolve_module(
             eprintln!("weft: {report}");
         }
     }
-    let art = Artifact::open(&store, module)?;
-    let bytes = store.read_blob(art.module_layer()?.digest())?;
-    let mut preloads = Vec::new();
-    for m in &art.config.weft.models {
-        let digest: weft_oci::Digest = m
-            .digest
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{module}: model `{}` has no valid digest", m.name))?;
-        let spec = format!(
-            "{}:{}:{}:{}",
-            m.name,
-            m.encoding,
-            m.target,
-            store.blob_path(&digest).display()
-        );
-        preloads.push(spec.parse::<Preload>()?);
-    }
-    let mut dirs = Vec::new();
-    if art.files().next().is_some() {
-        dirs.push(DirGrant {
-            host: art.materialize(&store)?,
-            guest: "/".into(),
-            read_only: true,
-        });
-    }
-    let version = art
-        .manifest
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(weft_oci::media::VERSION).cloned());
-    Ok(Resolved {
-        name: art.config.weft.module.clone(),
-        bytes,
-        preloads,
-        dirs,
-        args: art.config.weft.args.clone(),
-        version,
-    })
+    Ok(weft_module::from_store(&store, module)?)
 }
 
 /// A path to a module file rather than a store reference: it exists, or it

@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use weft_nn::{BackendOptions, Models, Preload};
-use weft_runtime::{DirGrant, Limits, RunOptions, Runtime};
-use weft_serve::{Interface, ModelSpec, PoolConfig, Server};
+use weft_nn::{BackendOptions, Preload};
+use weft_runtime::{DirGrant, Runtime};
+use weft_serve::{ModelSpec, PoolConfig, Server};
 
 /// Serve model modules over the Open Inference Protocol (KServe V2): REST
 /// with Triton's binary tensor extension, and gRPC.
@@ -238,6 +238,7 @@ fn model_spec(
                 dirs: Vec::new(),
                 args: Vec::new(),
                 version: None,
+                digest: None,
             },
             "onnx",
         )
@@ -248,33 +249,20 @@ fn model_spec(
         }
         (r, "wasm")
     };
-    let models = Models::load(&resolved.preloads, nn).context("preloading models")?;
-    let interface = Interface::of_preloads(&models);
-    let program = runtime.load_service(&resolved.name, &resolved.bytes)?;
-    let mut dirs = a.dir.clone();
-    dirs.extend(resolved.dirs);
-    Ok(ModelSpec {
-        name,
-        version: resolved.version.unwrap_or_else(|| "1".into()),
-        platform: format!("weft-{platform}"),
-        program: Arc::new(program),
-        options: RunOptions {
-            args: resolved.args,
-            program_name: None,
+    Ok(weft_module::model_spec(
+        runtime,
+        resolved,
+        weft_module::ServeSettings {
+            name,
+            platform: format!("weft-{platform}"),
             env: a.env.clone(),
-            dirs,
-            limits: Limits {
-                max_memory: a.max_memory,
-                timeout: Some(Duration::from_secs(120)),
-                fuel: None,
-            },
-            models: Arc::new(models),
-            stdout: None,
+            dirs: a.dir.clone(),
+            max_memory: a.max_memory,
+            startup: Duration::from_secs(120),
+            pool,
+            nn,
         },
-        interface,
-        backend: "cpu",
-        pool,
-    })
+    )?)
 }
 
 /// An existing file that starts like an ONNX protobuf (`ir_version` field).

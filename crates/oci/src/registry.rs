@@ -55,6 +55,9 @@ pub struct RemoteOptions {
     /// A transfer that receives nothing for this long fails (and is retried).
     pub stall_timeout: Duration,
     pub progress: Option<std::sync::Arc<dyn Progress>>,
+    /// Cap downloads at this many bytes a second, all blobs together (an
+    /// edge device on a metered or shared link); `None`: as fast as it goes.
+    pub max_rate: Option<u64>,
 }
 
 impl std::fmt::Debug for RemoteOptions {
@@ -63,6 +66,7 @@ impl std::fmt::Debug for RemoteOptions {
             .field("insecure", &self.insecure)
             .field("ca_files", &self.ca_files)
             .field("stall_timeout", &self.stall_timeout)
+            .field("max_rate", &self.max_rate)
             .finish_non_exhaustive()
     }
 }
@@ -75,6 +79,7 @@ impl Default for RemoteOptions {
             auth: RegistryAuth::Anonymous,
             stall_timeout: Duration::from_secs(30),
             progress: None,
+            max_rate: None,
         }
     }
 }
@@ -134,6 +139,40 @@ fn remote_err(reference: &Reference, e: oci_client::errors::OciDistributionError
 pub struct Remote {
     client: Client,
     options: RemoteOptions,
+    throttle: Option<Throttle>,
+}
+
+/// A token bucket shared by every download of one [`Remote`]: bytes may go
+/// into debt, and whoever takes them sleeps it off, so the rate holds over
+/// any second whatever the chunk sizes.
+struct Throttle {
+    rate: f64,
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl Throttle {
+    fn new(rate: u64) -> Throttle {
+        Throttle {
+            rate: rate.max(1) as f64,
+            state: std::sync::Mutex::new((0.0, std::time::Instant::now())),
+        }
+    }
+
+    /// Account for `n` bytes; wait until the rate allows them.
+    async fn take(&self, n: usize) {
+        let wait = {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            // At most one second of unused allowance carries over.
+            s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate).min(self.rate);
+            s.1 = now;
+            s.0 -= n as f64;
+            (s.0 < 0.0).then(|| Duration::from_secs_f64(-s.0 / self.rate))
+        };
+        if let Some(w) = wait {
+            tokio::time::sleep(w).await;
+        }
+    }
 }
 
 impl Remote {
@@ -164,6 +203,7 @@ impl Remote {
         };
         Ok(Remote {
             client: Client::new(config),
+            throttle: options.max_rate.map(Throttle::new),
             options,
         })
     }
@@ -551,6 +591,9 @@ impl Remote {
                             moved += bytes.len() as u64;
                             if let Some(p) = &self.options.progress {
                                 p.advanced(&digest, bytes.len() as u64);
+                            }
+                            if let Some(t) = &self.throttle {
+                                t.take(bytes.len()).await;
                             }
                         }
                         Some(Err(e)) => {

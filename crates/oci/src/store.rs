@@ -211,6 +211,29 @@ impl Store {
         Ok(bytes)
     }
 
+    /// Hash a blob of any size as it is on disk and compare it with its
+    /// name: what an agent does before it runs what it stored.
+    pub fn verify_blob(&self, digest: &Digest) -> Result<u64, OciError> {
+        let path = self.blob_path(digest);
+        let mut file = File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => OciError::MissingBlob(digest.to_string()),
+            _ => OciError::Io {
+                path: path.clone(),
+                source: e,
+            },
+        })?;
+        let mut hasher = Sha256::new();
+        let n = std::io::copy(&mut file, &mut hasher).map_err(OciError::io(&path))?;
+        let actual = hex::encode(hasher.finalize());
+        if actual != digest.digest() {
+            return Err(OciError::DigestMismatch {
+                expected: digest.to_string(),
+                actual: format!("sha256:{actual}"),
+            });
+        }
+        Ok(n)
+    }
+
     /// The manifest a descriptor points to.
     pub fn manifest(&self, desc: &Descriptor) -> Result<ImageManifest, OciError> {
         let bytes = self.read_blob(desc.digest())?;
