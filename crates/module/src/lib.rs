@@ -38,10 +38,10 @@ pub enum ModuleError {
         reference: String,
         model: String,
         #[source]
-        source: weft_nn::NnError,
+        source: Box<weft_nn::NnError>,
     },
     #[error("preloading models")]
-    Models(#[source] weft_nn::NnError),
+    Models(#[source] Box<weft_nn::NnError>),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -83,7 +83,7 @@ pub fn from_store(store: &Store, reference: &str) -> Result<Resolved, ModuleErro
                 .map_err(|source| ModuleError::Preload {
                     reference: reference.into(),
                     model: m.name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?,
         );
     }
@@ -148,7 +148,8 @@ pub fn model_spec(
     resolved: Resolved,
     settings: ServeSettings,
 ) -> Result<ModelSpec, ModuleError> {
-    let models = Models::load(&resolved.preloads, settings.nn).map_err(ModuleError::Models)?;
+    let models = Models::load(&resolved.preloads, settings.nn)
+        .map_err(|e| ModuleError::Models(Box::new(e)))?;
     let interface = Interface::of_preloads(&models);
     let program = runtime.load_service(&resolved.name, &resolved.bytes)?;
     let mut dirs = settings.dirs;

@@ -161,8 +161,8 @@ impl GrpcInferenceService for Grpc {
             raw.push(t.data);
         }
         Ok(Response::new(ModelInferResponse {
-            model_name: done.model.into(),
-            model_version: done.version.into(),
+            model_name: done.model,
+            model_version: done.version,
             id: r.id,
             parameters: Default::default(),
             outputs,
