@@ -279,6 +279,12 @@ fn finish(func: &str, r: Res<()>) -> i32 {
             tracing::debug!(target: "wasi_nn", "{func}: {why} (returning TooLarge)");
             Errno::TooLarge as i32
         }
+        // Nor can they ask how many outputs there are: asking for one more
+        // until this answers is how the SDK finds out.
+        Err(Fail(Errno::InvalidArgument, why)) if func == "weft_get_output_info" => {
+            tracing::debug!(target: "wasi_nn", "{func}: {why} (returning InvalidArgument)");
+            Errno::InvalidArgument as i32
+        }
         Err(Fail(errno, why)) => {
             tracing::warn!(target: "wasi_nn", "{func}: {why} (returning {errno:?})");
             errno as i32

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
-use weft_oci::{RegistryAuth, Remote, RemoteOptions, Store, TransferReport, parse_reference};
+use weft_oci::{Remote, RemoteOptions, Store, TransferReport, parse_reference};
 
 #[derive(Args, Clone, Default)]
 pub struct RemoteArgs {
@@ -18,21 +18,7 @@ pub struct RemoteArgs {
     pub ca_file: Vec<PathBuf>,
 }
 
-/// Credentials for a registry from the docker configuration
-/// ($DOCKER_CONFIG/config.json or ~/.docker/config.json, with credential
-/// helpers), so `docker login` credentials just work; anonymous otherwise.
-fn auth_for(registry: &str) -> RegistryAuth {
-    match docker_credential::get_credential(registry) {
-        Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => {
-            RegistryAuth::Basic(u, p)
-        }
-        Ok(docker_credential::DockerCredential::IdentityToken(t)) => RegistryAuth::Bearer(t),
-        Err(e) => {
-            tracing::debug!(registry, "no docker credentials ({e}); pulling anonymously");
-            RegistryAuth::Anonymous
-        }
-    }
-}
+use weft_oci::docker_auth as auth_for;
 
 /// Progress bars on a terminal, one per blob in flight; nothing otherwise
 /// (then the one-line summary is the structured output).
@@ -199,8 +185,4 @@ pub fn pull(a: PullArgs) -> anyhow::Result<i32> {
 
 /// Whether a reference names a registry (`host[:port]/repo...`), so a
 /// missing local tag can be pulled.
-pub fn names_registry(reference: &str) -> bool {
-    reference
-        .split_once('/')
-        .is_some_and(|(host, _)| host.contains('.') || host.contains(':') || host == "localhost")
-}
+pub use weft_oci::names_registry;

@@ -27,6 +27,8 @@ mod store;
 pub use artifact::{Artifact, Package};
 pub use error::OciError;
 pub use oci_client::secrets::RegistryAuth;
-pub use oci_spec::image::{Descriptor, Digest};
-pub use registry::{Progress, Remote, RemoteOptions, TransferReport, parse_reference};
+pub use oci_spec::image::{Descriptor, Digest, MediaType};
+pub use registry::{
+    Progress, Remote, RemoteOptions, TransferReport, docker_auth, names_registry, parse_reference,
+};
 pub use store::{GcReport, Store, WriteGuard, normalize_reference};

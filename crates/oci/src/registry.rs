@@ -100,6 +100,30 @@ pub struct TransferReport {
     pub bytes: u64,
 }
 
+/// Credentials for a registry from the docker configuration
+/// (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, with credential
+/// helpers), so `docker login` credentials just work; anonymous otherwise.
+pub fn docker_auth(registry: &str) -> RegistryAuth {
+    match docker_credential::get_credential(registry) {
+        Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => {
+            RegistryAuth::Basic(u, p)
+        }
+        Ok(docker_credential::DockerCredential::IdentityToken(t)) => RegistryAuth::Bearer(t),
+        Err(e) => {
+            tracing::debug!(registry, "no docker credentials ({e}); pulling anonymously");
+            RegistryAuth::Anonymous
+        }
+    }
+}
+
+/// Whether a reference names a registry (`host.name/…`, `host:port/…`,
+/// `localhost/…`) rather than a store-only name such as `ocr:1.0`.
+pub fn names_registry(reference: &str) -> bool {
+    reference
+        .split_once('/')
+        .is_some_and(|(host, _)| host.contains('.') || host.contains(':') || host == "localhost")
+}
+
 /// Parse `registry/repo[:tag|@digest]`.
 pub fn parse_reference(s: &str) -> Result<Reference, OciError> {
     Reference::from_str(s).map_err(|_| OciError::BadReference(s.into()))

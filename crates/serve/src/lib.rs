@@ -132,6 +132,7 @@ pub struct Inferred {
 /// A model with its instances started and its interface known, not yet
 /// served: check it with [`Server::infer_prepared`], serve it with
 /// [`Server::install`].
+#[derive(Clone)]
 pub struct Prepared(Arc<Served>);
 
 impl Prepared {

@@ -239,6 +239,26 @@ async fn infer_v(
     run_infer(&s, &name, Some(&version), &headers, body).await
 }
 
+/// Decode a V2 JSON inference request (no binary part) as the REST
+/// endpoint does: its inputs and the outputs it asks for.
+pub fn decode_json_request(body: &[u8]) -> Result<(Vec<Tensor>, Vec<String>), ApiError> {
+    let mut req: InferRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad(format!("malformed inference request JSON: {e}")))?;
+    let inputs = decode_inputs(&mut req, &[])?;
+    let requested = req
+        .outputs
+        .iter()
+        .flatten()
+        .map(|o| o.name.clone())
+        .collect();
+    Ok((inputs, requested))
+}
+
+/// A tensor's data as the REST endpoint writes it (`data` of an output).
+pub fn tensor_json(t: &Tensor) -> Value {
+    serde_json::to_value(codec::to_json(t)).unwrap_or(Value::Null)
+}
+
 /// Split a body into its JSON header and binary tail.
 fn split_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), ApiError> {
     let Some(v) = headers.get(HEADER_LENGTH) else {
