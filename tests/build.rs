@@ -18,6 +18,7 @@ fn main() {
         "serve",
         "predictor",
         "echo",
+        "flaky",
         "../runtime/wit",
         "../crates/abi/src",
         "ocr/src",

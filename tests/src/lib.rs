@@ -67,12 +67,29 @@ pub fn models_dir() -> Option<PathBuf> {
 pub struct TestRegistry {
     pub addr: String,
     pub dir: tempfile::TempDir,
-    child: std::process::Child,
+    child: Option<std::process::Child>,
+    bin: &'static str,
+    netns: Option<String>,
 }
 
 impl TestRegistry {
     /// Start one; `None` (after `skip_or_fail`) when the binary is missing.
     pub fn start(basic_auth: Option<(&str, &str)>) -> Option<TestRegistry> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_at(format!("127.0.0.1:{port}"), None, basic_auth)
+    }
+
+    /// Start one listening on `addr`, inside the network namespace `netns`
+    /// when given (`ip netns exec`).
+    pub fn start_at(
+        addr: String,
+        netns: Option<&str>,
+        basic_auth: Option<(&str, &str)>,
+    ) -> Option<TestRegistry> {
         let bin = ["/usr/bin/docker-registry", "/usr/local/bin/registry"]
             .into_iter()
             .find(|p| Path::new(p).exists());
@@ -81,12 +98,6 @@ impl TestRegistry {
             return None;
         };
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
         let mut config = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
             dir.path().join("data").display()
@@ -104,23 +115,52 @@ impl TestRegistry {
                 file.display()
             ));
         }
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let child = std::process::Command::new(bin)
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let mut registry = TestRegistry {
+            addr,
+            dir,
+            child: None,
+            bin,
+            netns: netns.map(str::to_owned),
+        };
+        registry.restart();
+        Some(registry)
+    }
+
+    /// Stop the registry process (its storage stays): the network is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same address with the same storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = std::process::Command::new("ip");
+                c.args(["netns", "exec", ns, self.bin]);
+                c
+            }
+            None => std::process::Command::new(self.bin),
+        };
+        let child = cmd
             .arg("serve")
-            .arg(&config_path)
+            .arg(self.dir.path().join("config.yml"))
             .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .stderr(std::fs::File::create(self.dir.path().join("log")).unwrap())
             .spawn()
             .unwrap();
-        let registry = TestRegistry { addr, dir, child };
+        self.child = Some(child);
         for _ in 0..100 {
-            if std::net::TcpStream::connect(&registry.addr).is_ok() {
-                return Some(registry);
+            if std::net::TcpStream::connect(&self.addr).is_ok() {
+                return;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        panic!("docker-registry did not start on {}", registry.addr);
+        panic!("docker-registry did not start on {}", self.addr);
     }
 
     /// The registry's on-disk data file of a blob.
@@ -136,8 +176,7 @@ impl TestRegistry {
 
 impl Drop for TestRegistry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

@@ -15,6 +15,7 @@ macro_rules! outln {
     }};
 }
 
+mod agent;
 mod build;
 mod copy;
 mod images;
@@ -50,6 +51,7 @@ enum Command {
     Copy(copy::CopyArgs),
     Login(login::LoginArgs),
     Logout(login::LogoutArgs),
+    Agent(agent::AgentArgs),
 }
 
 fn main() {
@@ -75,6 +77,7 @@ fn main() {
         Command::Copy(args) => copy::exec(args),
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),
+        Command::Agent(args) => agent::exec(args),
     };
     match code {
         Ok(code) => std::process::exit(code),

@@ -198,7 +198,7 @@ pub fn exec(a: ServeArgs) -> anyhow::Result<i32> {
     })
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,0 +1,325 @@
+//! `weft-agent`: the edge device agent behind `weft agent`. It keeps a
+//! device's model modules current from a registry or its own store, works
+//! offline, verifies what it runs, and rolls back a version that fails its
+//! health check, surviving `kill -9` at any point.
+//!
+//! Where to start: [`run`] loads the [`config::Config`], opens the agent's
+//! directory (an OCI layout store, `state.json`, a compile cache), serves
+//! the status endpoint ([`status`]) and starts one [`worker::Worker`] per
+//! module; the worker is where versions change. [`state`] is what is
+//! committed on disk, [`source`] where versions come from (the extension
+//! point for the cluster as a source).
+//!
+//! ```no_run
+//! # async fn f() -> anyhow::Result<()> {
+//! weft_agent::run("/etc/weft/agent.toml".as_ref(), std::future::pending()).await
+//! # }
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod source;
+pub mod state;
+pub mod status;
+pub mod worker;
+
+use crate::config::{Config, ModuleConfig};
+use crate::source::{RegistrySource, Source, StoreSource};
+use crate::state::StateFile;
+use crate::status::Status;
+use crate::worker::{Shared, Worker};
+use anyhow::Context as _;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use weft_oci::{RemoteOptions, Store};
+use weft_runtime::{Runtime, RuntimeConfig};
+
+/// How often the configuration file is looked at.
+const CONFIG_POLL: Duration = Duration::from_secs(2);
+/// The node's compile cache bound.
+const CACHE_MAX: u64 = 1 << 30;
+
+/// The configuration's last accepted text, next to it: what the agent runs
+/// when the file is broken at start.
+fn last_good(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".last-good");
+    PathBuf::from(p)
+}
+
+/// Load the configuration, or its last good copy (with the reason the
+/// file itself was refused).
+fn initial_config(path: &Path) -> anyhow::Result<(Config, String, Option<String>)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the agent config {}", path.display()));
+    let parsed = text
+        .as_ref()
+        .map_err(|e| format!("{e:#}"))
+        .and_then(|t| Config::parse(t).map_err(|e| e.in_file(path).to_string()));
+    match (parsed, text) {
+        (Ok(c), Ok(t)) => Ok((c, t, None)),
+        (Err(why), _) => {
+            let backup = last_good(path);
+            let t = std::fs::read_to_string(&backup).map_err(|_| anyhow::anyhow!("{why}"))?;
+            let c = Config::parse(&t).map_err(|_| anyhow::anyhow!("{why}"))?;
+            tracing::error!(
+                "{why}; running the last good configuration {}",
+                backup.display()
+            );
+            Ok((c, t, Some(why)))
+        }
+        (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+fn source_for(m: &ModuleConfig, cfg: &Config, store: &Store) -> Result<Box<dyn Source>, String> {
+    if weft_oci::names_registry(&m.source) {
+        let registry = weft_oci::parse_reference(&m.source)
+            .map(|r| r.resolve_registry().to_string())
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(RegistrySource::new(
+            &m.source,
+            RemoteOptions {
+                insecure: cfg.agent.insecure,
+                auth: weft_oci::docker_auth(&registry),
+                max_rate: cfg.agent.max_rate,
+                ..Default::default()
+            },
+        )?))
+    } else {
+        Ok(Box::new(StoreSource::new(&m.source, store.clone())))
+    }
+}
+
+struct Running {
+    cfg: ModuleConfig,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Run the agent until `shutdown` resolves.
+pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let (mut config, text, config_error) = initial_config(config_path)?;
+    // What the file held when last read (not what runs: that may be the
+    // last good copy).
+    let mut seen = std::fs::read_to_string(config_path).ok();
+    let dir = config.agent.dir.clone();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let store = Store::open(dir.join("store")).context("opening the agent's store")?;
+    let runtime = Arc::new(Runtime::new(RuntimeConfig {
+        cache_dir: Some(dir.join("compiled")),
+        cache_max_bytes: Some(CACHE_MAX),
+        ..Default::default()
+    })?);
+    let state_file = StateFile::new(&dir);
+    let state = state_file
+        .load()
+        .with_context(|| format!("reading {}", state_file.path().display()))?;
+    let status = Arc::new(Status::default());
+    status.agent(|a| {
+        a.version = env!("CARGO_PKG_VERSION").into();
+        a.started = state::now();
+        a.dir = dir.display().to_string();
+        a.config = config_path.display().to_string();
+        a.config_error = config_error;
+    });
+    let metrics = Arc::new(metrics::Metrics::default());
+    let shared = Arc::new(Shared {
+        store,
+        runtime,
+        state: Mutex::new(state),
+        state_file,
+        status: status.clone(),
+        metrics: metrics.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(config.agent.status)
+        .await
+        .with_context(|| format!("binding the status endpoint {}", config.agent.status))?;
+    tracing::info!("status on http://{}/status", listener.local_addr()?);
+    let app = status::router(status.clone(), metrics.clone());
+    let (stop_status, mut status_stopped) = watch::channel(false);
+    let status_task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = status_stopped.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+
+    let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    apply(&config, &shared, &mut running).await;
+    let _ = state::write_atomic(&last_good(config_path), text.as_bytes());
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(CONFIG_POLL) => {}
+        }
+        let Ok(text) = std::fs::read_to_string(config_path) else {
+            continue;
+        };
+        if seen.as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        seen = Some(text.clone());
+        match Config::parse(&text) {
+            Ok(new) => {
+                if new.agent.dir != config.agent.dir || new.agent.status != config.agent.status {
+                    tracing::warn!("the agent's dir and status address change only on restart");
+                }
+                tracing::info!("configuration changed; applying");
+                metrics
+                    .config_reloads
+                    .get_or_create(&metrics::ReloadLabels { result: "applied" })
+                    .inc();
+                let settings_changed = new.agent != config.agent;
+                if settings_changed {
+                    // Workers hold the settings: restart them all.
+                    stop_all(&mut running).await;
+                }
+                config = new;
+                apply(&config, &shared, &mut running).await;
+                status.agent(|a| a.config_error = None);
+                let _ = state::write_atomic(&last_good(config_path), text.as_bytes());
+            }
+            Err(e) => {
+                let why = e.in_file(config_path).to_string();
+                tracing::error!("{why}; keeping the running configuration");
+                metrics
+                    .config_reloads
+                    .get_or_create(&metrics::ReloadLabels { result: "refused" })
+                    .inc();
+                status.agent(|a| a.config_error = Some(why));
+            }
+        }
+    }
+    tracing::info!("stopping");
+    stop_all(&mut running).await;
+    let _ = stop_status.send(true);
+    let _ = status_task.await;
+    Ok(())
+}
+
+/// Start, restart and stop workers to match `config`.
+async fn apply(config: &Config, shared: &Arc<Shared>, running: &mut BTreeMap<String, Running>) {
+    let names: Vec<String> = running.keys().cloned().collect();
+    for name in names {
+        let keep = config
+            .module(&name)
+            .is_some_and(|m| *m == running[&name].cfg);
+        if !keep {
+            let r = running.remove(&name).expect("listed");
+            let _ = r.stop.send(true);
+            let _ = r.task.await;
+            if config.module(&name).is_none() {
+                tracing::info!(module = %name, "removed from the configuration");
+                shared.status.remove(&name);
+            }
+        }
+    }
+    for m in &config.modules {
+        if running.contains_key(&m.name) {
+            continue;
+        }
+        let source = match source_for(m, config, &shared.store) {
+            Ok(s) => s,
+            Err(e) => {
+                shared.status.module(&m.name, |s| {
+                    s.state = "failed".into();
+                    s.error = Some(format!("source {}: {e}", m.source));
+                });
+                continue;
+            }
+        };
+        let (stop, rx) = watch::channel(false);
+        let worker = Worker {
+            cfg: m.clone(),
+            settings: config.agent.clone(),
+            shared: shared.clone(),
+            source,
+            stop: rx,
+        };
+        let task = tokio::spawn(worker.run());
+        running.insert(
+            m.name.clone(),
+            Running {
+                cfg: m.clone(),
+                stop,
+                task,
+            },
+        );
+    }
+}
+
+async fn stop_all(running: &mut BTreeMap<String, Running>) {
+    for (_, r) in std::mem::take(running) {
+        let _ = r.stop.send(true);
+        let _ = r.task.await;
+    }
+}
+
+/// `GET /status` of a running agent.
+pub async fn fetch_status(addr: &str) -> anyhow::Result<status::StatusDoc> {
+    let (code, body) = http_get(addr, "/status")
+        .await
+        .with_context(|| format!("asking the agent at {addr} (is `weft agent` running there?)"))?;
+    anyhow::ensure!(code == 200, "the agent at {addr} answered {code}: {body}");
+    serde_json::from_str(&body).with_context(|| format!("the agent at {addr} sent a bad status"))
+}
+
+async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::other("connection timed out"))??;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .map_err(|_| std::io::Error::other("no answer"))??;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((code, body))
+}
+
+/// The body of a chunked HTTP/1.1 response.
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((len, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(len.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub use error::ConfigError;
+pub use status::render;
