@@ -17,13 +17,18 @@ use std::time::{Duration, Instant};
 use weft_tests::containerd::{free_port, http};
 
 #[derive(Parser)]
-#[command(about = "Footprint of weft agent: idle RSS and CPU, memory per extra module copy and instance")]
+#[command(
+    about = "Footprint of weft agent: idle RSS and CPU, memory per extra module copy and instance"
+)]
 struct Args {
     /// The `weft` binary.
     #[arg(long, default_value = "target/release/weft")]
     weft: PathBuf,
     /// The serving module each copy runs.
-    #[arg(long, default_value = "modules/target/wasm32-wasip1/release/predictor.wasm")]
+    #[arg(
+        long,
+        default_value = "modules/target/wasm32-wasip1/release/predictor.wasm"
+    )]
     module: PathBuf,
     /// Its model, preloaded as `model`.
     #[arg(long, default_value = "tests/data/mlp_dynamic_batch.onnx")]
@@ -180,7 +185,10 @@ fn main() -> anyhow::Result<()> {
         mib(idle_rss),
         a.idle_secs
     );
-    println!("  1 module, 1 instance             RSS {:6.1} MiB", mib(one));
+    println!(
+        "  1 module, 1 instance             RSS {:6.1} MiB",
+        mib(one)
+    );
     println!(
         "  {} copies of it (modules)         RSS {:6.1} MiB: +{:.2} MiB per extra copy (goal < 5 MiB)",
         a.copies,
