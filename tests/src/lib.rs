@@ -180,6 +180,27 @@ impl Drop for TestRegistry {
     }
 }
 
+/// A package directory for `weft build`: `module` as `m.wasm` with `model`
+/// preloaded as `model`, named `name` version 1 (the benchmarks' module).
+pub fn serving_package(
+    dir: &Path,
+    name: &str,
+    module: &Path,
+    model: &Path,
+) -> std::io::Result<PathBuf> {
+    let pkg = dir.join("pkg");
+    std::fs::create_dir_all(&pkg)?;
+    std::fs::copy(module, pkg.join("m.wasm"))?;
+    std::fs::copy(model, pkg.join("model.onnx"))?;
+    std::fs::write(
+        pkg.join("weft.toml"),
+        format!(
+            "[module]\nname = \"{name}\"\nversion = \"1\"\nfile = \"m.wasm\"\n\n[[model]]\nname = \"model\"\nfile = \"model.onnx\"\n"
+        ),
+    )?;
+    Ok(pkg)
+}
+
 /// Write `mib` MiB of incompressible (xorshift) bytes: big layers for
 /// transfer tests that compression or deduplication cannot shortcut.
 pub fn big_file(path: &Path, mib: usize) {

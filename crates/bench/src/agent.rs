@@ -127,14 +127,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let work = tempfile::tempdir()?;
-    let pkg = work.path().join("pkg");
-    std::fs::create_dir_all(&pkg)?;
-    std::fs::copy(&a.module, pkg.join("m.wasm"))?;
-    std::fs::copy(&a.model, pkg.join("model.onnx"))?;
-    std::fs::write(
-        pkg.join("weft.toml"),
-        "[module]\nname = \"bench/m\"\nversion = \"1\"\nfile = \"m.wasm\"\n\n[[model]]\nname = \"model\"\nfile = \"model.onnx\"\n",
-    )?;
+    let pkg = weft_tests::serving_package(work.path(), "bench/m", &a.module, &a.model)?;
     // Each measured agent gets its own directory, with the artifact in its
     // store already (what `weft copy` does for an air-gapped device).
     let mut n = 0;

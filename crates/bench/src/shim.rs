@@ -171,14 +171,8 @@ fn main() -> anyhow::Result<()> {
 
     // The classic image of the same module and model.
     let work = tempfile::tempdir()?;
-    let pkg = work.path().join("pkg");
-    std::fs::create_dir_all(&pkg)?;
-    std::fs::copy(&args.module, pkg.join("m.wasm"))?;
-    std::fs::copy(&args.model, pkg.join("model.onnx"))?;
-    std::fs::write(
-        pkg.join("weft.toml"),
-        "[module]\nname = \"weft.local/bench/m\"\nversion = \"1\"\nfile = \"m.wasm\"\n\n[[model]]\nname = \"model\"\nfile = \"model.onnx\"\n",
-    )?;
+    let pkg =
+        weft_tests::serving_package(work.path(), "weft.local/bench/m", &args.module, &args.model)?;
     let tar = weft_tests::containerd::classic_image_tar(
         &args.bin.join("weft"),
         &pkg,

@@ -37,18 +37,10 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
 pub fn exec(a: AgentArgs) -> anyhow::Result<i32> {
     match a.command {
         Some(AgentCommand::Status(s)) => {
-            let doc = runtime()?.block_on(weft_agent::fetch_status(&s.addr))?;
+            let doc = crate::remote::runtime()?.block_on(weft_agent::fetch_status(&s.addr))?;
             if s.json {
                 outln!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
@@ -60,7 +52,8 @@ pub fn exec(a: AgentArgs) -> anyhow::Result<i32> {
             let config = a.config.context(
                 "no configuration: weft agent --config FILE (or WEFT_AGENT_CONFIG); see docs/agent.md",
             )?;
-            runtime()?.block_on(weft_agent::run(&config, crate::serve::shutdown_signal()))?;
+            crate::remote::runtime()?
+                .block_on(weft_agent::run(&config, crate::serve::shutdown_signal()))?;
             Ok(0)
         }
     }

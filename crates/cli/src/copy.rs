@@ -57,13 +57,6 @@ fn short_name(reference: &str) -> String {
         .to_string()
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
-
 /// Copy the blobs of `reference` from one store to another and tag it.
 fn copy_between_stores(
     from: &Store,
@@ -111,14 +104,14 @@ pub fn exec(a: CopyArgs) -> anyhow::Result<i32> {
         (End::Layout(from, r), End::Layout(to, r2)) => copy_between_stores(&from, &r, &to, &r2)?,
         (End::Layout(from, r), End::Registry(target)) => {
             let remote = a.remote.remote(&target)?;
-            runtime()?
+            crate::remote::runtime()?
                 .block_on(remote.push(&from, &r, &target))
                 .with_context(|| format!("pushing {r} to {}", target.whole()))?
                 .manifest_digest
         }
         (End::Registry(source), End::Layout(to, r2)) => {
             let remote = a.remote.remote(&source)?;
-            let report = runtime()?
+            let report = crate::remote::runtime()?
                 .block_on(remote.pull(&to, &source))
                 .with_context(|| format!("pulling {}", source.whole()))?;
             if weft_oci::normalize_reference(&r2)? != source.whole() {
@@ -132,7 +125,7 @@ pub fn exec(a: CopyArgs) -> anyhow::Result<i32> {
         {
             // Same registry: mount the blobs across repositories, move none.
             let remote = a.remote.remote(&target)?;
-            runtime()?
+            crate::remote::runtime()?
                 .block_on(remote.copy_within(&source, &target))
                 .with_context(|| format!("copying {} to {}", source.whole(), target.whole()))?
                 .manifest_digest
@@ -140,7 +133,7 @@ pub fn exec(a: CopyArgs) -> anyhow::Result<i32> {
         (End::Registry(source), End::Registry(target)) => {
             // Through the local store, which doubles as a cache.
             let store = a.store.open()?;
-            let rt = runtime()?;
+            let rt = crate::remote::runtime()?;
             let pull = a.remote.remote(&source)?;
             rt.block_on(pull.pull(&store, &source))
                 .with_context(|| format!("pulling {}", source.whole()))?;
