@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod apiserver;
 pub mod containerd;
 
 /// The repository root.

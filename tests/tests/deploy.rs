@@ -6,7 +6,8 @@
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::node::v1::RuntimeClass;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -70,6 +71,15 @@ fn every_manifest_matches_the_kubernetes_api_types() {
                 ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
                     round_trip::<ClusterRoleBinding>(&doc)
                 }
+                ("rbac.authorization.k8s.io/v1", "Role") => round_trip::<Role>(&doc),
+                ("rbac.authorization.k8s.io/v1", "RoleBinding") => round_trip::<RoleBinding>(&doc),
+                ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+                    round_trip::<CustomResourceDefinition>(&doc)
+                }
+                ("weft.dev/v1alpha1", "ModelDeployment") => {
+                    round_trip::<weft_crd::ModelDeployment>(&doc)
+                }
+                ("weft.dev/v1alpha1", "EdgeDevice") => round_trip::<weft_crd::EdgeDevice>(&doc),
                 _ => Err(format!("no API type known for {api} {kind}")),
             };
             let name = format!(
@@ -88,8 +98,11 @@ fn every_manifest_matches_the_kubernetes_api_types() {
         "RuntimeClass",
         "DaemonSet",
         "ClusterRole",
+        "Role",
         "Deployment",
         "Service",
+        "CustomResourceDefinition",
+        "ModelDeployment",
     ] {
         assert!(
             checked.iter().any(|k| k == want),

@@ -1,0 +1,841 @@
+//! The `ModelDeployment` reconciler.
+//!
+//! Each pass: check the spec; resolve the artifact to a digest; see what the
+//! cluster offers (nodes with the weft runtime, online edge devices);
+//! place every placement's replicas; decide the rollout's next move; then
+//! write the result (server-side apply of Deployments and Services for
+//! cloud placements, merge patches of device assignments for edge ones)
+//! and the status, whose conditions say why anything is not ready. Nothing
+//! is written for a deployment whose spec is invalid or whose artifact does
+//! not resolve, and a cloud placement with nowhere to run gets no
+//! Deployment: there is no partial rollout.
+
+use crate::children::{self, Track};
+use crate::error::{Error, Result};
+use crate::health::{Counts, HealthSource};
+use crate::metrics::Metrics;
+use crate::placement::{self, Demand};
+use crate::quantity;
+use crate::resolve::{Resolver, pinned};
+use crate::rollout::{self, Decision, GateReading, InFlight};
+use crate::targets;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event, finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use weft_crd::{
+    CanaryStatus, Condition, EdgeDevice, ModelDeployment, ModelDeploymentStatus, PlacementStatus,
+    Tier, assignment_key,
+};
+
+pub const FINALIZER: &str = "weft.dev/cleanup";
+const MANAGER: &str = "weft-operator";
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: kube::Client,
+    pub resolver: Arc<dyn Resolver>,
+    pub health: Arc<dyn HealthSource>,
+    pub metrics: Arc<Metrics>,
+    /// The time, replaceable in tests.
+    pub now: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+}
+
+#[tracing::instrument(skip_all, fields(md = %md.name_any(), ns = md.namespace().unwrap_or_default()))]
+pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_started();
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, md, |event| async {
+        match event {
+            Event::Apply(md) => apply(&md, &ctx).await,
+            Event::Cleanup(md) => cleanup(&md, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(md = %md.name_any(), "reconcile failed: {error}");
+    ctx.metrics.reconcile_failed(error);
+    Action::requeue(Duration::from_secs(30))
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: &str,
+) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: now.into(),
+        observed_generation: generation,
+    }
+}
+
+/// Keep a condition's transition time when its status did not change.
+fn merge_conditions(old: &[Condition], new: Vec<Condition>) -> Vec<Condition> {
+    new.into_iter()
+        .map(|mut c| {
+            if let Some(o) = old
+                .iter()
+                .find(|o| o.type_ == c.type_ && o.status == c.status)
+            {
+                c.last_transition_time = o.last_transition_time.clone();
+            }
+            c
+        })
+        .collect()
+}
+
+/// Problems with a spec, worded for `kubectl describe`.
+pub fn validate(md: &ModelDeployment) -> std::result::Result<(), String> {
+    let s = &md.spec;
+    if s.placements.is_empty() {
+        return Err("spec.placements is empty: say where replicas run".into());
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for p in &s.placements {
+        if !names.insert(&p.name) {
+            return Err(format!("two placements are named {:?}", p.name));
+        }
+        let ok = !p.name.is_empty()
+            && p.name.len() <= 30
+            && p.name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !ok {
+            return Err(format!(
+                "placement name {:?} must be 1-30 lowercase letters, digits and '-'",
+                p.name
+            ));
+        }
+    }
+    if weft_oci::parse_reference(&s.artifact).is_err() {
+        return Err(format!(
+            "spec.artifact {:?} is not a registry reference (registry/repo:tag or registry/repo@sha256:...)",
+            s.artifact
+        ));
+    }
+    if let Some(m) = s.resources.as_ref().and_then(|r| r.memory.as_ref())
+        && quantity::bytes(m).is_none()
+    {
+        return Err(format!(
+            "spec.resources.memory {m:?} is not a quantity such as 256Mi"
+        ));
+    }
+    if let Some(c) = s.strategy.as_ref().and_then(|st| st.canary.as_ref()) {
+        rollout::validate(c)?;
+    }
+    Ok(())
+}
+
+/// Write `status` over `old` as a JSON merge patch that also clears what
+/// `status` no longer has (a finished canary, a resolved digest).
+async fn write_status(
+    api: &Api<ModelDeployment>,
+    name: &str,
+    old: &ModelDeploymentStatus,
+    status: &ModelDeploymentStatus,
+) -> Result<()> {
+    let old = serde_json::to_value(old).map_err(Error::Json)?;
+    let new = serde_json::to_value(status).map_err(Error::Json)?;
+    let patch = json!({ "status": merge_patch(&old, &new) });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(Error::Kube)?;
+    Ok(())
+}
+
+/// The RFC 7386 merge patch that turns `old` into `new`.
+pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in n {
+                match o.get(k) {
+                    Some(ov) if ov == v => {}
+                    Some(ov) => {
+                        out.insert(k.clone(), merge_patch(ov, v));
+                    }
+                    None => {
+                        out.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            for k in o.keys().filter(|k| !n.contains_key(*k)) {
+                out.insert(k.clone(), Value::Null);
+            }
+            Value::Object(out)
+        }
+        _ => new.clone(),
+    }
+}
+
+async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
+    let name = md.name_any();
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let generation = md.metadata.generation;
+    let now = (ctx.now)();
+    let now_s = now.to_string();
+    let api: Api<ModelDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let old = md.status.clone().unwrap_or_default();
+    let mut status = ModelDeploymentStatus {
+        observed_generation: generation,
+        ..old.clone()
+    };
+
+    // 1. The spec.
+    if let Err(why) = validate(md) {
+        status.conditions = merge_conditions(
+            &old.conditions,
+            vec![condition(
+                "Ready",
+                false,
+                "InvalidSpec",
+                why,
+                generation,
+                &now_s,
+            )],
+        );
+        write_status(&api, &name, &old, &status).await?;
+        return Ok(Action::await_change());
+    }
+
+    // 2. The artifact.
+    let resolved = match ctx.resolver.resolve(&md.spec.artifact).await {
+        Ok(d) => d,
+        Err(e) => {
+            let reason = e.reason();
+            status.conditions = merge_conditions(
+                &old.conditions,
+                vec![
+                    condition(
+                        "ArtifactResolved",
+                        false,
+                        reason,
+                        e.to_string(),
+                        generation,
+                        &now_s,
+                    ),
+                    condition(
+                        "Ready",
+                        old.stable_digest.is_some(),
+                        reason,
+                        format!("{e}; nothing changes until it resolves"),
+                        generation,
+                        &now_s,
+                    ),
+                ],
+            );
+            write_status(&api, &name, &old, &status).await?;
+            return Ok(Action::requeue(Duration::from_secs(60)));
+        }
+    };
+    status.resolved_digest = Some(resolved.clone());
+
+    // 3. What the cluster offers.
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let nodes = nodes
+        .list(&ListParams::default().labels(&format!("{}=ready", targets::RUNTIME_READY)))
+        .await
+        .map_err(Error::Kube)?;
+    let devices_api: Api<EdgeDevice> = Api::namespaced(ctx.client.clone(), &ns);
+    let devices = devices_api
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::Kube)?;
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &ns);
+    let leases = targets::leases_by_name(
+        leases
+            .list(&ListParams::default())
+            .await
+            .map_err(Error::Kube)?
+            .items,
+    );
+    let ours = |key: &str| {
+        md.spec
+            .placements
+            .iter()
+            .any(|p| key == assignment_key(&name, &p.name))
+    };
+    let mut all_targets: Vec<placement::Target> = nodes
+        .items
+        .iter()
+        .filter_map(targets::node_target)
+        .collect();
+    for d in &devices.items {
+        let lease = leases.get(&weft_crd::lease_name(&d.name_any()));
+        all_targets.push(targets::device_target(
+            d,
+            targets::lease_fresh(lease, now),
+            &ours,
+        ));
+    }
+
+    // 4. Placement.
+    let memory = md
+        .spec
+        .resources
+        .as_ref()
+        .and_then(|r| r.memory.as_deref())
+        .and_then(quantity::bytes)
+        .unwrap_or(crate::DEFAULT_MEMORY);
+    let demands: Vec<Demand> = md
+        .spec
+        .placements
+        .iter()
+        .map(|p| Demand {
+            placement: p.name.clone(),
+            tier: p.tier,
+            replicas: p.replicas,
+            selector: p.node_selector.clone(),
+            architecture: p.architecture.clone(),
+            accelerator: p.accelerator.as_ref().map(|a| (a.kind.clone(), a.required)),
+            memory,
+            // One module per device: a device's agent runs an assignment once.
+            spread: p.spread || p.tier == Tier::Edge,
+            current: devices
+                .items
+                .iter()
+                .filter(|d| {
+                    d.spec
+                        .assignments
+                        .contains_key(&assignment_key(&name, &p.name))
+                })
+                .map(|d| d.name_any())
+                .collect(),
+        })
+        .collect();
+    let outcomes = placement::place(&demands, &all_targets);
+
+    // 5. The rollout.
+    let strategy = md.spec.strategy.as_ref().and_then(|s| s.canary.as_ref());
+    let in_flight = old.canary.as_ref().map(|c| InFlight {
+        digest: c.digest.clone(),
+        step: c.step as usize,
+        elapsed: seconds_since(&c.step_started, now),
+    });
+    let reading = match &old.canary {
+        Some(c) => {
+            let counts = ctx
+                .health
+                .counts(&ctx.client, md, &c.digest)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!("reading the canary's health: {e}");
+                    Counts::default()
+                });
+            Some(since(counts, c))
+        }
+        None => None,
+    };
+    let refused = old.refused.contains_key(&resolved);
+    let decision = rollout::decide(
+        &resolved,
+        old.stable_digest.as_deref(),
+        in_flight.as_ref(),
+        refused,
+        strategy,
+        reading,
+    );
+    tracing::info!(?decision, "rollout");
+    let mut progressing = condition(
+        "Progressing",
+        false,
+        "Complete",
+        "every replica runs the resolved digest",
+        generation,
+        &now_s,
+    );
+    match &decision {
+        Decision::Steady { digest } => {
+            status.stable_digest = Some(digest.clone());
+            status.canary = None;
+            if refused && digest != &resolved {
+                progressing = condition(
+                    "Progressing",
+                    false,
+                    "RolledBack",
+                    format!(
+                        "{} was rolled back: {}",
+                        rollout::short(&resolved),
+                        old.refused.get(&resolved).cloned().unwrap_or_default()
+                    ),
+                    generation,
+                    &now_s,
+                );
+            }
+        }
+        Decision::Start { digest } => {
+            let steps = &strategy.expect("a canary needs a strategy").steps;
+            let base = ctx
+                .health
+                .counts(&ctx.client, md, digest)
+                .await
+                .unwrap_or_default();
+            status.canary = Some(CanaryStatus {
+                digest: digest.clone(),
+                step: 0,
+                percent: steps[0],
+                step_started: now_s.clone(),
+                baseline_requests: base.requests,
+                baseline_failures: base.failures,
+            });
+            ctx.metrics.rollout(&name, "started");
+            progressing = condition(
+                "Progressing",
+                true,
+                "CanaryStarted",
+                format!("canary {} at {}%", rollout::short(digest), steps[0]),
+                generation,
+                &now_s,
+            );
+        }
+        Decision::Hold { reason } => {
+            progressing = condition(
+                "Progressing",
+                true,
+                "CanaryHolding",
+                reason.clone(),
+                generation,
+                &now_s,
+            );
+        }
+        Decision::Advance { step } => {
+            let steps = &strategy.expect("a canary needs a strategy").steps;
+            let mut c = old.canary.clone().expect("advancing a canary");
+            let base = ctx
+                .health
+                .counts(&ctx.client, md, &c.digest)
+                .await
+                .unwrap_or_default();
+            c.step = *step as u32;
+            c.percent = steps[*step];
+            c.step_started = now_s.clone();
+            c.baseline_requests = base.requests;
+            c.baseline_failures = base.failures;
+            progressing = condition(
+                "Progressing",
+                true,
+                "CanaryAdvanced",
+                format!("canary {} at {}%", rollout::short(&c.digest), c.percent),
+                generation,
+                &now_s,
+            );
+            status.canary = Some(c);
+            ctx.metrics.rollout(&name, "advanced");
+        }
+        Decision::Promote => {
+            let c = old.canary.clone().expect("promoting a canary");
+            status.stable_digest = Some(c.digest.clone());
+            status.canary = None;
+            ctx.metrics.rollout(&name, "promoted");
+            progressing = condition(
+                "Progressing",
+                false,
+                "Complete",
+                format!("{} promoted to every replica", rollout::short(&c.digest)),
+                generation,
+                &now_s,
+            );
+        }
+        Decision::RollBack { reason } => {
+            let c = old.canary.clone().expect("rolling back a canary");
+            status.refused.insert(c.digest.clone(), reason.clone());
+            status.canary = None;
+            ctx.metrics.rollout(&name, "rolled_back");
+            tracing::warn!("rolled back {}: {reason}", rollout::short(&c.digest));
+            progressing = condition(
+                "Progressing",
+                false,
+                "RolledBack",
+                format!("{} rolled back: {reason}", rollout::short(&c.digest)),
+                generation,
+                &now_s,
+            );
+        }
+    }
+
+    // 6. Write what runs.
+    let stable = status
+        .stable_digest
+        .clone()
+        .unwrap_or_else(|| resolved.clone());
+    let canary = status.canary.clone();
+    let owner = md.controller_owner_ref(&()).ok_or(Error::NoOwner)?;
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let params = PatchParams::apply(MANAGER).force();
+    let owned = ListParams::default().labels(&format!("{}={name}", children::LABEL_DEPLOYMENT));
+    let mut stale_deployments: std::collections::BTreeSet<String> = deployments
+        .list_metadata(&owned)
+        .await
+        .map_err(Error::Kube)?
+        .items
+        .into_iter()
+        .filter_map(|d| d.metadata.name)
+        .collect();
+    let mut stale_services: std::collections::BTreeSet<String> = services
+        .list_metadata(&owned)
+        .await
+        .map_err(Error::Kube)?
+        .items
+        .into_iter()
+        .filter_map(|d| d.metadata.name)
+        .collect();
+    let mut placements = Vec::new();
+    let mut unschedulable = Vec::new();
+    for (p, o) in md.spec.placements.iter().zip(&outcomes) {
+        let key = assignment_key(&name, &p.name);
+        let scheduled = o.scheduled();
+        let canary_n = canary
+            .as_ref()
+            .map_or(0, |c| rollout::canary_replicas(scheduled, c.percent));
+        if let Some(r) = &o.reason {
+            unschedulable.push(format!(
+                "{}: {} of {} replica(s) cannot run: {r}",
+                p.name, o.unscheduled, p.replicas
+            ));
+        }
+        let mut ps = PlacementStatus {
+            name: p.name.clone(),
+            tier: p.tier,
+            desired: p.replicas,
+            scheduled,
+            unschedulable: o.reason.clone(),
+            ..Default::default()
+        };
+        match p.tier {
+            Tier::Cloud => {
+                if scheduled == 0 && p.replicas > 0 {
+                    // No partial rollout: nothing to run on, nothing new
+                    // written; what already runs stays (its nodes may be
+                    // back soon, and the scheduler owns pods).
+                    stale_deployments.remove(&children::deployment_name(
+                        &name,
+                        &p.name,
+                        Track::Stable,
+                    ));
+                    stale_deployments.remove(&children::deployment_name(
+                        &name,
+                        &p.name,
+                        Track::Canary,
+                    ));
+                    stale_services.remove(&children::deployment_name(
+                        &name,
+                        &p.name,
+                        Track::Stable,
+                    ));
+                    placements.push(ps);
+                    continue;
+                }
+                for (track, digest, replicas) in [
+                    (Track::Stable, stable.as_str(), scheduled - canary_n),
+                    (
+                        Track::Canary,
+                        canary.as_ref().map_or("", |c| c.digest.as_str()),
+                        canary_n,
+                    ),
+                ] {
+                    let dname = children::deployment_name(&name, &p.name, track);
+                    if track == Track::Canary && canary_n == 0 {
+                        // Deleted below if it exists.
+                        continue;
+                    }
+                    stale_deployments.remove(&dname);
+                    let image = pinned(&md.spec.artifact, digest);
+                    let d = children::deployment(md, &owner, p, track, &image, digest, replicas);
+                    let applied = deployments
+                        .patch(&dname, &params, &Patch::Apply(&d))
+                        .await
+                        .map_err(Error::Kube)?;
+                    let ready = applied
+                        .status
+                        .and_then(|s| s.ready_replicas)
+                        .unwrap_or(0)
+                        .max(0) as u32;
+                    ps.ready += ready;
+                    if ready > 0 {
+                        *ps.digests.entry(digest.to_string()).or_default() += ready;
+                    }
+                }
+                let svc = children::service(md, &owner, p);
+                let sname = children::deployment_name(&name, &p.name, Track::Stable);
+                stale_services.remove(&sname);
+                services
+                    .patch(&sname, &params, &Patch::Apply(&svc))
+                    .await
+                    .map_err(Error::Kube)?;
+            }
+            Tier::Edge => {
+                // The first devices by name carry the canary.
+                let chosen: Vec<String> = o.assigned.iter().map(|(t, _)| t.clone()).collect();
+                for d in &devices.items {
+                    let dn = d.name_any();
+                    let pos = chosen.iter().position(|c| c == &dn);
+                    let want = pos.map(|i| {
+                        let digest = match &canary {
+                            Some(c) if (i as u32) < canary_n => c.digest.clone(),
+                            _ => stable.clone(),
+                        };
+                        children::assignment(md, &pinned(&md.spec.artifact, &digest))
+                    });
+                    let have = d.spec.assignments.get(&key);
+                    if want.as_ref() != have {
+                        let value = match &want {
+                            Some(a) => serde_json::to_value(a).map_err(Error::Json)?,
+                            None => serde_json::Value::Null,
+                        };
+                        devices_api
+                            .patch(
+                                &dn,
+                                &PatchParams::default(),
+                                &Patch::Merge(json!({"spec": {"assignments": {&key: value}}})),
+                            )
+                            .await
+                            .map_err(Error::Kube)?;
+                    }
+                    if let Some(a) = &want {
+                        ps.targets.push(dn.clone());
+                        let digest = a
+                            .artifact
+                            .rsplit_once('@')
+                            .map(|(_, d)| d.to_string())
+                            .unwrap_or_default();
+                        let report = d.status.as_ref().and_then(|s| s.modules.get(&key));
+                        if report.is_some_and(|r| {
+                            r.digest.as_deref() == Some(&digest) && r.health == "ok"
+                        }) {
+                            ps.ready += 1;
+                            *ps.digests.entry(digest).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }
+        placements.push(ps);
+    }
+    status.placements = placements;
+    // What no placement wants any more: a finished canary, a placement
+    // taken out of the spec, one that has nowhere to run.
+    for d in &stale_deployments {
+        delete(&deployments, d).await?;
+    }
+    for s in &stale_services {
+        delete(&services, s).await?;
+    }
+    let keys: Vec<String> = md
+        .spec
+        .placements
+        .iter()
+        .map(|p| assignment_key(&name, &p.name))
+        .collect();
+    for d in &devices.items {
+        let stale: BTreeMap<String, serde_json::Value> = d
+            .spec
+            .assignments
+            .iter()
+            .filter(|(k, a)| a.deployment.as_deref() == Some(&name) && !keys.contains(k))
+            .map(|(k, _)| (k.clone(), serde_json::Value::Null))
+            .collect();
+        if !stale.is_empty() {
+            devices_api
+                .patch(
+                    &d.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"assignments": stale}})),
+                )
+                .await
+                .map_err(Error::Kube)?;
+        }
+    }
+
+    // 7. Conditions.
+    let desired: u32 = md.spec.placements.iter().map(|p| p.replicas).sum();
+    let ready: u32 = status.placements.iter().map(|p| p.ready).sum();
+    let scheduled_ok = unschedulable.is_empty();
+    let mut conds = vec![
+        condition(
+            "ArtifactResolved",
+            true,
+            "Resolved",
+            format!("{} is {}", md.spec.artifact, resolved),
+            generation,
+            &now_s,
+        ),
+        if scheduled_ok {
+            condition(
+                "Scheduled",
+                true,
+                "Placed",
+                "every replica has a node or a device",
+                generation,
+                &now_s,
+            )
+        } else {
+            condition(
+                "Scheduled",
+                false,
+                "Unschedulable",
+                unschedulable.join("; "),
+                generation,
+                &now_s,
+            )
+        },
+        progressing,
+    ];
+    let all_ready = ready >= desired && scheduled_ok;
+    conds.push(condition(
+        "Ready",
+        all_ready,
+        if all_ready {
+            "Ready"
+        } else if scheduled_ok {
+            "Waiting"
+        } else {
+            "Unschedulable"
+        },
+        format!("{ready} of {desired} replica(s) ready"),
+        generation,
+        &now_s,
+    ));
+    status.conditions = merge_conditions(&old.conditions, conds);
+    write_status(&api, &name, &old, &status).await?;
+    ctx.metrics.replicas(&name, ready, desired);
+    let has_edge = md.spec.placements.iter().any(|p| p.tier == Tier::Edge);
+    Ok(Action::requeue(Duration::from_secs(
+        if status.canary.is_some() {
+            10
+        } else if has_edge {
+            20
+        } else {
+            60
+        },
+    )))
+}
+
+async fn delete<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(Error::Kube(e)),
+    }
+}
+
+/// What happened since a canary step began (counters that went backwards
+/// mean the replicas restarted: count from zero).
+fn since(now: Counts, c: &CanaryStatus) -> GateReading {
+    let (r, f) = if now.requests >= c.baseline_requests {
+        (
+            now.requests - c.baseline_requests,
+            now.failures.saturating_sub(c.baseline_failures),
+        )
+    } else {
+        (now.requests, now.failures)
+    };
+    GateReading {
+        requests: r,
+        failures: f,
+        p99_ms: now.p99_ms,
+    }
+}
+
+fn seconds_since(rfc3339: &str, now: Timestamp) -> u64 {
+    rfc3339
+        .parse::<Timestamp>()
+        .map(|t| (now.as_second() - t.as_second()).max(0) as u64)
+        .unwrap_or(u64::MAX)
+}
+
+/// On delete: take this deployment's assignments off every device (its
+/// Deployments and Services go with their owner).
+async fn cleanup(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
+    let name = md.name_any();
+    let ns = md.namespace().unwrap_or_else(|| "default".into());
+    let devices: Api<EdgeDevice> = Api::namespaced(ctx.client.clone(), &ns);
+    let prefix = format!("{name}-");
+    for d in devices
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::Kube)?
+        .items
+    {
+        let keys: BTreeMap<String, serde_json::Value> = d
+            .spec
+            .assignments
+            .iter()
+            .filter(|(k, a)| {
+                a.deployment.as_deref() == Some(&name)
+                    || (k.starts_with(&prefix)
+                        && md
+                            .spec
+                            .placements
+                            .iter()
+                            .any(|p| **k == assignment_key(&name, &p.name)))
+            })
+            .map(|(k, _)| (k.clone(), serde_json::Value::Null))
+            .collect();
+        if !keys.is_empty() {
+            devices
+                .patch(
+                    &d.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"assignments": keys}})),
+                )
+                .await
+                .map_err(Error::Kube)?;
+        }
+    }
+    tracing::info!("cleaned up {name}");
+    Ok(Action::await_change())
+}
+
+/// Run the controller until the process ends.
+pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    use kube::runtime::{Controller, watcher};
+    let client = ctx.client.clone();
+    let mds: Api<ModelDeployment> = Api::all(client.clone());
+    let deployments: Api<Deployment> = Api::all(client.clone());
+    mds.list(&ListParams::default().limit(1))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the ModelDeployment CRD is not installed ({e}); kubectl apply -f deploy/crds.yaml"
+            )
+        })?;
+    // Devices are not watched: deployments with edge placements requeue
+    // every 20 s, which is how a device that stopped heartbeating loses
+    // its replicas (its Lease expires after 40 s).
+    Controller::new(mds.clone(), watcher::Config::default())
+        .owns(deployments, watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!("reconcile: {e}");
+            }
+        })
+        .await;
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! `weft-operator`: reconciles `ModelDeployment` objects (see
+//! `docs/operator.md`); `/metrics` and `/healthz` on `--metrics-bind`.
+
+use clap_free::Args;
+use std::sync::Arc;
+
+mod clap_free {
+    /// `--metrics-bind ADDR` and `--insecure-registries`, from the command
+    /// line or the environment.
+    pub struct Args {
+        pub metrics_bind: String,
+        pub insecure: bool,
+    }
+
+    impl Args {
+        pub fn parse() -> Args {
+            let mut a = Args {
+                metrics_bind: std::env::var("WEFT_OPERATOR_METRICS")
+                    .unwrap_or_else(|_| "0.0.0.0:8080".into()),
+                insecure: std::env::var_os("WEFT_INSECURE_REGISTRIES").is_some(),
+            };
+            let mut it = std::env::args().skip(1);
+            while let Some(arg) = it.next() {
+                match arg.as_str() {
+                    "--metrics-bind" => a.metrics_bind = it.next().unwrap_or_default(),
+                    "--insecure-registries" => a.insecure = true,
+                    "--help" | "-h" => {
+                        println!("weft-operator [--metrics-bind ADDR] [--insecure-registries]");
+                        std::process::exit(0);
+                    }
+                    other => {
+                        eprintln!("weft-operator: unknown argument {other:?}; see --help");
+                        std::process::exit(2);
+                    }
+                }
+            }
+            a
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    if let Err(e) = run(Args::parse()).await {
+        eprintln!("weft-operator: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
+    let metrics = Arc::new(weft_operator::metrics::Metrics::default());
+    let ctx = Arc::new(weft_operator::controller::Context {
+        client,
+        resolver: Arc::new(weft_operator::resolve::RegistryResolver {
+            insecure: args.insecure,
+        }),
+        health: Arc::new(weft_operator::health::Observed),
+        metrics: metrics.clone(),
+        now: Arc::new(k8s_openapi::jiff::Timestamp::now),
+    });
+    let listener = tokio::net::TcpListener::bind(&args.metrics_bind)
+        .await
+        .with_context(|| format!("binding {}", args.metrics_bind))?;
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = metrics.clone();
+                async move { m.encode() }
+            }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    weft_operator::controller::run(ctx).await
+}
