@@ -14,6 +14,33 @@ use std::time::Duration;
 pub struct Config {
     pub agent: AgentSettings,
     pub modules: Vec<ModuleConfig>,
+    /// The cluster as a source of modules (`[cluster]`), when set.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// `[cluster]`: register this device as an `EdgeDevice`, heartbeat through
+/// its `Lease`, and run what the operator assigns to it (next to the
+/// file's own modules).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSettings {
+    /// A kubeconfig file; without one, `KUBECONFIG`, `~/.kube/config` or
+    /// the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    pub namespace: String,
+    /// The `EdgeDevice`'s name (default: the host name).
+    pub device: String,
+    /// The device's labels, which placements select on.
+    pub labels: BTreeMap<String, String>,
+    /// The address assigned modules listen on (their port comes from the
+    /// assignment).
+    pub bind: std::net::IpAddr,
+    /// Capacity offered to the operator.
+    pub memory: u64,
+    pub cpus: u32,
+    pub max_modules: u32,
+    pub accelerators: BTreeMap<String, u32>,
+    /// Lease renewal and status report interval.
+    pub renew: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -91,6 +118,32 @@ struct RawConfig {
     agent: RawAgent,
     #[serde(default, rename = "module")]
     modules: Vec<RawModule>,
+    #[serde(default)]
+    cluster: Option<RawCluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    #[serde(default)]
+    kubeconfig: Option<PathBuf>,
+    namespace: String,
+    #[serde(default)]
+    device: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    bind: Option<String>,
+    #[serde(default)]
+    memory: Option<String>,
+    #[serde(default)]
+    cpus: Option<u32>,
+    #[serde(default)]
+    modules: Option<u32>,
+    #[serde(default)]
+    accelerators: BTreeMap<String, u32>,
+    #[serde(default)]
+    renew: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -212,7 +265,12 @@ impl Config {
             }
             modules.push(module);
         }
-        Ok(Config { agent, modules })
+        let cluster = raw.cluster.map(cluster).transpose()?;
+        Ok(Config {
+            agent,
+            modules,
+            cluster,
+        })
     }
 
     pub fn module(&self, name: &str) -> Option<&ModuleConfig> {
@@ -257,6 +315,84 @@ fn duration(
 
 fn size(module: &str, key: &str, s: &str) -> Result<usize, ConfigError> {
     weft_runtime::units::size(s).map_err(|e| invalid(module, format!("{key}: {e}")))
+}
+
+/// A Kubernetes object name: lowercase letters, digits, '-' and '.'.
+fn dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !s.starts_with(['-', '.'])
+        && !s.ends_with(['-', '.'])
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn total_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(1 << 30, |kib| kib * 1024)
+}
+
+fn cluster(c: RawCluster) -> Result<ClusterSettings, ConfigError> {
+    let at = "[cluster]";
+    if !dns_name(&c.namespace) {
+        return Err(invalid(
+            at,
+            format!(
+                "namespace {:?} is not a Kubernetes namespace name",
+                c.namespace
+            ),
+        ));
+    }
+    let device = c.device.unwrap_or_else(host_name);
+    if !dns_name(&device) {
+        return Err(invalid(
+            at,
+            format!(
+                "device {device:?} is not a Kubernetes object name (lowercase letters, digits, '-', '.'); set device = \"...\""
+            ),
+        ));
+    }
+    let bind = match c.bind.as_deref() {
+        None => std::net::IpAddr::from([0, 0, 0, 0]),
+        Some(b) => b.parse().map_err(|_| {
+            invalid(
+                at,
+                format!("bind = {b:?} is not an IP address (the port comes from each assignment)"),
+            )
+        })?,
+    };
+    let memory = match c.memory.as_deref() {
+        None => total_memory(),
+        Some(m) => size(at, "memory", m)? as u64,
+    };
+    let cpus = c
+        .cpus
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    Ok(ClusterSettings {
+        kubeconfig: c.kubeconfig,
+        namespace: c.namespace,
+        device,
+        labels: c.labels,
+        bind,
+        memory,
+        cpus,
+        max_modules: c.modules.unwrap_or(4),
+        accelerators: c.accelerators,
+        renew: duration(at, "renew", c.renew.as_deref(), "10s")?,
+    })
 }
 
 fn module(m: RawModule) -> Result<ModuleConfig, ConfigError> {
@@ -466,5 +602,32 @@ health = { stdout = "ok" }
         );
         assert!(err(&two).contains("used by another module"));
         assert!(err("[agent\n").contains("TOML"));
+        let c = |body: &str| err(&format!("{base}[cluster]\n{body}\n"));
+        assert!(c("").contains("missing field `namespace`"));
+        assert!(c("namespace = \"Edge Devices\"").contains("[cluster]: namespace"));
+        assert!(
+            c("namespace = \"edge\"\ndevice = \"Cam_1\"").contains("not a Kubernetes object name")
+        );
+        assert!(
+            c("namespace = \"edge\"\ndevice = \"cam\"\nbind = \"0.0.0.0:80\"")
+                .contains("not an IP address")
+        );
+        assert!(c("namespace = \"edge\"\ndevice = \"cam\"\nrenew = \"often\"").contains("renew"));
+    }
+
+    #[test]
+    fn a_cluster_section_parses_with_defaults() {
+        let c = Config::parse("[agent]\ndir = \"/d\"\n[cluster]\nnamespace = \"edge\"\ndevice = \"cam-1\"\nlabels = { site = \"f1\" }\n").unwrap();
+        let k = c.cluster.unwrap();
+        assert_eq!(
+            (k.namespace.as_str(), k.device.as_str(), k.max_modules),
+            ("edge", "cam-1", 4)
+        );
+        assert_eq!(k.labels.get("site").map(String::as_str), Some("f1"));
+        assert_eq!(
+            (k.bind.to_string(), k.renew),
+            ("0.0.0.0".to_string(), Duration::from_secs(10))
+        );
+        assert!(k.memory > 0 && k.cpus > 0);
     }
 }

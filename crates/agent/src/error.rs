@@ -17,7 +17,7 @@ pub enum ConfigError {
         path: Option<PathBuf>,
         message: String,
     },
-    #[error("{}{}: {message}", shown(path), if module == "agent" { "[agent]".to_string() } else { format!("module '{module}'") })]
+    #[error("{}{}: {message}", shown(path), if module == "agent" { "[agent]".to_string() } else if module.starts_with('[') { module.clone() } else { format!("module '{module}'") })]
     Invalid {
         #[doc(hidden)]
         module: String,

@@ -16,6 +16,7 @@
 //! # }
 //! ```
 
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod health;
@@ -105,11 +106,21 @@ struct Running {
 
 /// Run the agent until `shutdown` resolves.
 pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let (mut config, text, config_error) = initial_config(config_path)?;
+    run_with(config_path, shutdown, None).await
+}
+
+/// [`run`], with the Kubernetes client for `[cluster]` given (tests);
+/// otherwise it comes from the configured kubeconfig.
+pub async fn run_with(
+    config_path: &Path,
+    shutdown: impl Future<Output = ()>,
+    client: Option<kube::Client>,
+) -> anyhow::Result<()> {
+    let (mut file_config, text, config_error) = initial_config(config_path)?;
     // What the file held when last read (not what runs: that may be the
     // last good copy).
     let mut seen = std::fs::read_to_string(config_path).ok();
-    let dir = config.agent.dir.clone();
+    let dir = file_config.agent.dir.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let store = Store::open(dir.join("store")).context("opening the agent's store")?;
     let runtime = Arc::new(Runtime::new(RuntimeConfig {
@@ -138,9 +149,9 @@ pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> anyh
         status: status.clone(),
         metrics: metrics.clone(),
     });
-    let listener = tokio::net::TcpListener::bind(config.agent.status)
+    let listener = tokio::net::TcpListener::bind(file_config.agent.status)
         .await
-        .with_context(|| format!("binding the status endpoint {}", config.agent.status))?;
+        .with_context(|| format!("binding the status endpoint {}", file_config.agent.status))?;
     tracing::info!("status on http://{}/status", listener.local_addr()?);
     let app = status::router(status.clone(), metrics.clone());
     let (stop_status, mut status_stopped) = watch::channel(false);
@@ -152,7 +163,32 @@ pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> anyh
             .await;
     });
 
+    // The cluster source, when configured (its settings change on restart).
+    let (desired_tx, mut desired) = watch::channel(Vec::new());
+    let (stop_cluster, cluster_stopped) = watch::channel(false);
+    let cluster_task = file_config.cluster.clone().map(|settings| {
+        status.agent(|a| {
+            a.cluster = Some(status::ClusterStatus {
+                namespace: settings.namespace.clone(),
+                device: settings.device.clone(),
+                ..Default::default()
+            });
+        });
+        let c = cluster::Cluster {
+            client,
+            settings,
+            dir: dir.clone(),
+            status: status.clone(),
+            desired: desired_tx,
+            stop: cluster_stopped,
+            refused: Vec::new(),
+        };
+        tokio::spawn(c.run())
+    });
+    let cluster_settings = file_config.cluster.clone();
+
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
+    let mut config = merged(&file_config, &desired.borrow_and_update(), &status);
     apply(&config, &shared, &mut running).await;
     let _ = state::write_atomic(&last_good(config_path), text.as_bytes());
 
@@ -161,50 +197,92 @@ pub async fn run(config_path: &Path, shutdown: impl Future<Output = ()>) -> anyh
         tokio::select! {
             () = &mut shutdown => break,
             () = tokio::time::sleep(CONFIG_POLL) => {}
+            Ok(()) = desired.changed(), if cluster_task.is_some() => {}
         }
-        let Ok(text) = std::fs::read_to_string(config_path) else {
-            continue;
-        };
-        if seen.as_deref() == Some(text.as_str()) {
-            continue;
+        if let Ok(text) = std::fs::read_to_string(config_path)
+            && seen.as_deref() != Some(text.as_str())
+        {
+            seen = Some(text.clone());
+            match Config::parse(&text) {
+                Ok(new) => {
+                    if new.agent.dir != file_config.agent.dir
+                        || new.agent.status != file_config.agent.status
+                        || new.cluster != cluster_settings
+                    {
+                        tracing::warn!(
+                            "the agent's dir, status address and [cluster] change only on restart"
+                        );
+                    }
+                    tracing::info!("configuration changed; applying");
+                    metrics
+                        .config_reloads
+                        .get_or_create(&metrics::ReloadLabels { result: "applied" })
+                        .inc();
+                    file_config = new;
+                    status.agent(|a| a.config_error = None);
+                    let _ = state::write_atomic(&last_good(config_path), text.as_bytes());
+                }
+                Err(e) => {
+                    let why = e.in_file(config_path).to_string();
+                    tracing::error!("{why}; keeping the running configuration");
+                    metrics
+                        .config_reloads
+                        .get_or_create(&metrics::ReloadLabels { result: "refused" })
+                        .inc();
+                    status.agent(|a| a.config_error = Some(why));
+                }
+            }
         }
-        seen = Some(text.clone());
-        match Config::parse(&text) {
-            Ok(new) => {
-                if new.agent.dir != config.agent.dir || new.agent.status != config.agent.status {
-                    tracing::warn!("the agent's dir and status address change only on restart");
-                }
-                tracing::info!("configuration changed; applying");
-                metrics
-                    .config_reloads
-                    .get_or_create(&metrics::ReloadLabels { result: "applied" })
-                    .inc();
-                let settings_changed = new.agent != config.agent;
-                if settings_changed {
-                    // Workers hold the settings: restart them all.
-                    stop_all(&mut running).await;
-                }
-                config = new;
-                apply(&config, &shared, &mut running).await;
-                status.agent(|a| a.config_error = None);
-                let _ = state::write_atomic(&last_good(config_path), text.as_bytes());
+        let new = merged(&file_config, &desired.borrow_and_update(), &status);
+        if new != config {
+            if new.agent != config.agent {
+                // Workers hold the settings: restart them all.
+                stop_all(&mut running).await;
             }
-            Err(e) => {
-                let why = e.in_file(config_path).to_string();
-                tracing::error!("{why}; keeping the running configuration");
-                metrics
-                    .config_reloads
-                    .get_or_create(&metrics::ReloadLabels { result: "refused" })
-                    .inc();
-                status.agent(|a| a.config_error = Some(why));
-            }
+            config = new;
+            apply(&config, &shared, &mut running).await;
         }
     }
     tracing::info!("stopping");
+    let _ = stop_cluster.send(true);
+    if let Some(t) = cluster_task {
+        let _ = t.await;
+    }
     stop_all(&mut running).await;
     let _ = stop_status.send(true);
     let _ = status_task.await;
     Ok(())
+}
+
+/// The file's modules and the cluster's, which may not take a name or an
+/// address the file uses (the file wins, and the status says why).
+fn merged(file: &Config, cluster: &[ModuleConfig], status: &Status) -> Config {
+    let mut out = file.clone();
+    for m in cluster {
+        let clash = if out.module(&m.name).is_some() {
+            Some(format!("the config file has a module named {}", m.name))
+        } else {
+            out.modules
+                .iter()
+                .find(|o| o.bind.is_some() && o.bind == m.bind)
+                .map(|o| {
+                    format!(
+                        "{} is taken by module {}",
+                        m.bind.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
+                        o.name
+                    )
+                })
+        };
+        match clash {
+            Some(why) => status.module(&m.name, |s| {
+                s.state = "failed".into();
+                s.source = m.source.clone();
+                s.error = Some(format!("cluster assignment {} not run: {why}", m.name));
+            }),
+            None => out.modules.push(m.clone()),
+        }
+    }
+    out
 }
 
 /// Start, restart and stop workers to match `config`.
@@ -274,7 +352,7 @@ pub async fn fetch_status(addr: &str) -> anyhow::Result<status::StatusDoc> {
     serde_json::from_str(&body).with_context(|| format!("the agent at {addr} sent a bad status"))
 }
 
-async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+pub(crate) async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await

@@ -27,6 +27,19 @@ pub struct AgentStatus {
     /// Why the configuration file's latest text was refused (the agent runs
     /// the last good one).
     pub config_error: Option<String>,
+    /// The cluster source, when `[cluster]` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub namespace: String,
+    pub device: String,
+    /// When the API server last answered.
+    pub last_contact: Option<String>,
+    /// Why the last round trip failed (the agent keeps running what it has).
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -124,6 +137,18 @@ pub fn render(doc: &StatusDoc) -> String {
     );
     if let Some(e) = &doc.agent.config_error {
         out.push_str(&format!("  config refused: {e}\n"));
+    }
+    if let Some(c) = &doc.agent.cluster {
+        out.push_str(&format!(
+            "  cluster: EdgeDevice {}/{}, last contact {}{}\n",
+            c.namespace,
+            c.device,
+            c.last_contact.as_deref().unwrap_or("never"),
+            c.error
+                .as_deref()
+                .map(|e| format!(" (offline: {e})"))
+                .unwrap_or_default()
+        ));
     }
     for (name, m) in &doc.modules {
         out.push_str(&format!(

@@ -861,3 +861,173 @@ fn a_job_runs_each_new_version_and_keeps_the_last_good_one() {
     );
     assert_eq!(running(&st, "calib").as_deref(), Some(v1.as_str()));
 }
+
+/// The cluster as a source, against the in-memory API server
+/// (`weft_tests::apiserver`, kube's `tower_test` mock pattern) with the
+/// agent in this process: it registers its `EdgeDevice`, heartbeats, runs
+/// what the operator assigns from a real registry, reports digest, health
+/// and counters, and keeps serving (and restarts) while the API server is
+/// gone.
+#[test]
+fn the_cluster_assigns_modules_and_losing_it_stops_nothing() {
+    use weft_tests::apiserver::FakeApi;
+    let Some(weft) = weft() else { return };
+    let Some(reg) = TestRegistry::start(None) else {
+        return;
+    };
+    let publisher = Publisher::new(&weft, &reg.addr);
+    let digest = publisher.publish("tiny", "stable", "1.0.0", Make::Good, 0);
+    let tmp = tempfile::tempdir().unwrap();
+    let status = format!("127.0.0.1:{}", free_port());
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let config = tmp.path().join("agent.toml");
+    let cluster = "[cluster]\nnamespace = \"edge\"\ndevice = \"cam-1\"\nlabels = { site = \"factory-1\" }\nbind = \"127.0.0.1\"\nmemory = \"1GiB\"\ncpus = 2\nmodules = 3\naccelerators = { \"example.com/npu\" = 1 }\nrenew = \"300ms\"\n";
+    std::fs::write(
+        &config,
+        config_text(&tmp.path().join("agent"), &status, cluster, ""),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (client, api) = {
+        let _g = rt.enter();
+        FakeApi::start()
+    };
+    let start = |client: kube::Client| {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let config = config.clone();
+        let task = rt.spawn(async move {
+            weft_agent::run_with(
+                &config,
+                async {
+                    let _ = rx.await;
+                },
+                Some(client),
+            )
+            .await
+        });
+        (tx, task)
+    };
+    let device = "/apis/weft.dev/v1alpha1/namespaces/edge/edgedevices/cam-1";
+    let lease = "/apis/coordination.k8s.io/v1/namespaces/edge/leases/weft-edge-cam-1";
+    let wait = |what: &str, pred: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !pred() {
+            assert!(
+                started.elapsed() < WAIT,
+                "timed out waiting for {what}; device: {:#?}; agent: {:?}",
+                api.get(device),
+                http(&status, "GET", "/status", "").map(|r| r.1)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let agent_status = || -> Value {
+        http(&status, "GET", "/status", "")
+            .ok()
+            .and_then(|(_, b)| serde_json::from_str(&b).ok())
+            .unwrap_or(Value::Null)
+    };
+    let (stop, task) = start(client.clone());
+
+    // Registration and heartbeat.
+    wait("the EdgeDevice", &|| {
+        api.get(device)
+            .is_some_and(|d| d["status"]["capacity"]["modules"] == 3)
+    });
+    let d = api.get(device).unwrap();
+    assert_eq!(d["metadata"]["labels"]["site"], "factory-1");
+    let arch = weft_agent::cluster::architecture();
+    assert_eq!(d["status"]["architecture"], arch);
+    assert_eq!(d["status"]["capacity"]["memoryBytes"], 1u64 << 30);
+    assert_eq!(d["status"]["accelerators"]["example.com/npu"], 1);
+    let l = api.get(lease).expect("a Lease");
+    assert_eq!(l["spec"]["holderIdentity"], "cam-1");
+    assert_eq!(l["spec"]["leaseDurationSeconds"], weft_crd::LEASE_SECONDS);
+    let renewed = |api: &FakeApi| api.get(lease).unwrap()["spec"]["renewTime"].clone();
+    let first = renewed(&api);
+    wait("a renewal", &|| renewed(&api) != first);
+
+    // The operator assigns a module.
+    let pinned = format!("{}/tiny@{digest}", reg.addr);
+    let mut d = api.get(device).unwrap();
+    d["spec"]["assignments"]["tiny-edge"] = serde_json::json!({
+        "artifact": pinned, "port": port, "modelName": "tiny", "memory": "64Mi", "deployment": "tiny",
+        "health": {"request": REQUEST, "expect": "{\"outputs\":[{\"data\":[3,5,7,9]}]}"}});
+    api.put(device, d);
+    wait("the assigned module to run", &|| {
+        settled(&agent_status(), "tiny-edge", &digest)
+    });
+    assert!(serves(&bind));
+    for _ in 0..3 {
+        assert!(serves(&bind));
+    }
+    wait("the report of the module", &|| {
+        api.get(device).is_some_and(|d| {
+            let m = &d["status"]["modules"]["tiny-edge"];
+            m["digest"] == digest.as_str()
+                && m["health"] == "ok"
+                && m["requests"].as_u64().unwrap_or(0) >= 4
+        })
+    });
+    assert_eq!(api.get(device).unwrap()["status"]["runningModules"], 1);
+
+    // The API server goes away: the module keeps serving, the agent says
+    // it is offline.
+    api.set_down(true);
+    wait("the agent to notice", &|| {
+        agent_status()["agent"]["cluster"]["error"].is_string()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(serves(&bind), "losing the API server stops nothing");
+    assert!(settled(&agent_status(), "tiny-edge", &digest));
+
+    // Restarted while offline, it runs its cached assignments.
+    stop.send(()).unwrap();
+    rt.block_on(task).unwrap().unwrap();
+    assert!(!serves(&bind), "the agent stopped");
+    let (stop, task) = start(client.clone());
+    wait("the cached assignment to run again offline", &|| {
+        serves(&bind)
+    });
+    assert!(
+        agent_status()["agent"]["cluster"]["last_contact"].is_null(),
+        "no contact since the restart"
+    );
+
+    // The API server is back: heartbeats resume.
+    let before = renewed(&api);
+    api.set_down(false);
+    wait("the heartbeat to resume", &|| {
+        renewed(&api) != before && agent_status()["agent"]["cluster"]["error"].is_null()
+    });
+
+    // An assignment it cannot run is named; the rest keeps running.
+    let mut d = api.get(device).unwrap();
+    d["spec"]["assignments"]["bad-edge"] = serde_json::json!({
+        "artifact": format!("{}/tiny:stable", reg.addr), "port": free_port(), "modelName": "tiny"});
+    api.put(device, d);
+    wait("the refusal", &|| {
+        agent_status()["modules"]["bad-edge"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not pinned to a digest"))
+    });
+    assert!(serves(&bind));
+
+    // The operator takes the assignment away: the module stops and is no
+    // longer reported.
+    let mut d = api.get(device).unwrap();
+    d["spec"]["assignments"] = serde_json::json!({});
+    api.put(device, d);
+    wait("the module to stop", &|| !serves(&bind));
+    wait("the report to drop it", &|| {
+        api.get(device)
+            .is_some_and(|d| d["status"]["modules"]["tiny-edge"].is_null())
+    });
+
+    // Someone deletes the EdgeDevice: the agent registers it again.
+    api.remove(device);
+    wait("registration again", &|| api.get(device).is_some());
+    stop.send(()).unwrap();
+    rt.block_on(task).unwrap().unwrap();
+}

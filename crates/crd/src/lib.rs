@@ -10,6 +10,8 @@
 //! `weft-operator`'s `crdgen` prints the CustomResourceDefinitions
 //! (`deploy/crds.yaml`).
 
+pub mod counters;
+pub mod quantity;
 mod types;
 
 pub use types::*;

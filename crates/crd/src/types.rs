@@ -256,7 +256,7 @@ impl Default for Condition {
 
 /// A device running `weft agent`, registered by the agent itself. Its
 /// heartbeat is the `Lease` `weft-edge-<name>` in the same namespace.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "weft.dev",
     version = "v1alpha1",

@@ -6,26 +6,8 @@
 use crate::resolve::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use std::collections::BTreeMap;
+pub use weft_crd::counters::Counts;
 use weft_crd::{EdgeDevice, ModelDeployment};
-
-/// Counters since the replicas started.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Counts {
-    pub requests: u64,
-    pub failures: u64,
-    pub p99_ms: Option<f64>,
-}
-
-/// Failure reasons that count against a version (client mistakes such as
-/// a bad request do not).
-const SERVER_FAILURES: [&str; 5] = [
-    "module_failed",
-    "deadline",
-    "unavailable",
-    "queue_timeout",
-    "overloaded",
-];
 
 pub trait HealthSource: Send + Sync {
     /// Totals over every replica of `md` that runs `digest`.
@@ -75,7 +57,7 @@ impl HealthSource for Observed {
                 if let (true, Some(ip)) = (on_digest, ip) {
                     let addr = format!("{ip}:{}", md.spec.port);
                     match scrape(&addr).await {
-                        Ok(text) => add(&mut total, parse(&text, &model)),
+                        Ok(text) => total.add(weft_crd::counters::parse(&text, &model)),
                         Err(e) => tracing::debug!(pod = ?p.metadata.name, "scraping {addr}: {e}"),
                     }
                 }
@@ -99,15 +81,6 @@ impl HealthSource for Observed {
     }
 }
 
-fn add(total: &mut Counts, c: Counts) {
-    total.requests += c.requests;
-    total.failures += c.failures;
-    total.p99_ms = match (total.p99_ms, c.p99_ms) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    };
-}
-
 /// `GET /metrics` of one replica.
 pub async fn scrape(addr: &str) -> std::io::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -128,87 +101,4 @@ pub async fn scrape(addr: &str) -> std::io::Result<String> {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_owned())
         .unwrap_or(text))
-}
-
-fn labels(line: &str) -> BTreeMap<String, String> {
-    let Some(inner) = line
-        .split_once('{')
-        .and_then(|(_, r)| r.rsplit_once('}'))
-        .map(|(l, _)| l)
-    else {
-        return BTreeMap::new();
-    };
-    inner
-        .split("\",")
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            Some((k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
-        })
-        .collect()
-}
-
-fn value(line: &str) -> Option<f64> {
-    line.rsplit_once(' ')?.1.trim().parse().ok()
-}
-
-/// Requests, server-side failures and p99 of `model` from a weft
-/// `/metrics` text.
-pub fn parse(text: &str, model: &str) -> Counts {
-    let mut c = Counts::default();
-    let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
-    let mut inf = 0.0;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let l = labels(line);
-        if l.get("model").map(String::as_str) != Some(model) {
-            continue;
-        }
-        let Some(v) = value(line) else { continue };
-        if line.starts_with("weft_inference_requests_total") {
-            c.requests += v as u64;
-        } else if line.starts_with("weft_inference_failures_total")
-            && l.get("reason")
-                .is_some_and(|r| SERVER_FAILURES.contains(&r.as_str()))
-        {
-            c.failures += v as u64;
-        } else if line.starts_with("weft_inference_duration_seconds_bucket") {
-            match l.get("le").map(String::as_str) {
-                Some("+Inf") => inf += v,
-                Some(le) => {
-                    if let Ok(s) = le.parse::<f64>() {
-                        *buckets.entry((s * 1e9) as u64).or_default() += v;
-                    }
-                }
-                None => {}
-            }
-        }
-    }
-    if inf > 0.0 {
-        let want = inf * 0.99;
-        c.p99_ms = buckets
-            .iter()
-            .find(|(_, count)| **count >= want)
-            .map(|(ns, _)| *ns as f64 / 1e6);
-    }
-    c
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn reads_weft_metrics_text() {
-        let text = r#"# HELP weft_inference_requests Inference requests received.
-weft_inference_requests_total{model="m",protocol="rest",backend="cpu"} 90
-weft_inference_requests_total{model="m",protocol="grpc",backend="cpu"} 10
-weft_inference_requests_total{model="other",protocol="rest",backend="cpu"} 7
-weft_inference_failures_total{model="m",protocol="rest",reason="bad_request"} 5
-weft_inference_failures_total{model="m",protocol="rest",reason="module_failed"} 2
-weft_inference_duration_seconds_bucket{model="m",protocol="rest",backend="cpu",le="0.001"} 50
-weft_inference_duration_seconds_bucket{model="m",protocol="rest",backend="cpu",le="0.01"} 98
-weft_inference_duration_seconds_bucket{model="m",protocol="rest",backend="cpu",le="0.1"} 100
-weft_inference_duration_seconds_bucket{model="m",protocol="rest",backend="cpu",le="+Inf"} 100
-"#;
-        let c = super::parse(text, "m");
-        assert_eq!((c.requests, c.failures), (100, 2));
-        assert_eq!(c.p99_ms, Some(100.0));
-    }
 }

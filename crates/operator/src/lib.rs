@@ -17,7 +17,7 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod placement;
-pub mod quantity;
+pub use weft_crd::quantity;
 pub mod resolve;
 pub mod rollout;
 pub mod targets;
