@@ -647,25 +647,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         .iter()
         .map(|p| assignment_key(&name, &p.name))
         .collect();
-    for d in &devices.items {
-        let stale: BTreeMap<String, serde_json::Value> = d
-            .spec
-            .assignments
-            .iter()
-            .filter(|(k, a)| a.deployment.as_deref() == Some(&name) && !keys.contains(k))
-            .map(|(k, _)| (k.clone(), serde_json::Value::Null))
-            .collect();
-        if !stale.is_empty() {
-            devices_api
-                .patch(
-                    &d.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"spec": {"assignments": stale}})),
-                )
-                .await
-                .map_err(Error::Kube)?;
-        }
-    }
+    remove_assignments(&devices_api, &devices.items, md, &keys).await?;
 
     // 7. Conditions.
     let desired: u32 = md.spec.placements.iter().map(|p| p.replicas).sum();
@@ -731,6 +713,43 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     )))
 }
 
+/// Take `md`'s assignments off `devices`, but for the keys in `keep`.
+async fn remove_assignments(
+    api: &Api<EdgeDevice>,
+    devices: &[EdgeDevice],
+    md: &ModelDeployment,
+    keep: &[String],
+) -> Result<()> {
+    let name = md.name_any();
+    for d in devices {
+        let gone: BTreeMap<String, serde_json::Value> = d
+            .spec
+            .assignments
+            .iter()
+            .filter(|(k, a)| {
+                let ours = a.deployment.as_deref() == Some(&name)
+                    || md
+                        .spec
+                        .placements
+                        .iter()
+                        .any(|p| **k == assignment_key(&name, &p.name));
+                ours && !keep.contains(k)
+            })
+            .map(|(k, _)| (k.clone(), serde_json::Value::Null))
+            .collect();
+        if !gone.is_empty() {
+            api.patch(
+                &d.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"assignments": gone}})),
+            )
+            .await
+            .map_err(Error::Kube)?;
+        }
+    }
+    Ok(())
+}
+
 async fn delete<K>(api: &Api<K>, name: &str) -> Result<()>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -773,39 +792,11 @@ async fn cleanup(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     let name = md.name_any();
     let ns = md.namespace().unwrap_or_else(|| "default".into());
     let devices: Api<EdgeDevice> = Api::namespaced(ctx.client.clone(), &ns);
-    let prefix = format!("{name}-");
-    for d in devices
+    let list = devices
         .list(&ListParams::default())
         .await
-        .map_err(Error::Kube)?
-        .items
-    {
-        let keys: BTreeMap<String, serde_json::Value> = d
-            .spec
-            .assignments
-            .iter()
-            .filter(|(k, a)| {
-                a.deployment.as_deref() == Some(&name)
-                    || (k.starts_with(&prefix)
-                        && md
-                            .spec
-                            .placements
-                            .iter()
-                            .any(|p| **k == assignment_key(&name, &p.name)))
-            })
-            .map(|(k, _)| (k.clone(), serde_json::Value::Null))
-            .collect();
-        if !keys.is_empty() {
-            devices
-                .patch(
-                    &d.name_any(),
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"spec": {"assignments": keys}})),
-                )
-                .await
-                .map_err(Error::Kube)?;
-        }
-    }
+        .map_err(Error::Kube)?;
+    remove_assignments(&devices, &list.items, md, &[]).await?;
     tracing::info!("cleaned up {name}");
     Ok(Action::await_change())
 }
