@@ -47,6 +47,16 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The time, replaceable in tests.
     pub now: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    /// Events for `kubectl describe` (the `events.k8s.io` API).
+    pub recorder: kube::runtime::events::Recorder,
+}
+
+/// The reporter of the operator's events.
+pub fn reporter() -> kube::runtime::events::Reporter {
+    kube::runtime::events::Reporter {
+        controller: MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    }
 }
 
 #[tracing::instrument(skip_all, fields(md = %md.name_any(), ns = md.namespace().unwrap_or_default()))]
@@ -162,6 +172,43 @@ async fn write_status(
     Ok(())
 }
 
+/// An Event for each condition that changed (what `kubectl describe`
+/// lists), warnings for what needs someone's attention. A failure to
+/// publish is logged, never fatal.
+async fn announce(ctx: &Context, md: &ModelDeployment, old: &[Condition], new: &[Condition]) {
+    use kube::runtime::events::{Event as KEvent, EventType};
+    const QUIET: [&str; 3] = ["CanaryHolding", "Waiting", "Placed"];
+    for c in new {
+        let same = old.iter().any(|o| {
+            o.type_ == c.type_
+                && o.status == c.status
+                && o.reason == c.reason
+                && (c.type_ != "Progressing" || o.message == c.message)
+        });
+        if same
+            || QUIET.contains(&c.reason.as_str())
+            || (c.type_ == "ArtifactResolved" && c.status == "True")
+        {
+            continue;
+        }
+        let warning = c.reason == "RolledBack" || (c.status == "False" && c.type_ != "Progressing");
+        let event = KEvent {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: c.reason.clone(),
+            note: Some(c.message.chars().take(1000).collect()),
+            action: c.type_.clone(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &md.object_ref(&())).await {
+            tracing::warn!("publishing the event {}: {e}", c.reason);
+        }
+    }
+}
+
 /// The RFC 7386 merge patch that turns `old` into `new`.
 pub fn merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
@@ -215,6 +262,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
             )],
         );
         write_status(&api, &name, &old, &status).await?;
+        announce(ctx, md, &old.conditions, &status.conditions).await;
         return Ok(Action::await_change());
     }
 
@@ -245,6 +293,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
                 ],
             );
             write_status(&api, &name, &old, &status).await?;
+            announce(ctx, md, &old.conditions, &status.conditions).await;
             return Ok(Action::requeue(Duration::from_secs(60)));
         }
     };
@@ -700,6 +749,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     ));
     status.conditions = merge_conditions(&old.conditions, conds);
     write_status(&api, &name, &old, &status).await?;
+    announce(ctx, md, &old.conditions, &status.conditions).await;
     ctx.metrics.replicas(&name, ready, desired);
     let has_edge = md.spec.placements.iter().any(|p| p.tier == Tier::Edge);
     Ok(Action::requeue(Duration::from_secs(

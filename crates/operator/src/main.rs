@@ -60,13 +60,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
     let metrics = Arc::new(weft_operator::metrics::Metrics::default());
     let ctx = Arc::new(weft_operator::controller::Context {
-        client,
+        client: client.clone(),
         resolver: Arc::new(weft_operator::resolve::RegistryResolver {
             insecure: args.insecure,
         }),
         health: Arc::new(weft_operator::health::Observed),
         metrics: metrics.clone(),
         now: Arc::new(k8s_openapi::jiff::Timestamp::now),
+        recorder: kube::runtime::events::Recorder::new(
+            client.clone(),
+            weft_operator::controller::reporter(),
+        ),
     });
     let listener = tokio::net::TcpListener::bind(&args.metrics_bind)
         .await

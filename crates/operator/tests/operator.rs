@@ -95,6 +95,7 @@ impl World {
         ));
         let c = clock.clone();
         let ctx = Arc::new(Context {
+            recorder: kube::runtime::events::Recorder::new(client.clone(), controller::reporter()),
             client,
             resolver: tags.clone(),
             health: counters.clone(),
@@ -254,6 +255,37 @@ impl World {
         let mut d = self.api.get(&deployment_path(deployment)).unwrap();
         d["status"] = json!({"readyReplicas": ready, "replicas": ready});
         self.api.put(&deployment_path(deployment), d);
+    }
+
+    /// How often an Event (type, reason) was published: kube's recorder
+    /// folds repeats into one Event's `series`.
+    fn event_count(&self, type_: &str, reason: &str) -> u64 {
+        self.api
+            .list(&format!("/apis/events.k8s.io/v1/namespaces/{NS}/events/"))
+            .into_iter()
+            .filter(|(_, e)| e["type"] == type_ && e["reason"] == reason)
+            .map(|(_, e)| e["series"]["count"].as_u64().unwrap_or(1))
+            .sum()
+    }
+
+    /// The Events the operator published: (type, reason, note).
+    fn events(&self) -> Vec<(String, String, String)> {
+        self.api
+            .list(&format!("/apis/events.k8s.io/v1/namespaces/{NS}/events/"))
+            .into_iter()
+            .map(|(_, e)| {
+                assert_eq!(e["regarding"]["kind"], "ModelDeployment");
+                assert_eq!(e["reportingController"], "weft-operator");
+                let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+                (s("type"), s("reason"), s("note"))
+            })
+            .collect()
+    }
+
+    fn has_event(&self, type_: &str, reason: &str) -> bool {
+        self.events()
+            .iter()
+            .any(|(t, r, _)| t == type_ && r == reason)
     }
 
     /// Requests that changed anything (not GETs).
@@ -430,6 +462,16 @@ async fn places_cloud_pods_and_edge_assignments_and_reports_readiness() {
         .filter(|r| r.contains("edgedevices"))
         .collect();
     assert!(device_writes.is_empty(), "{device_writes:?}");
+    let event_writes: Vec<_> = w
+        .writes()
+        .into_iter()
+        .filter(|r| r.contains("/events"))
+        .collect();
+    assert!(
+        event_writes.is_empty(),
+        "a steady state announces nothing: {event_writes:?}"
+    );
+    assert!(w.has_event("Normal", "Ready"), "{:?}", w.events());
 }
 
 #[tokio::test]
@@ -463,7 +505,16 @@ async fn a_missing_artifact_gets_a_precise_reason_and_nothing_is_written() {
             .is_empty()
     );
     assert!(w.assignment("d1", "tiny-edge").is_none());
-    let writes = w.writes();
+    assert!(
+        w.has_event("Warning", "ArtifactNotFound"),
+        "{:?}",
+        w.events()
+    );
+    let writes: Vec<String> = w
+        .writes()
+        .into_iter()
+        .filter(|r| !r.contains("/events"))
+        .collect();
     assert!(
         writes.iter().all(|r| r.contains("/modeldeployments/tiny")),
         "only the ModelDeployment (finalizer, status) is written: {writes:?}"
@@ -508,6 +559,7 @@ async fn a_gpu_no_node_has_leaves_the_placement_unschedulable_without_a_deployme
         w.api.get(&deployment_path("gpu-cloud")).is_none(),
         "no partial rollout"
     );
+    assert!(w.has_event("Warning", "Unschedulable"), "{:?}", w.events());
     let ps = &w.status("gpu").placements[0];
     assert_eq!((ps.scheduled, ps.unschedulable.is_some()), (0, true));
 
@@ -598,6 +650,7 @@ async fn a_canary_moves_step_by_step_while_healthy_then_promotes() {
     let c = s.canary.clone().expect("a canary");
     assert_eq!((c.digest.as_str(), c.step, c.percent), (B, 0, 25));
     assert_eq!(w.condition("tiny", "Progressing").reason, "CanaryStarted");
+    assert!(w.has_event("Normal", "CanaryStarted"), "{:?}", w.events());
     assert_eq!(
         (w.replicas("tiny-cloud"), w.replicas("tiny-cloud-canary")),
         (Some(3), Some(1))
@@ -675,6 +728,18 @@ async fn a_canary_moves_step_by_step_while_healthy_then_promotes() {
         w.api.get(&deployment_path("tiny-cloud-canary")).is_none(),
         "the canary Deployment is deleted"
     );
+    assert_eq!(
+        w.event_count("Normal", "CanaryAdvanced"),
+        2,
+        "50% and 100%: {:?}",
+        w.events()
+    );
+    assert_eq!(
+        w.event_count("Normal", "Complete"),
+        2,
+        "placed, then promoted: {:?}",
+        w.events()
+    );
     for d in ["d1", "d2"] {
         assert_eq!(w.assignment(d, "tiny-edge").unwrap()["artifact"], pinned(B));
     }
@@ -718,6 +783,13 @@ async fn a_canary_that_fails_its_gate_rolls_back_and_is_not_retried() {
     );
     let p = w.condition("tiny", "Progressing");
     assert_eq!(p.reason, "RolledBack");
+    assert!(
+        w.events()
+            .iter()
+            .any(|(t, r, n)| t == "Warning" && r == "RolledBack" && n.contains("10 of 100")),
+        "{:?}",
+        w.events()
+    );
     assert!(
         p.message.contains("10 of 100 requests failed"),
         "{}",
