@@ -81,8 +81,15 @@ step "gates: cargo fmt --check (host and modules)"
 cargo fmt --all --check
 (cd modules && cargo fmt --all --check)
 
-step "gates: cargo clippy --all-targets -D warnings (host)"
-cargo clippy --workspace --all-targets -- -D warnings
+step "gates: clippy -D warnings on every host target, inside the test build"
+# What `cargo clippy --workspace --all-targets -- -D warnings` does (clippy's
+# driver as the workspace's rustc wrapper), but in the test build itself:
+# one build of the dependencies instead of a check build and a test build
+# (10 of 30 minutes on 2 cores). The guest builds drop the wrapper.
+RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)"
+export RUSTC_WORKSPACE_WRAPPER
+export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+cargo test --workspace --all-targets --no-run
 
 step "gates: cargo clippy -D warnings (guest modules, wasm32-wasip1 and wasm32-wasip2)"
 (cd modules && cargo clippy --release --target wasm32-wasip1 --all-targets -- -D warnings)
