@@ -315,6 +315,15 @@ impl FakeApi {
                 let Some(old) = s.objects.get(&key).cloned() else {
                     return not_found(name);
                 };
+                // Optimistic concurrency: a stale resourceVersion conflicts.
+                let sent = &body["metadata"]["resourceVersion"];
+                if !sent.is_null() && *sent != old["metadata"]["resourceVersion"] {
+                    return status_body(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        format!("{name} was modified; read it again"),
+                    );
+                }
                 let mut obj = if path.status {
                     let mut o = old.clone();
                     o["status"] = body["status"].clone();

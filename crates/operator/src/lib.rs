@@ -15,6 +15,7 @@ pub mod children;
 pub mod controller;
 pub mod error;
 pub mod health;
+pub mod leader;
 pub mod metrics;
 pub mod placement;
 pub use weft_crd::quantity;

@@ -10,6 +10,8 @@ mod clap_free {
     pub struct Args {
         pub metrics_bind: String,
         pub insecure: bool,
+        /// Reconcile only while holding the leader Lease (default).
+        pub leader_elect: bool,
     }
 
     impl Args {
@@ -18,14 +20,18 @@ mod clap_free {
                 metrics_bind: std::env::var("WEFT_OPERATOR_METRICS")
                     .unwrap_or_else(|_| "0.0.0.0:8080".into()),
                 insecure: std::env::var_os("WEFT_INSECURE_REGISTRIES").is_some(),
+                leader_elect: true,
             };
             let mut it = std::env::args().skip(1);
             while let Some(arg) = it.next() {
                 match arg.as_str() {
                     "--metrics-bind" => a.metrics_bind = it.next().unwrap_or_default(),
                     "--insecure-registries" => a.insecure = true,
+                    "--no-leader-elect" => a.leader_elect = false,
                     "--help" | "-h" => {
-                        println!("weft-operator [--metrics-bind ADDR] [--insecure-registries]");
+                        println!(
+                            "weft-operator [--metrics-bind ADDR] [--insecure-registries] [--no-leader-elect]"
+                        );
                         std::process::exit(0);
                     }
                     other => {
@@ -87,5 +93,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    weft_operator::controller::run(ctx).await
+    if !args.leader_elect {
+        return weft_operator::controller::run(ctx).await;
+    }
+    // Several replicas may run; the holder of this Lease reconciles.
+    let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "weft-system".into());
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| format!("weft-operator-{}", std::process::id()))
+    });
+    let elector = weft_operator::leader::Elector {
+        api: kube::Api::namespaced(client, &namespace),
+        name: "weft-operator".into(),
+        identity,
+        duration: std::time::Duration::from_secs(15),
+        now: Arc::new(k8s_openapi::jiff::Timestamp::now),
+    };
+    elector.lead(weft_operator::controller::run(ctx)).await
 }

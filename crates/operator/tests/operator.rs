@@ -1055,3 +1055,96 @@ fn the_example_and_the_operators_own_objects_match_the_crd_schemas() {
         "a port over 65535 should be refused"
     );
 }
+
+#[tokio::test]
+async fn one_replica_leads_and_another_takes_over_when_it_stops_renewing() {
+    use weft_operator::leader::Elector;
+    let (client, api) = FakeApi::start();
+    let clock = Arc::new(Mutex::new(
+        "2026-12-01T12:00:00Z".parse::<Timestamp>().unwrap(),
+    ));
+    let elector = |id: &str| {
+        let c = clock.clone();
+        Elector {
+            api: kube::Api::namespaced(client.clone(), "weft-system"),
+            name: "weft-operator".into(),
+            identity: id.into(),
+            duration: Duration::from_secs(15),
+            now: Arc::new(move || *c.lock().unwrap()),
+        }
+    };
+    let advance = |secs: i64| {
+        let mut c = clock.lock().unwrap();
+        *c = c.checked_add(SignedDuration::from_secs(secs)).unwrap();
+    };
+    let lease = "/apis/coordination.k8s.io/v1/namespaces/weft-system/leases/weft-operator";
+    let (a, b) = (elector("a"), elector("b"));
+    assert!(a.try_acquire().await.unwrap(), "a free lease is taken");
+    assert!(!b.try_acquire().await.unwrap(), "a held lease is not");
+    advance(10);
+    assert!(a.try_acquire().await.unwrap(), "the holder renews");
+    advance(10);
+    assert!(
+        !b.try_acquire().await.unwrap(),
+        "renewed 10 s ago: still held"
+    );
+    let l = api.get(lease).unwrap();
+    assert_eq!(
+        (
+            l["spec"]["holderIdentity"].as_str(),
+            l["spec"]["leaseTransitions"].as_i64()
+        ),
+        (Some("a"), Some(0))
+    );
+
+    // a stops renewing: after 15 s, b takes over.
+    advance(6);
+    assert!(b.try_acquire().await.unwrap());
+    let l = api.get(lease).unwrap();
+    assert_eq!(
+        (
+            l["spec"]["holderIdentity"].as_str(),
+            l["spec"]["leaseTransitions"].as_i64()
+        ),
+        (Some("b"), Some(1))
+    );
+    assert!(
+        !a.try_acquire().await.unwrap(),
+        "a comes back as a follower"
+    );
+
+    // A leader whose lease is taken stops leading.
+    let c = Elector {
+        api: kube::Api::namespaced(client.clone(), "weft-system"),
+        name: "weft-operator-2".into(),
+        identity: "c".into(),
+        duration: Duration::from_millis(900),
+        now: Arc::new(Timestamp::now),
+    };
+    let intruder = api.clone();
+    let led = tokio::spawn(async move { c.lead(std::future::pending()).await });
+    let path = "/apis/coordination.k8s.io/v1/namespaces/weft-system/leases/weft-operator-2";
+    let started = std::time::Instant::now();
+    while api.get(path).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "c never took its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut l = intruder.get(path).unwrap();
+    l["spec"]["holderIdentity"] = json!("d");
+    l["spec"]["renewTime"] = json!(
+        Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+            .to_string()
+    );
+    l["spec"]["leaseDurationSeconds"] = json!(60);
+    intruder.put(path, l);
+    let err = tokio::time::timeout(Duration::from_secs(10), led)
+        .await
+        .expect("c stops")
+        .unwrap()
+        .unwrap_err();
+    assert!(err.to_string().contains("lost the leader lease"), "{err}");
+}
