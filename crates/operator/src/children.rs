@@ -5,14 +5,15 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    Affinity, Container, ContainerPort, EnvVar, HTTPGetAction, NodeAffinity, NodeSelector,
+    NodeSelectorRequirement, NodeSelectorTerm, PodSpec, PodTemplateSpec, Probe,
     ResourceRequirements, Service, ServicePort, ServiceSpec, Toleration, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
-use weft_crd::{Assignment, ModelDeployment, Placement};
+use weft_crd::{Assignment, ModelDeployment, Placement, Tier};
 
 pub const MANAGED_BY: &str = "weft-operator";
 pub const LABEL_DEPLOYMENT: &str = "weft.dev/deployment";
@@ -75,6 +76,29 @@ pub fn deployment(
     if let Some(arch) = &p.architecture {
         node_selector.insert("kubernetes.io/arch".into(), arch.clone());
     }
+    // Edge placements' pods go to edge nodes; cloud ones never do.
+    let affinity = match p.tier {
+        Tier::Edge => {
+            node_selector.insert(crate::targets::TIER.into(), "edge".into());
+            None
+        }
+        Tier::Cloud => Some(Affinity {
+            node_affinity: Some(NodeAffinity {
+                required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                    node_selector_terms: vec![NodeSelectorTerm {
+                        match_expressions: Some(vec![NodeSelectorRequirement {
+                            key: crate::targets::TIER.into(),
+                            operator: "NotIn".into(),
+                            values: Some(vec!["edge".into()]),
+                        }]),
+                        ..Default::default()
+                    }],
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
     let mut limits = BTreeMap::new();
     let mut requests = BTreeMap::new();
     if let Some(r) = &md.spec.resources {
@@ -158,6 +182,7 @@ pub fn deployment(
                 }),
                 spec: Some(PodSpec {
                     runtime_class_name: Some("weft".into()),
+                    affinity,
                     node_selector: (!node_selector.is_empty()).then_some(node_selector),
                     topology_spread_constraints: spread,
                     tolerations: (!tolerations.is_empty()).then_some(tolerations),

@@ -554,9 +554,14 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     for (p, o) in md.spec.placements.iter().zip(&outcomes) {
         let key = assignment_key(&name, &p.name);
         let scheduled = o.scheduled();
-        let canary_n = canary
-            .as_ref()
-            .map_or(0, |c| rollout::canary_replicas(scheduled, c.percent));
+        // The canary's share, of the pods and of the devices separately.
+        let share = |n: u32| {
+            canary
+                .as_ref()
+                .map_or(0, |c| rollout::canary_replicas(n, c.percent))
+        };
+        let (pods, pods_canary) = (o.on_nodes, share(o.on_nodes));
+        let devices_canary = share(o.devices.len() as u32);
         if let Some(r) = &o.reason {
             unschedulable.push(format!(
                 "{}: {} of {} replica(s) cannot run: {r}",
@@ -571,111 +576,95 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
             unschedulable: o.reason.clone(),
             ..Default::default()
         };
-        match p.tier {
-            Tier::Cloud => {
-                if scheduled == 0 && p.replicas > 0 {
-                    // No partial rollout: nothing to run on, nothing new
-                    // written; what already runs stays (its nodes may be
-                    // back soon, and the scheduler owns pods).
-                    stale_deployments.remove(&children::deployment_name(
-                        &name,
-                        &p.name,
-                        Track::Stable,
-                    ));
-                    stale_deployments.remove(&children::deployment_name(
-                        &name,
-                        &p.name,
-                        Track::Canary,
-                    ));
-                    stale_services.remove(&children::deployment_name(
-                        &name,
-                        &p.name,
-                        Track::Stable,
-                    ));
-                    placements.push(ps);
+
+        // Pods, on cloud nodes or on edge nodes with the shim.
+        let stable_name = children::deployment_name(&name, &p.name, Track::Stable);
+        let canary_name = children::deployment_name(&name, &p.name, Track::Canary);
+        if scheduled == 0 && p.replicas > 0 {
+            // No partial rollout: nothing to run on, nothing new written;
+            // what already runs stays (its nodes may be back soon, and the
+            // scheduler owns pods).
+            stale_deployments.remove(&stable_name);
+            stale_deployments.remove(&canary_name);
+            stale_services.remove(&stable_name);
+        } else if pods > 0 {
+            for (track, digest, replicas) in [
+                (Track::Stable, stable.as_str(), pods - pods_canary),
+                (
+                    Track::Canary,
+                    canary.as_ref().map_or("", |c| c.digest.as_str()),
+                    pods_canary,
+                ),
+            ] {
+                if track == Track::Canary && pods_canary == 0 {
+                    // Deleted below if it exists.
                     continue;
                 }
-                for (track, digest, replicas) in [
-                    (Track::Stable, stable.as_str(), scheduled - canary_n),
-                    (
-                        Track::Canary,
-                        canary.as_ref().map_or("", |c| c.digest.as_str()),
-                        canary_n,
-                    ),
-                ] {
-                    let dname = children::deployment_name(&name, &p.name, track);
-                    if track == Track::Canary && canary_n == 0 {
-                        // Deleted below if it exists.
-                        continue;
-                    }
-                    stale_deployments.remove(&dname);
-                    let image = pinned(&md.spec.artifact, digest);
-                    let d = children::deployment(md, &owner, p, track, &image, digest, replicas);
-                    let applied = deployments
-                        .patch(&dname, &params, &Patch::Apply(&d))
-                        .await
-                        .map_err(Error::Kube)?;
-                    let ready = applied
-                        .status
-                        .and_then(|s| s.ready_replicas)
-                        .unwrap_or(0)
-                        .max(0) as u32;
-                    ps.ready += ready;
-                    if ready > 0 {
-                        *ps.digests.entry(digest.to_string()).or_default() += ready;
-                    }
+                let dname = children::deployment_name(&name, &p.name, track);
+                stale_deployments.remove(&dname);
+                let image = pinned(&md.spec.artifact, digest);
+                let d = children::deployment(md, &owner, p, track, &image, digest, replicas);
+                let applied = deployments
+                    .patch(&dname, &params, &Patch::Apply(&d))
+                    .await
+                    .map_err(Error::Kube)?;
+                let ready = applied
+                    .status
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0)
+                    .max(0) as u32;
+                ps.ready += ready;
+                if ready > 0 {
+                    *ps.digests.entry(digest.to_string()).or_default() += ready;
                 }
-                let svc = children::service(md, &owner, p);
-                let sname = children::deployment_name(&name, &p.name, Track::Stable);
-                stale_services.remove(&sname);
-                services
-                    .patch(&sname, &params, &Patch::Apply(&svc))
+            }
+            let svc = children::service(md, &owner, p);
+            stale_services.remove(&stable_name);
+            services
+                .patch(&stable_name, &params, &Patch::Apply(&svc))
+                .await
+                .map_err(Error::Kube)?;
+        }
+
+        // Assignments, on agent-only devices; the first by name carry the
+        // canary.
+        for d in &devices.items {
+            let dn = d.name_any();
+            let pos = o.devices.iter().position(|c| c == &dn);
+            let want = pos.map(|i| {
+                let digest = match &canary {
+                    Some(c) if (i as u32) < devices_canary => c.digest.clone(),
+                    _ => stable.clone(),
+                };
+                children::assignment(md, &pinned(&md.spec.artifact, &digest))
+            });
+            let have = d.spec.assignments.get(&key);
+            if want.as_ref() != have && (want.is_some() || have.is_some()) {
+                let value = match &want {
+                    Some(a) => serde_json::to_value(a).map_err(Error::Json)?,
+                    None => serde_json::Value::Null,
+                };
+                devices_api
+                    .patch(
+                        &dn,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"assignments": {&key: value}}})),
+                    )
                     .await
                     .map_err(Error::Kube)?;
             }
-            Tier::Edge => {
-                // The first devices by name carry the canary.
-                let chosen: Vec<String> = o.assigned.iter().map(|(t, _)| t.clone()).collect();
-                for d in &devices.items {
-                    let dn = d.name_any();
-                    let pos = chosen.iter().position(|c| c == &dn);
-                    let want = pos.map(|i| {
-                        let digest = match &canary {
-                            Some(c) if (i as u32) < canary_n => c.digest.clone(),
-                            _ => stable.clone(),
-                        };
-                        children::assignment(md, &pinned(&md.spec.artifact, &digest))
-                    });
-                    let have = d.spec.assignments.get(&key);
-                    if want.as_ref() != have {
-                        let value = match &want {
-                            Some(a) => serde_json::to_value(a).map_err(Error::Json)?,
-                            None => serde_json::Value::Null,
-                        };
-                        devices_api
-                            .patch(
-                                &dn,
-                                &PatchParams::default(),
-                                &Patch::Merge(json!({"spec": {"assignments": {&key: value}}})),
-                            )
-                            .await
-                            .map_err(Error::Kube)?;
-                    }
-                    if let Some(a) = &want {
-                        ps.targets.push(dn.clone());
-                        let digest = a
-                            .artifact
-                            .rsplit_once('@')
-                            .map(|(_, d)| d.to_string())
-                            .unwrap_or_default();
-                        let report = d.status.as_ref().and_then(|s| s.modules.get(&key));
-                        if report.is_some_and(|r| {
-                            r.digest.as_deref() == Some(&digest) && r.health == "ok"
-                        }) {
-                            ps.ready += 1;
-                            *ps.digests.entry(digest).or_default() += 1;
-                        }
-                    }
+            if let Some(a) = &want {
+                ps.targets.push(dn.clone());
+                let digest = a
+                    .artifact
+                    .rsplit_once('@')
+                    .map(|(_, d)| d.to_string())
+                    .unwrap_or_default();
+                let report = d.status.as_ref().and_then(|s| s.modules.get(&key));
+                if report.is_some_and(|r| r.digest.as_deref() == Some(&digest) && r.health == "ok")
+                {
+                    ps.ready += 1;
+                    *ps.digests.entry(digest).or_default() += 1;
                 }
             }
         }

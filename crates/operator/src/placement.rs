@@ -26,6 +26,8 @@ pub struct Target {
     /// Free module slots (pods on a node, modules on a device).
     pub slots: u32,
     pub online: bool,
+    /// A Kubernetes node (its replicas are pods), not an agent-only device.
+    pub node: bool,
 }
 
 /// What one placement asks for.
@@ -50,6 +52,10 @@ pub struct Demand {
 pub struct Outcome {
     /// `(target, replicas)`, in placement order.
     pub assigned: Vec<(String, u32)>,
+    /// Of those, the replicas on Kubernetes nodes (pods of a Deployment).
+    pub on_nodes: u32,
+    /// The agent-only devices chosen, by name.
+    pub devices: Vec<String>,
     pub unscheduled: u32,
     /// Why `unscheduled` replicas have nowhere to run.
     pub reason: Option<String>,
@@ -186,6 +192,17 @@ fn place_one(d: &Demand, free: &mut [Target]) -> Outcome {
         }
         *per.entry(i).or_default() += 1;
     }
+    out.on_nodes = per
+        .iter()
+        .filter(|(i, _)| free[**i].node)
+        .map(|(_, n)| n)
+        .sum();
+    out.devices = per
+        .keys()
+        .filter(|i| !free[**i].node)
+        .map(|i| free[*i].name.clone())
+        .collect();
+    out.devices.sort();
     let mut assigned: Vec<(String, u32)> = per
         .into_iter()
         .map(|(i, n)| (free[i].name.clone(), n))
@@ -226,6 +243,7 @@ mod tests {
             memory: mem_mib << 20,
             slots,
             online: true,
+            node: tier == Tier::Cloud,
         }
     }
 
@@ -359,6 +377,7 @@ mod tests {
                     memory: mem << 20,
                     slots,
                     online,
+                    node: tier == Tier::Cloud,
                 },
             )
     }

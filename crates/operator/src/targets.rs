@@ -13,6 +13,9 @@ use weft_crd::{EdgeDevice, Tier};
 /// The label the node installer sets once the shim works there (the
 /// RuntimeClass schedules only onto such nodes).
 pub const RUNTIME_READY: &str = "weft.dev/runtime";
+/// `edge` on a Kubernetes node (k3s at a site, with the shim) makes it a
+/// target of edge placements instead of cloud ones.
+pub const TIER: &str = "weft.dev/tier";
 
 /// A node, if it carries the weft runtime.
 pub fn node_target(n: &Node) -> Option<Target> {
@@ -37,9 +40,16 @@ pub fn node_target(n: &Node) -> Option<Target> {
                 .map(|n| (k.clone(), n))
         })
         .collect();
+    // k3s and other edge nodes with the shim take edge placements.
+    let tier = if labels.get(TIER).map(String::as_str) == Some("edge") {
+        Tier::Edge
+    } else {
+        Tier::Cloud
+    };
     Some(Target {
         name: n.metadata.name.clone().unwrap_or_default(),
-        tier: Tier::Cloud,
+        tier,
+        node: true,
         architecture: labels
             .get("kubernetes.io/arch")
             .cloned()
@@ -105,6 +115,7 @@ pub fn device_target(d: &EdgeDevice, online: bool, exclude: &dyn Fn(&str) -> boo
         memory: cap.memory_bytes.saturating_sub(used),
         slots: cap.modules.saturating_sub(others.len() as u32),
         online,
+        node: false,
     }
 }
 

@@ -950,6 +950,59 @@ async fn a_placement_taken_out_of_the_spec_is_taken_down() {
     assert_eq!(w.status("tiny").observed_generation, Some(2));
 }
 
+#[tokio::test]
+async fn an_edge_placement_uses_edge_nodes_with_the_shim_and_agent_devices() {
+    let w = World::new();
+    w.tag(ARTIFACT, A);
+    w.node("n1", true, json!({}));
+    // A k3s node at the site, with the shim, labelled as an edge node.
+    w.node("k3s-1", true, json!({}));
+    let path = "/api/v1/nodes/k3s-1";
+    let mut n = w.api.get(path).unwrap();
+    n["metadata"]["labels"]["weft.dev/tier"] = json!("edge");
+    n["metadata"]["labels"]["site"] = json!("factory-1");
+    w.api.put(path, n);
+    w.device("d1", "amd64", json!({"site": "factory-1"}));
+    w.device("d2", "amd64", json!({"site": "factory-1"}));
+    let mut spec = cloud_and_edge();
+    spec["placements"][1]["replicas"] = json!(3);
+    spec["placements"][1]
+        .as_object_mut()
+        .unwrap()
+        .remove("architecture");
+    w.create("tiny", spec);
+    w.settle("tiny").await;
+
+    // Edge: one pod on the edge node, one assignment on each device.
+    let d = w
+        .api
+        .get(&deployment_path("tiny-edge"))
+        .expect("a Deployment for the edge node");
+    assert_eq!(d["spec"]["replicas"], 1);
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["nodeSelector"]["weft.dev/tier"], "edge");
+    assert_eq!(pod["nodeSelector"]["site"], "factory-1");
+    assert!(w.assignment("d1", "tiny-edge").is_some() && w.assignment("d2", "tiny-edge").is_some());
+    let ps = &w.status("tiny").placements[1];
+    assert_eq!(
+        (ps.scheduled, ps.targets.clone()),
+        (3, vec!["d1".to_string(), "d2".to_string()])
+    );
+
+    // Cloud: never on the edge node, so one of two spread replicas has
+    // nowhere to go.
+    let d = w.api.get(&deployment_path("tiny-cloud")).unwrap();
+    assert_eq!(d["spec"]["replicas"], 1);
+    let term = &d["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        ["nodeSelectorTerms"][0]["matchExpressions"][0];
+    assert_eq!(
+        (term["key"].as_str(), term["operator"].as_str()),
+        (Some("weft.dev/tier"), Some("NotIn"))
+    );
+    let c = w.condition("tiny", "Scheduled");
+    assert!(c.message.contains("cloud: 1 of 2"), "{}", c.message);
+}
+
 /// The schema of a CRD in deploy/crds.yaml, as JSON.
 fn schema(kind: &str) -> Value {
     let text = std::fs::read_to_string(concat!(
