@@ -533,22 +533,8 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let params = PatchParams::apply(MANAGER).force();
     let owned = ListParams::default().labels(&format!("{}={name}", children::LABEL_DEPLOYMENT));
-    let mut stale_deployments: std::collections::BTreeSet<String> = deployments
-        .list_metadata(&owned)
-        .await
-        .map_err(Error::Kube)?
-        .items
-        .into_iter()
-        .filter_map(|d| d.metadata.name)
-        .collect();
-    let mut stale_services: std::collections::BTreeSet<String> = services
-        .list_metadata(&owned)
-        .await
-        .map_err(Error::Kube)?
-        .items
-        .into_iter()
-        .filter_map(|d| d.metadata.name)
-        .collect();
+    let mut stale_deployments = names(&deployments, &owned).await?;
+    let mut stale_services = names(&services, &owned).await?;
     let mut placements = Vec::new();
     let mut unschedulable = Vec::new();
     for (p, o) in md.spec.placements.iter().zip(&outcomes) {
@@ -787,6 +773,21 @@ async fn remove_assignments(
         }
     }
     Ok(())
+}
+
+/// The names of the objects `lp` lists.
+async fn names<K>(api: &Api<K>, lp: &ListParams) -> Result<std::collections::BTreeSet<String>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api
+        .list_metadata(lp)
+        .await
+        .map_err(Error::Kube)?
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect())
 }
 
 async fn delete<K>(api: &Api<K>, name: &str) -> Result<()>

@@ -82,23 +82,20 @@ impl HealthSource for Observed {
 }
 
 /// `GET /metrics` of one replica.
-pub async fn scrape(addr: &str) -> std::io::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let timeout = std::time::Duration::from_secs(2);
-    let mut s = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+pub async fn scrape(addr: &str) -> reqwest::Result<String> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(std::time::Duration::from_secs(2))
+            .build()
+            .unwrap_or_default()
+    });
+    client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
         .await
-        .map_err(|_| std::io::Error::other("connect timed out"))??;
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut out = Vec::new();
-    tokio::time::timeout(timeout, s.read_to_end(&mut out))
-        .await
-        .map_err(|_| std::io::Error::other("read timed out"))??;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    Ok(text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or(text))
 }
