@@ -19,6 +19,7 @@ mod agent;
 mod build;
 mod copy;
 mod images;
+mod info;
 mod login;
 mod parse;
 mod remote;
@@ -52,6 +53,7 @@ enum Command {
     Login(login::LoginArgs),
     Logout(login::LogoutArgs),
     Agent(agent::AgentArgs),
+    Info(info::InfoArgs),
 }
 
 fn main() {
@@ -78,6 +80,7 @@ fn main() {
         Command::Login(args) => login::login(args),
         Command::Logout(args) => login::logout(args),
         Command::Agent(args) => agent::exec(args),
+        Command::Info(args) => info::exec(args),
     };
     match code {
         Ok(code) => std::process::exit(code),

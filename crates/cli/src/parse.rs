@@ -37,6 +37,17 @@ pub fn env(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `1,3,640,640`: a concrete tensor shape.
+pub fn dims(s: &str) -> Result<Vec<usize>, String> {
+    s.split(',')
+        .map(|d| {
+            d.trim().parse::<usize>().map_err(|_| {
+                format!("`{s}` is not a shape; expected comma-separated sizes like 1,3,640,640")
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

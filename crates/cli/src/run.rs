@@ -63,10 +63,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_cache: bool,
 
-    /// When a module asks for the GPU and the node has none, run on the CPU
-    /// instead of failing the load.
-    #[arg(long, env = "WEFT_NN_GPU_FALLBACK", value_parser = clap::builder::BoolishValueParser::new())]
-    pub nn_gpu_fallback: bool,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
 
     /// Print load, preload and run times to stderr.
     #[arg(long)]
@@ -90,8 +88,9 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|s| s.parse::<Preload>())
         .collect::<Result<Vec<_>, _>>()?;
+    a.gpu.apply();
     let config = runtime_config(
-        a.nn_gpu_fallback,
+        a.gpu.nn_gpu_fallback,
         a.no_cache,
         a.cache_dir.clone(),
         a.fuel.is_some(),
@@ -140,6 +139,36 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(code)
+}
+
+/// The GPU flags `weft run` and `weft serve` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GpuArgs {
+    /// When a model asks for the GPU (target gpu) and no GPU adapter opens,
+    /// run it on the CPU with a warning instead of failing the load.
+    #[arg(long, env = "WEFT_NN_GPU_FALLBACK", value_parser = clap::builder::BoolishValueParser::new())]
+    pub nn_gpu_fallback: bool,
+
+    /// The GPU adapter to use: an index or a name substring from `weft
+    /// info`, a backend (vulkan, metal, dx12), or `none` [default: the
+    /// best: discrete, integrated, virtual, then software].
+    #[arg(long, value_name = "ADAPTER", env = "WEFT_GPU_ADAPTER")]
+    pub nn_gpu_adapter: Option<String>,
+
+    /// Cap on the GPU memory models may hold, weights and activations (e.g.
+    /// 4GiB); a request that would exceed it fails with its own error.
+    #[arg(long, value_name = "SIZE", env = "WEFT_GPU_MEMORY", value_parser = parse::size)]
+    pub nn_gpu_memory: Option<usize>,
+}
+
+impl GpuArgs {
+    /// Make the choices process-wide, before any model loads.
+    pub fn apply(&self) {
+        if let Some(adapter) = &self.nn_gpu_adapter {
+            weft_nn::gpu::set_selector(adapter);
+        }
+        weft_nn::gpu::set_memory_budget(self.nn_gpu_memory.map(|b| b as u64));
+    }
 }
 
 /// What runs: the module bytes and everything that goes with them.

@@ -91,10 +91,13 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_cache: bool,
 
-    /// Run models that ask for the GPU on the CPU when no GPU backend is
-    /// available, instead of failing.
-    #[arg(long, env = "WEFT_NN_GPU_FALLBACK", value_parser = clap::builder::BoolishValueParser::new())]
-    pub nn_gpu_fallback: bool,
+    /// Where `.onnx` models given directly run: auto (the GPU when a
+    /// hardware adapter is usable, else the CPU), cpu or gpu.
+    #[arg(long, value_name = "TARGET", default_value = "auto")]
+    pub nn_target: String,
+
+    #[command(flatten)]
+    pub gpu: crate::run::GpuArgs,
 
     #[command(flatten)]
     pub store: StoreArgs,
@@ -128,8 +131,13 @@ fn stem(source: &str) -> String {
 }
 
 pub fn exec(a: ServeArgs) -> anyhow::Result<i32> {
-    let config =
-        crate::run::runtime_config(a.nn_gpu_fallback, a.no_cache, a.cache_dir.clone(), false);
+    a.gpu.apply();
+    let config = crate::run::runtime_config(
+        a.gpu.nn_gpu_fallback,
+        a.no_cache,
+        a.cache_dir.clone(),
+        false,
+    );
     let nn = config.nn;
     let runtime = Arc::new(Runtime::new(config)?);
     let extra_preloads = a
@@ -229,7 +237,7 @@ fn model_spec(
     source: &str,
 ) -> anyhow::Result<ModelSpec> {
     let (resolved, platform) = if source.ends_with(".onnx") || is_onnx(Path::new(source)) {
-        let preload: Preload = format!("model:onnx:cpu:{source}").parse()?;
+        let preload: Preload = format!("model:onnx:{}:{source}", a.nn_target).parse()?;
         (
             Resolved {
                 name: "predictor.wasm".into(),

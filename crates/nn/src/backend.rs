@@ -29,6 +29,82 @@ pub struct BackendOptions {
     pub gpu: GpuPolicy,
 }
 
+/// Where a graph runs once its target is resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// tract on this CPU.
+    Cpu,
+    /// The wgpu executor on the process's GPU, unsupported nodes on tract.
+    Gpu,
+}
+
+/// An execution target as asked for: wasi-nn's three and WasmEdge's `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Cpu,
+    Gpu,
+    Tpu,
+    /// The GPU when a hardware adapter is usable, else the CPU.
+    Auto,
+}
+
+impl From<ExecutionTarget> for Target {
+    fn from(t: ExecutionTarget) -> Target {
+        match t {
+            ExecutionTarget::Cpu => Target::Cpu,
+            ExecutionTarget::Gpu => Target::Gpu,
+            ExecutionTarget::Tpu => Target::Tpu,
+        }
+    }
+}
+
+/// Resolve a target to a device by the documented policy:
+/// - `cpu` is the CPU;
+/// - `gpu` is the GPU when one opens (lavapipe included); without one it
+///   fails, or runs on the CPU with a warning under [`GpuPolicy::FallbackToCpu`];
+/// - `auto` is the GPU when a hardware adapter (or one chosen explicitly
+///   with `--nn-gpu-adapter`) opens, else the CPU, logged either way;
+/// - `tpu` fails.
+pub fn resolve(target: Target, options: BackendOptions) -> Result<Device, NnError> {
+    match target {
+        Target::Cpu => Ok(Device::Cpu),
+        Target::Tpu => Err(NnError::TargetUnavailable {
+            target: "tpu".into(),
+            reason: "no TPU backend exists; use target cpu, gpu or auto".into(),
+        }),
+        Target::Auto => {
+            if weft_gpu::usable_for_auto() {
+                match weft_gpu::shared() {
+                    Ok(gpu) => {
+                        tracing::info!(
+                            adapter = gpu.adapter_name(),
+                            "target auto: running on the GPU"
+                        );
+                        return Ok(Device::Gpu);
+                    }
+                    Err(e) => tracing::info!(error = %e, "target auto: running on the CPU"),
+                }
+            } else {
+                tracing::info!("target auto: no hardware GPU adapter; running on the CPU");
+            }
+            Ok(Device::Cpu)
+        }
+        Target::Gpu => match (weft_gpu::shared(), options.gpu) {
+            (Ok(_), _) => Ok(Device::Gpu),
+            (Err(e), GpuPolicy::FallbackToCpu) => {
+                tracing::warn!(error = %e, "no usable GPU; running the graph on the CPU as the gpu policy allows");
+                Ok(Device::Cpu)
+            }
+            (Err(e), GpuPolicy::Fail) => Err(NnError::TargetUnavailable {
+                target: "gpu".into(),
+                reason: format!(
+                    "{e}; or run with --nn-gpu-fallback (WEFT_NN_GPU_FALLBACK=cpu) to allow running on the CPU"
+                ),
+            }),
+        },
+    }
+}
+
 /// The CPU backend: ONNX on tract. One instance serves one graph encoding
 /// (wasmtime-wasi-nn keys backends by encoding), so a context gets one for
 /// `onnx` and one for `autodetect`; both share the process-wide model cache.
@@ -45,37 +121,24 @@ impl TractBackend {
 
     /// Load a model for a target, applying the GPU policy.
     pub fn load_model(&self, bytes: &[u8], target: ExecutionTarget) -> Result<Graph, NnError> {
-        check_target(target, self.options)?;
+        let device = resolve(target.into(), self.options)?;
         let model = OnnxModel::load(bytes)?;
-        Ok(graph(model))
-    }
-}
-
-/// Wrap a loaded model as a wasi-nn graph.
-pub fn graph(model: Arc<OnnxModel>) -> Graph {
-    let graph: Box<dyn BackendGraph> = Box::new(TractGraph { model });
-    Graph::from(graph)
-}
-
-pub(crate) fn check_target(
-    target: ExecutionTarget,
-    options: BackendOptions,
-) -> Result<(), NnError> {
-    match (target, options.gpu) {
-        (ExecutionTarget::Cpu, _) => Ok(()),
-        (ExecutionTarget::Gpu, GpuPolicy::FallbackToCpu) => {
-            tracing::warn!("no GPU backend on this node; running the graph on the CPU as the gpu policy allows");
-            Ok(())
+        if device == Device::Gpu {
+            model.prepare_gpu()?;
         }
-        (ExecutionTarget::Gpu, GpuPolicy::Fail) => Err(NnError::TargetUnavailable {
-            target: "gpu".into(),
-            reason: "this node has no GPU backend; load with target cpu, or run with --nn-gpu-fallback (WEFT_NN_GPU_FALLBACK=cpu) to allow running on the CPU".into(),
-        }),
-        (ExecutionTarget::Tpu, _) => Err(NnError::TargetUnavailable {
-            target: "tpu".into(),
-            reason: "no TPU backend exists; use target cpu".into(),
-        }),
+        Ok(graph_on(model, device))
     }
+}
+
+/// Wrap a loaded model as a wasi-nn graph on the CPU.
+pub fn graph(model: Arc<OnnxModel>) -> Graph {
+    graph_on(model, Device::Cpu)
+}
+
+/// Wrap a loaded model as a wasi-nn graph on a device.
+pub fn graph_on(model: Arc<OnnxModel>, device: Device) -> Graph {
+    let graph: Box<dyn BackendGraph> = Box::new(TractGraph { model, device });
+    Graph::from(graph)
 }
 
 impl BackendInner for TractBackend {
@@ -100,21 +163,29 @@ impl BackendInner for TractBackend {
 
 struct TractGraph {
     model: Arc<OnnxModel>,
+    device: Device,
 }
 
 impl BackendGraph for TractGraph {
     fn init_execution_context(&self) -> Result<ExecutionContext, BackendError> {
-        let ctx: Box<dyn BackendExecutionContext> = Box::new(TractContext::new(self.model.clone()));
+        let ctx: Box<dyn BackendExecutionContext> =
+            Box::new(TractContext::on(self.model.clone(), self.device));
         Ok(ExecutionContext::from(ctx))
     }
 }
 
 /// Per-context state: the inputs set so far, the last outputs, and a tract
-/// state spawned from the shared plan for the current shapes.
+/// state spawned from the shared plan for the current shapes (or, on the
+/// GPU, this context's device buffers for the shared GPU plan).
 pub struct TractContext {
     model: Arc<OnnxModel>,
+    device: Device,
     inputs: Vec<Option<tract_onnx::prelude::Tensor>>,
     outputs: Vec<TValue>,
+    /// Whether the last GPU run succeeded (its outputs are on the device
+    /// until asked for).
+    gpu_ran: bool,
+    gpu: Mutex<Option<(Vec<Vec<usize>>, weft_gpu::GpuContext)>>,
     /// tract's run state is `Send` but not `Sync`, and wasi-nn contexts must
     /// be both; the mutex is only ever reached through `get_mut`, so it
     /// costs nothing and never blocks.
@@ -122,13 +193,64 @@ pub struct TractContext {
 }
 
 impl TractContext {
+    /// A context on the CPU.
     pub fn new(model: Arc<OnnxModel>) -> Self {
+        Self::on(model, Device::Cpu)
+    }
+
+    /// A context on a device.
+    pub fn on(model: Arc<OnnxModel>, device: Device) -> Self {
         let inputs = vec![None; model.inputs().len()];
         Self {
             model,
+            device,
             inputs,
             outputs: Vec::new(),
+            gpu_ran: false,
+            gpu: Mutex::new(None),
             state: Mutex::new(None),
+        }
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    fn run_gpu(&mut self, tensors: Vec<Arc<tract_onnx::prelude::Tensor>>) -> Result<(), NnError> {
+        self.gpu_ran = false;
+        self.outputs.clear();
+        let shapes: Vec<Vec<usize>> = tensors.iter().map(|t| t.shape().to_vec()).collect();
+        let types: Vec<DatumType> = tensors.iter().map(|t| t.datum_type()).collect();
+        let slot = self.gpu.get_mut().unwrap_or_else(|e| e.into_inner());
+        if slot
+            .as_ref()
+            .is_none_or(|(s, c)| *s != shapes || c.plan().gpu().is_lost())
+        {
+            *slot = None;
+            let plan = self.model.gpu_plan(&shapes, &types)?;
+            *slot = Some((shapes, weft_gpu::GpuContext::new(plan)?));
+        }
+        let (_, ctx) = slot.as_mut().expect("set above");
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctx.run(tensors)));
+        match result {
+            Ok(Ok(())) => {
+                self.gpu_ran = true;
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                // A lost device takes its plans with it: the next run opens
+                // the device again and rebuilds.
+                if e.device_lost() || ctx.plan().gpu().is_lost() {
+                    *slot = None;
+                }
+                Err(e.into())
+            }
+            Err(_) => {
+                *slot = None;
+                Err(NnError::Compute {
+                    message: "the GPU executor panicked; the next request starts afresh".into(),
+                })
+            }
         }
     }
 
@@ -176,6 +298,10 @@ impl TractContext {
             })?;
             values.push(t.clone().into_tvalue());
         }
+        if self.device == Device::Gpu {
+            let tensors = values.into_iter().map(|v| v.into_arc_tensor()).collect();
+            return self.run_gpu(tensors);
+        }
         let shapes: Vec<Vec<usize>> = values.iter().map(|v| v.shape().to_vec()).collect();
         let slot = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_none_or(|(s, _)| *s != shapes) {
@@ -206,21 +332,25 @@ impl TractContext {
         Ok(())
     }
 
-    /// One output of the last run.
-    pub fn output(&self, id: &Id) -> Result<Tensor, NnError> {
-        if self.outputs.is_empty() {
+    /// One output of the last run (read back from the GPU on first ask).
+    pub fn output(&mut self, id: &Id) -> Result<Tensor, NnError> {
+        let count = self.model.outputs().len();
+        if self.outputs.is_empty() && !self.gpu_ran {
             return Err(NnError::NotComputed);
         }
         let index = match id {
-            Id::Index(i) if (*i as usize) < self.outputs.len() => *i as usize,
+            Id::Index(i) if (*i as usize) < count => *i as usize,
             Id::Index(i) => {
-                return Err(NnError::OutputIndex {
-                    index: *i,
-                    count: self.outputs.len(),
-                });
+                return Err(NnError::OutputIndex { index: *i, count });
             }
             Id::Name(name) => find(self.model.outputs(), name)?,
         };
+        if self.gpu_ran {
+            let slot = self.gpu.get_mut().unwrap_or_else(|e| e.into_inner());
+            let (_, ctx) = slot.as_mut().ok_or(NnError::NotComputed)?;
+            let t = ctx.output(index)?;
+            return from_tract(&t);
+        }
         from_tract(&self.outputs[index])
     }
 }
@@ -265,14 +395,18 @@ impl BackendExecutionContext for TractContext {
             self.set(Id::Name(name), &tensor)?;
         }
         self.run()?;
-        let outputs = self
+        let names: Vec<String> = self
             .model
             .outputs()
             .iter()
+            .map(|i| i.name.clone())
+            .collect();
+        let outputs = names
+            .into_iter()
             .enumerate()
-            .map(|(i, info)| {
+            .map(|(i, name)| {
                 Ok(NamedTensor {
-                    name: info.name.clone(),
+                    name,
                     tensor: self.output(&Id::Index(i as u32))?,
                 })
             })

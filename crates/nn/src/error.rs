@@ -85,6 +85,8 @@ pub enum NnError {
     },
     #[error("no preloaded model is named `{0}`")]
     UnknownModel(String),
+    #[error(transparent)]
+    Gpu(#[from] weft_gpu::GpuError),
 }
 
 impl NnError {
@@ -108,6 +110,15 @@ impl NnError {
             TensorName { .. } | UnknownModel(_) | ModelFile { .. } => ErrorKind::NotFound,
             TooLarge { .. } => ErrorKind::TooLarge,
             Plan { .. } | Compute { .. } => ErrorKind::Runtime,
+            Gpu(e) => match e {
+                weft_gpu::GpuError::OutOfMemory { .. } | weft_gpu::GpuError::Budget { .. } => {
+                    ErrorKind::TooLarge
+                }
+                weft_gpu::GpuError::NoAdapter { .. }
+                | weft_gpu::GpuError::AdapterNotFound { .. }
+                | weft_gpu::GpuError::RequestDevice { .. } => ErrorKind::Unsupported,
+                _ => ErrorKind::Runtime,
+            },
         }
     }
 }

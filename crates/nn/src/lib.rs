@@ -1,6 +1,9 @@
 //! `weft-nn`: the wasi-nn backends of Weft.
 //!
-//! The CPU backend runs ONNX models on [tract](https://github.com/sonos/tract).
+//! The CPU backend runs ONNX models on [tract](https://github.com/sonos/tract);
+//! the GPU backend lowers them to wgpu kernels through `weft-gpu` (target
+//! `gpu`, or `auto` with a hardware adapter), nodes it cannot lower staying
+//! on tract.
 //! It implements the backend traits of `wasmtime-wasi-nn`, so the same
 //! backend serves both guest ABIs (the witx `wasi_ephemeral_nn` of
 //! `wasm32-wasip1` modules and the `wasi:nn` WIT of components).
@@ -26,7 +29,9 @@ mod model;
 mod registry;
 mod tensor;
 
-pub use backend::{BackendOptions, GpuPolicy, TractBackend, TractContext, graph};
+pub use backend::{
+    BackendOptions, Device, GpuPolicy, Target, TractBackend, TractContext, graph, graph_on, resolve,
+};
 pub use error::{ErrorKind, NnError, kind_of};
 pub use model::{Dim, OnnxModel, Plan, TensorInfo, digest};
 pub use registry::{Models, Preload};
@@ -36,6 +41,9 @@ pub use tract_onnx::prelude::DatumType;
 pub use wasmtime_wasi_nn::backend::Id;
 pub use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding, TensorType};
 pub use wasmtime_wasi_nn::{Backend, Graph, Tensor};
+/// The GPU executor (adapter choice, memory budget, adapters list).
+pub use weft_gpu as gpu;
+pub use weft_gpu::{Place, Report as GpuReport};
 
 /// The backends a wasi-nn context needs: tract for `onnx` and `autodetect`.
 pub fn backends(options: BackendOptions) -> Vec<Backend> {

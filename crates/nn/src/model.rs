@@ -75,6 +75,11 @@ impl TensorInfo {
             .unwrap_or_else(|| "any".into())
     }
 
+    /// The shape when every dimension is fixed.
+    pub fn concrete(&self) -> Option<Vec<usize>> {
+        self.concrete_shape()
+    }
+
     fn concrete_shape(&self) -> Option<Vec<usize>> {
         self.shape
             .as_ref()?
@@ -110,6 +115,8 @@ pub struct OnnxModel {
     outputs: Vec<TensorInfo>,
     metadata: BTreeMap<String, String>,
     plans: Mutex<PlanCache>,
+    /// GPU plans per input-shape set; a plan of a lost device is rebuilt.
+    gpu_plans: Mutex<HashMap<Vec<Vec<usize>>, Arc<weft_gpu::GpuPlan>>>,
 }
 
 #[derive(Default)]
@@ -243,6 +250,7 @@ impl OnnxModel {
             outputs,
             metadata,
             plans: Mutex::default(),
+            gpu_plans: Mutex::default(),
         };
         // A model with fully static inputs is compiled right away, so a model
         // tract cannot type or optimize fails at load, not at first compute.
@@ -257,6 +265,85 @@ impl OnnxModel {
             model.plan(&shapes, &types)?;
         }
         Ok(model)
+    }
+
+    fn static_inputs(&self) -> Option<(Vec<Vec<usize>>, Vec<DatumType>)> {
+        let shapes = self
+            .inputs
+            .iter()
+            .map(TensorInfo::concrete_shape)
+            .collect::<Option<_>>()?;
+        let types = self
+            .inputs
+            .iter()
+            .map(|i| i.datum_type)
+            .collect::<Option<_>>()?;
+        Some((shapes, types))
+    }
+
+    /// For a model with static input shapes, lower it for the GPU now, so
+    /// the placement report is logged at load and a lowering failure fails
+    /// the load. Models with dynamic shapes are lowered per shape at first
+    /// compute.
+    pub fn prepare_gpu(&self) -> Result<(), NnError> {
+        if let Some((shapes, types)) = self.static_inputs() {
+            self.gpu_plan(&shapes, &types)?;
+        }
+        Ok(())
+    }
+
+    /// The GPU plan for these concrete input shapes on the process's
+    /// device, lowered once per device (weights uploaded once) and shared by
+    /// every context.
+    pub fn gpu_plan(
+        &self,
+        shapes: &[Vec<usize>],
+        types: &[DatumType],
+    ) -> Result<Arc<weft_gpu::GpuPlan>, NnError> {
+        let gpu = weft_gpu::shared()?;
+        let mut cache = self.gpu_plans.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(plan) = cache.get(shapes)
+            && plan.gpu().generation() == gpu.generation()
+        {
+            return Ok(plan.clone());
+        }
+        let plan_error = |message: String| NnError::Plan {
+            shapes: format!("{shapes:?}"),
+            message,
+        };
+        let typed = guarded("typing the model", || {
+            let mut m = self.inference.clone();
+            for (ix, (shape, dt)) in shapes.iter().zip(types).enumerate() {
+                m.set_input_fact(ix, InferenceFact::dt_shape(*dt, shape.as_slice()))?;
+            }
+            m.into_typed()?.into_decluttered()
+        })
+        .map_err(plan_error)?;
+        let started = std::time::Instant::now();
+        let plan = catch_unwind(AssertUnwindSafe(|| weft_gpu::GpuPlan::build(gpu, &typed)))
+            .map_err(|_| plan_error("the GPU lowering panicked".into()))??;
+        let report = plan.report();
+        tracing::info!(
+            model.digest = %self.digest,
+            shapes = ?shapes,
+            elapsed = ?started.elapsed(),
+            gpu_flops = format!("{:.1}%", 100.0 * report.gpu_flops_fraction()),
+            "GPU plan: {}",
+            report.summary()
+        );
+        for node in report.cpu_nodes() {
+            if let crate::Place::Cpu(why) = &node.place {
+                tracing::info!(node = %node.name, op = %node.op, "on the CPU: {why}");
+            }
+        }
+        tracing::debug!("GPU placement:\n{report}");
+        let plan = Arc::new(plan);
+        if cache.len() >= MAX_PLANS_PER_MODEL {
+            cache.clear();
+        }
+        cache.retain(|_, p| p.gpu().generation() == gpu_generation(&plan));
+        cache.insert(shapes.to_vec(), plan.clone());
+        Ok(plan)
     }
 
     /// `sha256:<hex>` of the model bytes.
@@ -339,6 +426,10 @@ impl OnnxModel {
             message,
         })
     }
+}
+
+fn gpu_generation(plan: &weft_gpu::GpuPlan) -> u64 {
+    plan.gpu().generation()
 }
 
 fn info(model: &InferenceModel, outlet: OutletId) -> TensorInfo {

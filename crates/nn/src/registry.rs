@@ -1,13 +1,13 @@
 //! Named models preloaded by the host, so guests can `load_by_name`.
 
-use crate::backend::{BackendOptions, check_target, graph};
+use crate::backend::{BackendOptions, Device, Target, graph_on, resolve};
 use crate::error::NnError;
 use crate::model::OnnxModel;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
-use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding};
+use wasmtime_wasi_nn::wit::GraphEncoding;
 use wasmtime_wasi_nn::{Graph, GraphRegistry};
 
 /// One `--nn-preload NAME:ENCODING:TARGET:PATH` (WasmEdge's syntax, so
@@ -16,7 +16,7 @@ use wasmtime_wasi_nn::{Graph, GraphRegistry};
 pub struct Preload {
     pub name: String,
     pub encoding: GraphEncoding,
-    pub target: ExecutionTarget,
+    pub target: Target,
     pub path: PathBuf,
 }
 
@@ -54,10 +54,10 @@ impl FromStr for Preload {
             }
         };
         let target = match target.to_ascii_lowercase().as_str() {
-            // Without a GPU backend, `auto` resolves to the CPU.
-            "cpu" | "auto" => ExecutionTarget::Cpu,
-            "gpu" => ExecutionTarget::Gpu,
-            "tpu" => ExecutionTarget::Tpu,
+            "cpu" => Target::Cpu,
+            "gpu" => Target::Gpu,
+            "tpu" => Target::Tpu,
+            "auto" => Target::Auto,
             other => {
                 return Err(err(format!(
                     "unknown target `{other}`; supported: cpu, gpu, tpu, auto"
@@ -76,7 +76,7 @@ impl FromStr for Preload {
 /// Models loaded once per process and handed to every run by name.
 #[derive(Clone, Default)]
 pub struct Models {
-    graphs: HashMap<String, (Graph, Arc<OnnxModel>)>,
+    graphs: HashMap<String, (Graph, Arc<OnnxModel>, Device)>,
 }
 
 impl Models {
@@ -90,28 +90,44 @@ impl Models {
     }
 
     fn insert_file(&mut self, p: &Preload, options: BackendOptions) -> Result<(), NnError> {
-        check_target(p.target, options)?;
+        let device = resolve(p.target, options)?;
         let bytes = read(&p.path)?;
         let model = OnnxModel::load(&bytes)?;
+        if device == Device::Gpu {
+            model.prepare_gpu()?;
+        }
         tracing::debug!(
             model.name = %p.name,
             model.digest = %model.digest(),
             path = %p.path.display(),
+            ?device,
             "preloaded model"
         );
-        self.insert(&p.name, model);
+        self.insert_on(&p.name, model, device);
         Ok(())
     }
 
-    /// Register an already-loaded model under a name.
+    /// Register an already-loaded model under a name, on the CPU.
     pub fn insert(&mut self, name: &str, model: Arc<OnnxModel>) {
-        self.graphs
-            .insert(name.into(), (graph(model.clone()), model));
+        self.insert_on(name, model, Device::Cpu);
+    }
+
+    /// Register an already-loaded model under a name, on a device.
+    pub fn insert_on(&mut self, name: &str, model: Arc<OnnxModel>, device: Device) {
+        self.graphs.insert(
+            name.into(),
+            (graph_on(model.clone(), device), model, device),
+        );
     }
 
     /// The parsed model behind a name.
     pub fn model(&self, name: &str) -> Option<&Arc<OnnxModel>> {
-        self.graphs.get(name).map(|(_, m)| m)
+        self.graphs.get(name).map(|(_, m, _)| m)
+    }
+
+    /// The device a named model runs on.
+    pub fn device(&self, name: &str) -> Option<Device> {
+        self.graphs.get(name).map(|(_, _, d)| *d)
     }
 
     /// Model names, sorted.
@@ -123,7 +139,7 @@ impl Models {
 
     /// The wasi-nn graph for a name.
     pub fn graph(&self, name: &str) -> Option<&Graph> {
-        self.graphs.get(name).map(|(g, _)| g)
+        self.graphs.get(name).map(|(g, _, _)| g)
     }
 }
 
@@ -140,7 +156,7 @@ impl GraphRegistry for Models {
     }
 
     fn get_mut(&mut self, name: &str) -> Option<&mut Graph> {
-        self.graphs.get_mut(name).map(|(g, _)| g)
+        self.graphs.get_mut(name).map(|(g, _, _)| g)
     }
 }
 
@@ -153,14 +169,14 @@ mod tests {
         let p: Preload = "det:ONNX:AUTO:/models/det.onnx".parse().unwrap();
         assert_eq!(p.name, "det");
         assert_eq!(p.encoding, GraphEncoding::Onnx);
-        assert_eq!(p.target, ExecutionTarget::Cpu);
+        assert_eq!(p.target, Target::Auto);
         assert_eq!(p.path, PathBuf::from("/models/det.onnx"));
     }
 
     #[test]
     fn path_may_contain_colons() {
         let p: Preload = "m:onnx:gpu:C:/models/m.onnx".parse().unwrap();
-        assert_eq!(p.target, ExecutionTarget::Gpu);
+        assert_eq!(p.target, Target::Gpu);
         assert_eq!(p.path, PathBuf::from("C:/models/m.onnx"));
     }
 

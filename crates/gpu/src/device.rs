@@ -1,0 +1,536 @@
+//! Adapters, the chosen one, and the process-wide device.
+//!
+//! One device per process is shared by every model: weights are uploaded
+//! once per model per device. A lost device is noticed (wgpu's lost
+//! callback), the request that saw it fails, and the next [`shared`] call
+//! opens a new one; plans built for the old device are rebuilt because they
+//! carry its generation.
+
+use crate::error::{GpuError, from_wgpu};
+use crate::kernels::Kernels;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// The environment variable that chooses the adapter (the `--nn-gpu-adapter`
+/// flag sets the same thing).
+pub const ADAPTER_ENV: &str = "WEFT_GPU_ADAPTER";
+
+/// The environment variable that caps the device memory Weft allocates
+/// (weights and activations), like `--nn-gpu-memory`.
+pub const MEMORY_ENV: &str = "WEFT_GPU_MEMORY";
+
+static BUDGET: Mutex<Option<u64>> = Mutex::new(None);
+static IN_USE: AtomicU64 = AtomicU64::new(0);
+
+/// Cap the device memory this process's models may hold (`None`: no cap
+/// beyond the device's own). Overrides `WEFT_GPU_MEMORY`.
+pub fn set_memory_budget(bytes: Option<u64>) {
+    *BUDGET.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes.unwrap_or(u64::MAX));
+}
+
+fn budget() -> u64 {
+    if let Some(b) = *BUDGET.lock().unwrap_or_else(|e| e.into_inner()) {
+        return b;
+    }
+    std::env::var(MEMORY_ENV)
+        .ok()
+        .and_then(|v| parse_bytes(&v))
+        .unwrap_or(u64::MAX)
+}
+
+/// `512MiB`, `2GiB`, `1000000`: the byte sizes flags and variables take.
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// Device memory held by this process's plans and contexts.
+pub fn memory_in_use() -> u64 {
+    IN_USE.load(Ordering::Relaxed)
+}
+
+/// A reservation against the memory budget, released on drop.
+#[derive(Debug)]
+pub(crate) struct Reservation(u64);
+
+impl Reservation {
+    pub(crate) fn take(bytes: u64) -> Result<Reservation, GpuError> {
+        let budget = budget();
+        let mut used = IN_USE.load(Ordering::Relaxed);
+        loop {
+            if used.saturating_add(bytes) > budget {
+                return Err(GpuError::Budget {
+                    budget,
+                    used,
+                    needed: bytes,
+                });
+            }
+            match IN_USE.compare_exchange(used, used + bytes, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Ok(Reservation(bytes)),
+                Err(now) => used = now,
+            }
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        IN_USE.fetch_sub(self.0, Ordering::AcqRel);
+    }
+}
+
+/// How long one GPU submission may take before the request fails.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Which adapter to use: an index from `weft info`, a backend name, a
+/// case-insensitive substring of the adapter's name, or `none`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// The best adapter: discrete, then integrated, virtual, software.
+    Best,
+    Index(usize),
+    Backend(wgpu::Backend),
+    Name(String),
+    /// Never use a GPU.
+    None,
+}
+
+impl Selector {
+    pub fn parse(s: &str) -> Selector {
+        let t = s.trim();
+        let lower = t.to_ascii_lowercase();
+        match lower.as_str() {
+            "" | "auto" | "best" => Selector::Best,
+            "none" | "off" => Selector::None,
+            "vulkan" => Selector::Backend(wgpu::Backend::Vulkan),
+            "metal" => Selector::Backend(wgpu::Backend::Metal),
+            "dx12" => Selector::Backend(wgpu::Backend::Dx12),
+            _ => match t.parse::<usize>() {
+                Ok(i) => Selector::Index(i),
+                Err(_) => Selector::Name(lower),
+            },
+        }
+    }
+
+    fn explicit(&self) -> bool {
+        !matches!(self, Selector::Best)
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Best => f.write_str("best"),
+            Selector::Index(i) => write!(f, "{i}"),
+            Selector::Backend(b) => write!(f, "{}", b.to_str()),
+            Selector::Name(n) => f.write_str(n),
+            Selector::None => f.write_str("none"),
+        }
+    }
+}
+
+static SELECTOR: Mutex<Option<(Selector, &'static str)>> = Mutex::new(None);
+
+/// Choose the adapter for this process (the `--nn-gpu-adapter` flag). Takes
+/// effect for the next device opened.
+pub fn set_selector(selector: &str) {
+    *SELECTOR.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((Selector::parse(selector), "--nn-gpu-adapter"));
+}
+
+/// The selector in force and where it came from.
+pub fn selector() -> (Selector, &'static str) {
+    if let Some(s) = SELECTOR.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        return s;
+    }
+    match std::env::var(ADAPTER_ENV) {
+        Ok(v) => (Selector::parse(&v), ADAPTER_ENV),
+        Err(_) => (Selector::Best, "default"),
+    }
+}
+
+/// One adapter as `weft info` shows it.
+#[derive(Debug, Clone)]
+pub struct AdapterReport {
+    pub index: usize,
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub software: bool,
+    /// The features Weft cares about that this adapter has.
+    pub features: Vec<&'static str>,
+    pub max_buffer_size: u64,
+    pub max_storage_binding: u64,
+    pub max_workgroup_invocations: u32,
+    /// Whether the current selector picks this adapter.
+    pub selected: bool,
+}
+
+fn instance() -> &'static wgpu::Instance {
+    static INSTANCE: OnceLock<wgpu::Instance> = OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        // WGPU_BACKEND narrows the backends as in every wgpu program.
+        let backends = wgpu::Backends::from_env()
+            .unwrap_or(wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12);
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        wgpu::Instance::new(desc)
+    })
+}
+
+fn enumerate() -> Vec<wgpu::Adapter> {
+    let mut adapters = pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()));
+    // A stable order: the one `weft info` prints and indices refer to.
+    adapters.sort_by_key(|a| {
+        let i = a.get_info();
+        (rank(i.device_type), i.backend as u32, i.name)
+    });
+    adapters
+}
+
+fn rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    }
+}
+
+fn feature_names(f: wgpu::Features) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for (flag, name) in [
+        (wgpu::Features::SHADER_F16, "shader-f16"),
+        (wgpu::Features::SUBGROUP, "subgroup"),
+        (wgpu::Features::TIMESTAMP_QUERY, "timestamp-query"),
+        (
+            wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX,
+            "cooperative-matrix",
+        ),
+    ] {
+        if f.contains(flag) {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// Pick the adapter a selector means among `adapters` (in `enumerate`
+/// order). `Best` never picks a software adapter for `auto` callers unless
+/// `allow_software`.
+fn pick(adapters: &[wgpu::Adapter], selector: &Selector, allow_software: bool) -> Option<usize> {
+    let infos: Vec<wgpu::AdapterInfo> = adapters.iter().map(|a| a.get_info()).collect();
+    match selector {
+        Selector::None => None,
+        Selector::Best => infos
+            .iter()
+            .position(|i| allow_software || i.device_type != wgpu::DeviceType::Cpu),
+        Selector::Index(n) => (*n < infos.len()).then_some(*n),
+        Selector::Backend(b) => infos.iter().position(|i| i.backend == *b),
+        Selector::Name(n) => infos
+            .iter()
+            .position(|i| i.name.to_ascii_lowercase().contains(n.as_str())),
+    }
+}
+
+/// Every adapter wgpu sees on this machine, the selected one marked.
+pub fn adapters() -> Vec<AdapterReport> {
+    let adapters = enumerate();
+    let (selector, _) = selector();
+    let chosen = pick(&adapters, &selector, true);
+    adapters
+        .iter()
+        .enumerate()
+        .map(|(index, a)| {
+            let info = a.get_info();
+            let limits = a.limits();
+            AdapterReport {
+                index,
+                name: info.name.clone(),
+                backend: info.backend.to_str().to_string(),
+                device_type: format!("{:?}", info.device_type),
+                driver: format!("{} {}", info.driver, info.driver_info)
+                    .trim()
+                    .to_string(),
+                software: info.device_type == wgpu::DeviceType::Cpu,
+                features: feature_names(a.features()),
+                max_buffer_size: limits.max_buffer_size,
+                max_storage_binding: limits.max_storage_buffer_binding_size,
+                max_workgroup_invocations: limits.max_compute_invocations_per_workgroup,
+                selected: chosen == Some(index),
+            }
+        })
+        .collect()
+}
+
+/// An open device with its queue, limits and compiled kernels.
+pub struct Gpu {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    features: wgpu::Features,
+    pub(crate) limits: wgpu::Limits,
+    generation: u64,
+    lost: Arc<Mutex<Option<String>>>,
+    pub(crate) kernels: Kernels,
+}
+
+impl fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+struct Shared {
+    gpu: Option<Arc<Gpu>>,
+    /// Why no adapter could be used, once probed (adapters do not appear
+    /// while a process runs; a lost device is retried, an absent one not).
+    absent: Option<String>,
+}
+
+static SHARED: Mutex<Shared> = Mutex::new(Shared {
+    gpu: None,
+    absent: None,
+});
+
+/// Whether `auto` should pick the GPU: a hardware adapter exists (or the
+/// selector names one explicitly, software included).
+pub fn usable_for_auto() -> bool {
+    let (selector, _) = selector();
+    if selector == Selector::None {
+        return false;
+    }
+    let adapters = enumerate();
+    pick(&adapters, &selector, selector.explicit()).is_some()
+}
+
+/// The process-wide device, opened on first use and again after a loss.
+pub fn shared() -> Result<Arc<Gpu>, GpuError> {
+    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(gpu) = &shared.gpu {
+        if !gpu.is_lost() {
+            return Ok(gpu.clone());
+        }
+        tracing::warn!(adapter = %gpu.info.name, "GPU device was lost; opening it again");
+        shared.gpu = None;
+    }
+    if let Some(detail) = &shared.absent {
+        return Err(GpuError::NoAdapter {
+            detail: detail.clone(),
+        });
+    }
+    match open() {
+        Ok(gpu) => {
+            let gpu = Arc::new(gpu);
+            shared.gpu = Some(gpu.clone());
+            Ok(gpu)
+        }
+        Err(GpuError::NoAdapter { detail }) => {
+            shared.absent = Some(detail.clone());
+            Err(GpuError::NoAdapter { detail })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn open() -> Result<Gpu, GpuError> {
+    let (selector, source_name) = selector();
+    if selector == Selector::None {
+        return Err(GpuError::NoAdapter {
+            detail: format!(" (GPU use is turned off by {source_name}=none)"),
+        });
+    }
+    let adapters = enumerate();
+    if adapters.is_empty() {
+        return Err(GpuError::NoAdapter {
+            detail: String::new(),
+        });
+    }
+    let Some(index) = pick(&adapters, &selector, true) else {
+        return Err(GpuError::AdapterNotFound {
+            selector: selector.to_string(),
+            source_name,
+            known: adapters
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let info = a.get_info();
+                    format!("{i}: {} ({})", info.name, info.backend.to_str())
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    };
+    let adapter = &adapters[index];
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    let features = adapter.features();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("weft"),
+        required_features: wgpu::Features::empty(),
+        required_limits: limits.clone(),
+        ..Default::default()
+    }))
+    .map_err(|e| GpuError::RequestDevice {
+        message: e.to_string(),
+    })?;
+    let lost: Arc<Mutex<Option<String>>> = Arc::default();
+    {
+        let lost = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *lost.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(format!("{reason:?}: {message}"));
+        });
+    }
+    // wgpu's default handler panics; an error outside a scope is logged and
+    // the scope that matters reports it.
+    device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
+        tracing::error!(error = %e, "uncaptured GPU error");
+    }));
+    let generation = GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
+    tracing::info!(
+        adapter = %info.name,
+        backend = info.backend.to_str(),
+        device_type = ?info.device_type,
+        generation,
+        "opened GPU device"
+    );
+    Ok(Gpu {
+        kernels: Kernels::default(),
+        device,
+        queue,
+        info,
+        features,
+        limits,
+        generation,
+        lost,
+    })
+}
+
+impl Gpu {
+    pub fn adapter_name(&self) -> &str {
+        &self.info.name
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.info.backend.to_str()
+    }
+
+    pub fn software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    pub fn features(&self) -> Vec<&'static str> {
+        feature_names(self.features)
+    }
+
+    /// Increases each time a device is opened in this process.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Largest tensor one kernel binding may hold, in bytes.
+    pub fn max_binding(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
+    /// Simulate a device loss (tests): the device is destroyed, as a driver
+    /// reset would.
+    pub fn destroy_for_test(&self) {
+        self.device.destroy();
+    }
+
+    pub(crate) fn lost_error(&self) -> Option<GpuError> {
+        self.lost
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .map(|message| GpuError::DeviceLost { message })
+    }
+
+    /// Wait for submitted work; a loss or a timeout becomes an error.
+    pub(crate) fn wait(&self, index: Option<wgpu::SubmissionIndex>) -> Result<(), GpuError> {
+        let r = self.device.poll(wgpu::PollType::Wait {
+            submission_index: index,
+            timeout: Some(WAIT),
+        });
+        if let Some(e) = self.lost_error() {
+            return Err(e);
+        }
+        match r {
+            Ok(_) => Ok(()),
+            Err(wgpu::PollError::Timeout) => Err(GpuError::Timeout {
+                message: format!("no completion within {WAIT:?}"),
+            }),
+            Err(e) => Err(GpuError::DeviceLost {
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// Run `f` inside error scopes for out-of-memory and validation, so a
+    /// failure is this call's error instead of a log line.
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> T) -> Result<T, GpuError> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let value = f();
+        let v = pollster::block_on(validation.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(e) = self.lost_error() {
+            return Err(e);
+        }
+        if let Some(e) = o.or(v) {
+            return Err(from_wgpu(e));
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_parse() {
+        assert_eq!(Selector::parse(""), Selector::Best);
+        assert_eq!(Selector::parse("2"), Selector::Index(2));
+        assert_eq!(
+            Selector::parse("Vulkan"),
+            Selector::Backend(wgpu::Backend::Vulkan)
+        );
+        assert_eq!(
+            Selector::parse("NVIDIA H200"),
+            Selector::Name("nvidia h200".into())
+        );
+        assert_eq!(Selector::parse("none"), Selector::None);
+    }
+}

@@ -1,0 +1,155 @@
+//! The WGSL kernels and their compiled pipelines (one per device).
+
+use crate::error::GpuError;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+const COMMON: &str = include_str!("shaders/common.wgsl");
+
+/// One compiled kernel variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Unary,
+    Binary,
+    Copy,
+    Reduce,
+    Softmax,
+    Pool,
+    /// Direct convolution (depthwise, grouped).
+    Conv,
+    /// Transposed convolution.
+    Deconv,
+    /// Tiled GEMM; `wide` is the 128 x 128 tile with 8 x 8 register blocks,
+    /// otherwise 64 x 64 with 4 x 4; `im2col` gathers B from a convolution
+    /// input.
+    Gemm {
+        wide: bool,
+        im2col: bool,
+    },
+}
+
+impl Kernel {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Unary => "unary",
+            Kernel::Binary => "binary",
+            Kernel::Copy => "copy",
+            Kernel::Reduce => "reduce",
+            Kernel::Softmax => "softmax",
+            Kernel::Pool => "pool",
+            Kernel::Conv => "conv-direct",
+            Kernel::Deconv => "deconv",
+            Kernel::Gemm {
+                wide: false,
+                im2col: false,
+            } => "gemm-64",
+            Kernel::Gemm {
+                wide: true,
+                im2col: false,
+            } => "gemm-128",
+            Kernel::Gemm {
+                wide: false,
+                im2col: true,
+            } => "conv-implicit-gemm-64",
+            Kernel::Gemm {
+                wide: true,
+                im2col: true,
+            } => "conv-implicit-gemm-128",
+        }
+    }
+
+    /// The tile edge of a GEMM variant (rows and columns per workgroup).
+    pub fn tile(self) -> u32 {
+        match self {
+            Kernel::Gemm { wide: true, .. } => 128,
+            _ => 64,
+        }
+    }
+
+    fn source(self) -> String {
+        let body = match self {
+            Kernel::Unary => include_str!("shaders/unary.wgsl").to_string(),
+            Kernel::Binary => include_str!("shaders/binary.wgsl").to_string(),
+            Kernel::Copy => include_str!("shaders/copy.wgsl").to_string(),
+            Kernel::Reduce => include_str!("shaders/reduce.wgsl").to_string(),
+            Kernel::Softmax => include_str!("shaders/softmax.wgsl").to_string(),
+            Kernel::Pool => include_str!("shaders/pool.wgsl").to_string(),
+            Kernel::Conv => include_str!("shaders/conv.wgsl").to_string(),
+            Kernel::Deconv => include_str!("shaders/deconv.wgsl").to_string(),
+            Kernel::Gemm { wide, im2col } => {
+                let (tile, block, scale) = if wide { (128, 8, 2) } else { (64, 4, 1) };
+                let load_b = if im2col {
+                    // k -> (ci, ky, kx), n -> (oy, ox); zero outside the input.
+                    "    let kk = p[28] * p[29];
+    let ci = k / kk;
+    let r = k % kk;
+    let ky = r / p[29];
+    let kx = r % p[29];
+    let oy = n / p[30];
+    let ox = n % p[30];
+    let iy = i32(oy * p[31] + ky * p[33]) - i32(p[35]);
+    let ix = i32(ox * p[32] + kx * p[34]) - i32(p[36]);
+    if (iy < 0 || ix < 0 || iy >= i32(p[26]) || ix >= i32(p[27])) { return 0.0; }
+    return b[base + ci * p[37] + u32(iy) * p[27] + u32(ix)];"
+                } else {
+                    "    return b[base + k * p[18] + n * p[19]];"
+                };
+                include_str!("shaders/gemm.wgsl")
+                    .replace("{{BM}}", &tile.to_string())
+                    .replace("{{BN}}", &tile.to_string())
+                    .replace("{{TM}}", &block.to_string())
+                    .replace("{{TN}}", &block.to_string())
+                    .replace("{{SCALE}}", &scale.to_string())
+                    .replace("{{LOAD_B}}", load_b)
+            }
+        };
+        format!("{COMMON}\n{body}")
+    }
+}
+
+/// Compiled pipelines of one device, built on first use.
+#[derive(Default)]
+pub(crate) struct Kernels {
+    pipelines: Mutex<HashMap<Kernel, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl Kernels {
+    pub(crate) fn get(
+        &self,
+        gpu: &crate::Gpu,
+        kernel: Kernel,
+    ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&kernel)
+        {
+            return Ok(p.clone());
+        }
+        let source = kernel.source();
+        let pipeline = gpu.scoped(|| {
+            let module = gpu
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel.name()),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                });
+            gpu.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(kernel.name()),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+        })?;
+        let pipeline = Arc::new(pipeline);
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(kernel, pipeline.clone());
+        Ok(pipeline)
+    }
+}

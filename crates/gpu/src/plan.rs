@@ -1,0 +1,1051 @@
+//! A model compiled for one device and one set of input shapes, and the
+//! per-context state that runs it.
+//!
+//! [`GpuPlan::build`] walks tract's decluttered graph in evaluation order.
+//! Each node is lowered to GPU dispatches when a kernel covers it, or kept
+//! on the CPU as a one-node optimized tract plan; values crossing between
+//! the two get explicit `Upload` / `Download` steps. Constants are uploaded
+//! once, into the plan. Intermediate GPU values live in per-context slots
+//! that are reused once a value's last reader has run.
+//!
+//! A run records every GPU step up to the next CPU step into one command
+//! buffer; a model that lowers fully is one submission. Outputs stay on the
+//! device until [`GpuContext::output`] asks for one.
+
+use crate::device::{Gpu, Reservation};
+use crate::error::GpuError;
+use crate::lower::{self, Bind, Lowered, Spec};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops::Cost;
+use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::konst::Const;
+use tract_onnx::tract_core::ops::source::TypedSource;
+
+/// Where a node runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// GPU kernels (their names).
+    Gpu(Vec<&'static str>),
+    /// A view of its input on the GPU (no data moves).
+    View,
+    /// Folded into the producer's epilogue.
+    Fused,
+    /// On the CPU (tract), with the reason.
+    Cpu(String),
+}
+
+/// One node of the placement report.
+#[derive(Debug, Clone)]
+pub struct NodeReport {
+    pub name: String,
+    pub op: String,
+    pub place: Place,
+    /// Multiply-accumulates tract counts for this node.
+    pub flops: f64,
+}
+
+/// Which nodes run where, printed at load time.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub adapter: String,
+    pub nodes: Vec<NodeReport>,
+    pub uploads: usize,
+    pub downloads: usize,
+    pub dispatches: usize,
+    /// Command-buffer submissions per run (before output reads).
+    pub submissions: usize,
+    /// Bytes of constants resident on the device.
+    pub weight_bytes: u64,
+}
+
+impl Report {
+    fn flops(&self, gpu: bool) -> f64 {
+        self.nodes
+            .iter()
+            .filter(|n| gpu == !matches!(n.place, Place::Cpu(_)))
+            .map(|n| n.flops)
+            .sum()
+    }
+
+    /// Fraction of the model's multiply-accumulates that run on the GPU.
+    pub fn gpu_flops_fraction(&self) -> f64 {
+        let gpu = self.flops(true);
+        let total = gpu + self.flops(false);
+        if total == 0.0 { 1.0 } else { gpu / total }
+    }
+
+    /// Nodes on the CPU, with their reasons.
+    pub fn cpu_nodes(&self) -> impl Iterator<Item = &NodeReport> {
+        self.nodes
+            .iter()
+            .filter(|n| matches!(n.place, Place::Cpu(_)))
+    }
+
+    /// One line: counts and the FLOP fraction.
+    pub fn summary(&self) -> String {
+        let count = |f: fn(&Place) -> bool| self.nodes.iter().filter(|n| f(&n.place)).count();
+        format!(
+            "{} nodes on the GPU ({}), {} views, {} fused, {} on the CPU; {:.1}% of FLOPs on the GPU; {} uploads, {} downloads, {} dispatches in {} submission(s) per run; {:.1} MiB of weights resident",
+            count(|p| matches!(p, Place::Gpu(_))),
+            self.adapter,
+            count(|p| matches!(p, Place::View)),
+            count(|p| matches!(p, Place::Fused)),
+            count(|p| matches!(p, Place::Cpu(_))),
+            100.0 * self.gpu_flops_fraction(),
+            self.uploads,
+            self.downloads,
+            self.dispatches,
+            self.submissions,
+            self.weight_bytes as f64 / (1024.0 * 1024.0),
+        )
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.summary())?;
+        for n in &self.nodes {
+            let place = match &n.place {
+                Place::Gpu(k) => format!("gpu  {}", k.join("+")),
+                Place::View => "view".into(),
+                Place::Fused => "fused".into(),
+                Place::Cpu(why) => format!("cpu  {why}"),
+            };
+            writeln!(f, "  {:<40} {:<16} {place}", n.name, n.op)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Home {
+    Slot(usize),
+    Const(usize),
+}
+
+struct Value {
+    shape: Vec<usize>,
+    bytes: u64,
+    gpu: Option<Home>,
+    konst: Option<Arc<Tensor>>,
+}
+
+enum Binding {
+    Value(usize),
+    Dummy,
+}
+
+struct Dispatch {
+    pipeline: Arc<wgpu::ComputePipeline>,
+    params: wgpu::Buffer,
+    binds: Vec<Binding>,
+    groups: [u32; 3],
+}
+
+enum Step {
+    Upload(usize),
+    Gpu(Vec<Dispatch>),
+    Download(Vec<usize>),
+    Cpu {
+        plan: Arc<TypedRunnableModel>,
+        inputs: Vec<usize>,
+        outputs: Vec<usize>,
+    },
+}
+
+/// A step before buffers and pipelines exist.
+enum Pending {
+    Upload(usize),
+    Gpu(Vec<Spec>, Vec<usize>, usize),
+    Download(Vec<usize>),
+    Cpu(Step),
+}
+
+/// A model lowered for one device and one set of input shapes. Shared by
+/// every context that runs those shapes.
+pub struct GpuPlan {
+    gpu: Arc<Gpu>,
+    values: Vec<Value>,
+    steps: Vec<Step>,
+    inputs: Vec<usize>,
+    outputs: Vec<usize>,
+    slot_bytes: Vec<u64>,
+    consts: Vec<wgpu::Buffer>,
+    dummy: wgpu::Buffer,
+    report: Report,
+    _memory: Reservation,
+}
+
+impl fmt::Debug for GpuPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GpuPlan")
+            .field("gpu", &self.gpu)
+            .field("summary", &self.report.summary())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Logical buffer lifetimes before slots are assigned.
+struct Logical {
+    bytes: u64,
+    first: usize,
+    last: usize,
+    pinned: bool,
+}
+
+fn lowering(e: impl fmt::Display) -> GpuError {
+    GpuError::Lowering {
+        message: e.to_string(),
+    }
+}
+
+fn flops_of(model: &TypedModel, node: &TypedNode) -> f64 {
+    let inputs: Vec<&TypedFact> = node
+        .inputs
+        .iter()
+        .filter_map(|o| model.outlet_fact(*o).ok())
+        .collect();
+    node.op
+        .cost(&inputs)
+        .unwrap_or_default()
+        .iter()
+        .filter(|(c, _)| matches!(c, Cost::FMA(_)))
+        .map(|(_, d)| d.to_i64().unwrap_or(0) as f64)
+        .sum()
+}
+
+/// Whether a node is `Max(x, 0)` with a constant zero: a ReLU.
+fn is_relu(model: &TypedModel, node: &TypedNode) -> bool {
+    let Some(bin) = node.op.downcast_ref::<TypedBinOp>() else {
+        return false;
+    };
+    bin.0.name() == "Max"
+        && node.inputs.len() == 2
+        && model
+            .outlet_fact(node.inputs[1])
+            .ok()
+            .and_then(|f| f.konst.clone())
+            .is_some_and(|k| k.len() == 1 && k.cast_to_scalar::<f32>().is_ok_and(|v| v == 0.0))
+}
+
+/// The constant an `Add` node adds to its other input, when it can be a
+/// GEMM's bias: f32, already known, within the output's shape.
+fn bias_of(
+    model: &TypedModel,
+    ids: &HashMap<OutletId, usize>,
+    values: &[Value],
+    add: InletId,
+) -> Option<(usize, Vec<usize>)> {
+    let node = model.node(add.node);
+    let bin = node.op.downcast_ref::<TypedBinOp>()?;
+    if bin.0.name() != "Add" || node.inputs.len() != 2 {
+        return None;
+    }
+    let other = node.inputs[1 - add.slot];
+    let v = *ids.get(&other)?;
+    let k = values[v].konst.as_ref()?;
+    let out = node.outputs[0].fact.shape.as_concrete()?;
+    let produced = model.outlet_fact(node.inputs[add.slot]).ok()?;
+    (produced.shape.as_concrete() == Some(out)
+        && k.datum_type() == f32::datum_type()
+        && node.outputs[0].fact.datum_type == f32::datum_type()
+        && k.rank() <= out.len()
+        && k.shape()
+            .iter()
+            .rev()
+            .zip(out.iter().rev())
+            .all(|(&b, &o)| b == o || b == 1))
+    .then(|| (v, k.shape().to_vec()))
+}
+
+impl GpuPlan {
+    /// Lower a decluttered model whose input shapes are all concrete.
+    pub fn build(gpu: Arc<Gpu>, model: &TypedModel) -> Result<GpuPlan, GpuError> {
+        let order = model.eval_order().map_err(lowering)?;
+        let max_binding = gpu.max_binding();
+        let mut values: Vec<Value> = Vec::new();
+        let mut ids: HashMap<OutletId, usize> = HashMap::new();
+        let mut on_cpu: Vec<bool> = Vec::new();
+        let mut logical: Vec<Logical> = Vec::new();
+        let mut value_logical: HashMap<usize, usize> = HashMap::new();
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut report = Report {
+            adapter: gpu.adapter_name().to_string(),
+            ..Report::default()
+        };
+        let mut fused: HashMap<usize, ()> = HashMap::new();
+        let mut alias: HashMap<usize, usize> = HashMap::new();
+        let outputs_set: Vec<OutletId> = model.output_outlets().map_err(lowering)?.to_vec();
+
+        let new_value = |fact: &TypedFact, values: &mut Vec<Value>, on_cpu: &mut Vec<bool>| {
+            let shape = fact
+                .shape
+                .as_concrete()
+                .map(|s| s.to_vec())
+                .unwrap_or_default();
+            let bytes = (shape.iter().product::<usize>() * fact.datum_type.size_of()) as u64;
+            values.push(Value {
+                shape,
+                bytes,
+                gpu: None,
+                konst: fact.konst.clone(),
+            });
+            on_cpu.push(false);
+            values.len() - 1
+        };
+        for &id in &order {
+            let node = model.node(id);
+            if node.op_is::<TypedSource>() || node.op_is::<Const>() {
+                for (slot, o) in node.outputs.iter().enumerate() {
+                    let v = new_value(&o.fact, &mut values, &mut on_cpu);
+                    on_cpu[v] = true;
+                    ids.insert(OutletId::new(id, slot), v);
+                }
+            }
+        }
+        for &id in &order {
+            let node = model.node(id);
+            let facts: Vec<TypedFact> = node.outputs.iter().map(|o| o.fact.clone()).collect();
+            if node.op_is::<TypedSource>() || node.op_is::<Const>() {
+                // Sources and constants got their values before the walk,
+                // so a fused bias can refer to a constant ordered later.
+                continue;
+            }
+            let inputs: Vec<usize> = node.inputs.iter().map(|o| ids[o]).collect();
+            let outs: Vec<usize> = facts
+                .iter()
+                .map(|f| new_value(f, &mut values, &mut on_cpu))
+                .collect();
+            for (slot, &v) in outs.iter().enumerate() {
+                ids.insert(OutletId::new(id, slot), v);
+            }
+            let flops = flops_of(model, node);
+            let name = node.name.clone();
+            let op_name = node.op.name().to_string();
+
+            // Eligibility: one f32 output, f32 inputs, every tensor within
+            // the device's binding limit, shapes concrete.
+            let in_facts: Vec<&TypedFact> = node
+                .inputs
+                .iter()
+                .map(|o| model.outlet_fact(*o))
+                .collect::<TractResult<_>>()
+                .map_err(lowering)?;
+            let eligible = (|| -> Result<(), String> {
+                if facts.len() != 1 {
+                    return Err("more than one output".into());
+                }
+                for f in in_facts.iter().copied().chain(&facts) {
+                    if f.datum_type != f32::datum_type() {
+                        return Err(format!("{:?} tensors stay on the CPU", f.datum_type));
+                    }
+                    if f.shape.as_concrete().is_none() {
+                        return Err("symbolic shape".into());
+                    }
+                }
+                for &v in inputs.iter().chain(&outs) {
+                    if values[v].bytes > max_binding {
+                        return Err(format!(
+                            "a {} byte tensor exceeds this adapter's {max_binding} byte binding limit",
+                            values[v].bytes
+                        ));
+                    }
+                }
+                Ok(())
+            })();
+
+            let in_shapes: Vec<Vec<usize>> =
+                inputs.iter().map(|&v| values[v].shape.clone()).collect();
+            let out_shape = values[outs[0]].shape.clone();
+            let mut lowered = if fused.contains_key(&id) {
+                Ok(Lowered::View)
+            } else {
+                eligible.and_then(|()| lower::lower(node.op.as_ref(), &in_shapes, &out_shape))
+            };
+            // A view of a CPU value stays on the CPU with it.
+            if matches!(lowered, Ok(Lowered::View))
+                && !fused.contains_key(&id)
+                && values[inputs[0]].gpu.is_none()
+            {
+                lowered = Err("view of a CPU value".into());
+            }
+            // Fold a following bias (EinSum) and activation into the
+            // GEMM/conv epilogue.
+            let mut inputs = inputs;
+            if let Ok(Lowered::Kernels(_)) = &lowered
+                && !outputs_set.contains(&OutletId::new(id, 0))
+            {
+                let single = |outlet: OutletId| match model.outlet_successors(outlet) {
+                    [only] if !outputs_set.contains(&outlet) => Some(*only),
+                    _ => None,
+                };
+                let mut tail = OutletId::new(id, 0);
+                let mut chain = Vec::new();
+                let mut bias: Option<(usize, Vec<usize>)> = None;
+                if node.op_is::<tract_onnx::tract_core::ops::einsum::EinSum>()
+                    && let Some(next) = single(tail)
+                    && let Some((v, shape)) = bias_of(model, &ids, &values, next)
+                {
+                    bias = Some((v, shape));
+                    chain.push(next.node);
+                    tail = OutletId::new(next.node, 0);
+                }
+                let mut act = lower::Activation::NONE;
+                if let Some(next) = single(tail) {
+                    let n = model.node(next.node);
+                    let found = lower::activation_of(n.op.as_ref()).or_else(|| {
+                        (is_relu(model, n) && next.slot == 0).then_some(lower::Activation {
+                            op: 1,
+                            a: 0.0,
+                            b: 0.0,
+                        })
+                    });
+                    if let Some(found) = found
+                        && n.outputs[0].fact.datum_type == f32::datum_type()
+                    {
+                        act = found;
+                        chain.push(next.node);
+                    }
+                }
+                if !chain.is_empty()
+                    && let Some(l) = lower::lower_fused(
+                        node.op.as_ref(),
+                        &in_shapes,
+                        &out_shape,
+                        bias.as_ref().map(|(_, s)| s.as_slice()),
+                        act,
+                    )
+                {
+                    lowered = Ok(l);
+                    if let Some((v, _)) = bias {
+                        inputs.push(v);
+                    }
+                    for n in chain {
+                        fused.insert(n, ());
+                    }
+                }
+            }
+
+            match lowered {
+                Ok(Lowered::View) => {
+                    let src = inputs[0];
+                    values[outs[0]].gpu = values[src].gpu;
+                    alias.insert(outs[0], src);
+                    if let Some(&l) = value_logical.get(&src) {
+                        value_logical.insert(outs[0], l);
+                        if outputs_set.contains(&OutletId::new(id, 0)) {
+                            logical[l].pinned = true;
+                        }
+                    }
+                    report.nodes.push(NodeReport {
+                        name,
+                        op: op_name,
+                        place: if fused.contains_key(&id) {
+                            Place::Fused
+                        } else {
+                            Place::View
+                        },
+                        flops,
+                    });
+                }
+                Ok(Lowered::Kernels(list)) => {
+                    let step_index = pending.len();
+                    let mut uniq = inputs.clone();
+                    uniq.sort_unstable();
+                    uniq.dedup();
+                    let mut uploads = 0;
+                    for &v in &uniq {
+                        if values[v].gpu.is_some() {
+                            continue;
+                        }
+                        if values[v].konst.is_some() {
+                            values[v].gpu = Some(Home::Const(usize::MAX));
+                        } else {
+                            logical.push(Logical {
+                                bytes: values[v].bytes,
+                                first: step_index + uploads,
+                                last: usize::MAX,
+                                pinned: true,
+                            });
+                            value_logical.insert(v, logical.len() - 1);
+                            values[v].gpu = Some(Home::Slot(usize::MAX));
+                            pending.push(Pending::Upload(v));
+                            uploads += 1;
+                        }
+                    }
+                    let gpu_step = pending.len();
+                    for &v in &uniq {
+                        if let Some(&l) = value_logical.get(&v) {
+                            let lg = &mut logical[l];
+                            if !lg.pinned {
+                                lg.last = lg.last.max(gpu_step);
+                            }
+                        }
+                    }
+                    logical.push(Logical {
+                        bytes: values[outs[0]].bytes.max(4),
+                        first: gpu_step,
+                        last: gpu_step,
+                        pinned: outputs_set.contains(&OutletId::new(id, 0)),
+                    });
+                    value_logical.insert(outs[0], logical.len() - 1);
+                    values[outs[0]].gpu = Some(Home::Slot(usize::MAX));
+                    let kernels: Vec<&'static str> = list.iter().map(|s| s.kernel.name()).collect();
+                    pending.push(Pending::Gpu(list, inputs.clone(), outs[0]));
+                    report.nodes.push(NodeReport {
+                        name,
+                        op: op_name,
+                        place: Place::Gpu(kernels),
+                        flops,
+                    });
+                }
+                Err(reason) => {
+                    // Inputs the CPU lacks come down first, in one step.
+                    let need: Vec<usize> = inputs
+                        .iter()
+                        .copied()
+                        .filter(|&v| !on_cpu[v] && values[v].konst.is_none())
+                        .collect();
+                    if !need.is_empty() {
+                        let s = pending.len();
+                        pending.push(Pending::Download(need.clone()));
+                        for &v in &need {
+                            on_cpu[v] = true;
+                            if let Some(&l) = value_logical.get(&v) {
+                                let lg = &mut logical[l];
+                                if !lg.pinned {
+                                    lg.last = lg.last.max(s);
+                                }
+                            }
+                        }
+                    }
+                    let plan = cpu_plan(model, node).map_err(|e| GpuError::Lowering {
+                        message: format!("node {}: {e:#}", node.name),
+                    })?;
+                    let fed: Vec<usize> = inputs
+                        .iter()
+                        .copied()
+                        .filter(|&v| values[v].konst.is_none())
+                        .collect();
+                    for &v in &outs {
+                        on_cpu[v] = true;
+                    }
+                    pending.push(Pending::Cpu(Step::Cpu {
+                        plan,
+                        inputs: fed,
+                        outputs: outs.clone(),
+                    }));
+                    report.nodes.push(NodeReport {
+                        name,
+                        op: op_name,
+                        place: Place::Cpu(reason),
+                        flops,
+                    });
+                }
+            }
+        }
+
+        // Assign logical buffers to slots: a slot is reused once the last
+        // reader of its previous value has run.
+        let mut slot_bytes: Vec<u64> = Vec::new();
+        let mut slot_of: Vec<usize> = vec![usize::MAX; logical.len()];
+        let mut free: Vec<usize> = Vec::new();
+        let mut by_first: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut by_last: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, l) in logical.iter().enumerate() {
+            by_first.entry(l.first).or_default().push(i);
+            if !l.pinned {
+                by_last.entry(l.last).or_default().push(i);
+            }
+        }
+        for s in 0..pending.len() {
+            for &l in by_first.get(&s).into_iter().flatten() {
+                let need = logical[l].bytes;
+                let pick = if logical[l].pinned {
+                    None
+                } else {
+                    free.iter()
+                        .enumerate()
+                        .filter(|&(_, &slot)| slot_bytes[slot] >= need)
+                        .min_by_key(|&(_, &slot)| slot_bytes[slot])
+                        .map(|(i, _)| i)
+                        .or_else(|| {
+                            // Grow the largest free slot rather than add one.
+                            free.iter()
+                                .enumerate()
+                                .max_by_key(|&(_, &slot)| slot_bytes[slot])
+                                .map(|(i, _)| i)
+                        })
+                };
+                let slot = match pick {
+                    Some(i) => {
+                        let slot = free.swap_remove(i);
+                        slot_bytes[slot] = slot_bytes[slot].max(need);
+                        slot
+                    }
+                    None => {
+                        slot_bytes.push(need);
+                        slot_bytes.len() - 1
+                    }
+                };
+                slot_of[l] = slot;
+            }
+            for &l in by_last.get(&s).into_iter().flatten() {
+                free.push(slot_of[l]);
+            }
+        }
+
+        // Constants to the device, once, within the memory budget.
+        let weight_bytes: u64 = values
+            .iter()
+            .filter(|v| v.gpu == Some(Home::Const(usize::MAX)))
+            .map(|v| v.bytes.max(4))
+            .sum();
+        let memory = Reservation::take(weight_bytes)?;
+        let mut consts: Vec<wgpu::Buffer> = Vec::new();
+        let mut const_index: HashMap<usize, usize> = HashMap::new();
+        let dummy;
+        {
+            use wgpu::util::DeviceExt;
+            let device = &gpu.device;
+            let built = gpu.scoped(|| {
+                for (v, value) in values.iter().enumerate() {
+                    if value.gpu == Some(Home::Const(usize::MAX)) {
+                        let k = value.konst.as_ref().expect("constant value");
+                        let bytes = if k.len() == 0 {
+                            &[0u8; 4][..]
+                        } else {
+                            k.as_bytes()
+                        };
+                        consts.push(
+                            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                                label: Some("weft weights"),
+                                contents: bytes,
+                                usage: wgpu::BufferUsages::STORAGE,
+                            }),
+                        );
+                        report.weight_bytes += bytes.len() as u64;
+                        const_index.insert(v, consts.len() - 1);
+                    }
+                }
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("weft dummy"),
+                    size: 16,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            })?;
+            dummy = built;
+        }
+        for (v, value) in values.iter_mut().enumerate() {
+            match value.gpu {
+                Some(Home::Const(_)) => {
+                    // Views of constants share the constant's buffer.
+                    let mut root = v;
+                    while !const_index.contains_key(&root) {
+                        root = alias[&root];
+                    }
+                    value.gpu = Some(Home::Const(const_index[&root]));
+                }
+                Some(Home::Slot(_)) => value.gpu = Some(Home::Slot(slot_of[value_logical[&v]])),
+                None => {}
+            }
+        }
+
+        // Dispatches with their parameter buffers and pipelines.
+        let mut steps = Vec::with_capacity(pending.len());
+        let mut submissions = 0;
+        let mut open = false;
+        for p in pending {
+            match p {
+                Pending::Upload(v) => {
+                    report.uploads += 1;
+                    steps.push(Step::Upload(v));
+                }
+                Pending::Gpu(list, inputs, out) => {
+                    let mut dispatches = Vec::new();
+                    for spec in list {
+                        let pipeline = gpu.kernels.get(&gpu, spec.kernel)?;
+                        let params = gpu.scoped(|| {
+                            use wgpu::util::DeviceExt;
+                            gpu.device
+                                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                                    label: Some(spec.kernel.name()),
+                                    contents: bytemuck::cast_slice(&spec.params),
+                                    usage: wgpu::BufferUsages::STORAGE,
+                                })
+                        })?;
+                        let binds = spec
+                            .binds
+                            .iter()
+                            .map(|b| match b {
+                                Bind::Input(i) => Binding::Value(inputs[*i]),
+                                Bind::Output => Binding::Value(out),
+                                Bind::Dummy => Binding::Dummy,
+                            })
+                            .collect();
+                        dispatches.push(Dispatch {
+                            pipeline,
+                            params,
+                            binds,
+                            groups: spec.groups,
+                        });
+                    }
+                    report.dispatches += dispatches.len();
+                    if !open {
+                        submissions += 1;
+                        open = true;
+                    }
+                    steps.push(Step::Gpu(dispatches));
+                }
+                Pending::Download(values) => {
+                    report.downloads += values.len();
+                    open = false;
+                    steps.push(Step::Download(values));
+                }
+                Pending::Cpu(step) => steps.push(step),
+            }
+        }
+        report.submissions = submissions;
+        let inputs = model
+            .input_outlets()
+            .map_err(lowering)?
+            .iter()
+            .map(|o| ids[o])
+            .collect();
+        let outputs = outputs_set.iter().map(|o| ids[o]).collect();
+        Ok(GpuPlan {
+            gpu,
+            values,
+            steps,
+            inputs,
+            outputs,
+            slot_bytes,
+            consts,
+            dummy,
+            report,
+            _memory: memory,
+        })
+    }
+
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+
+    /// Bytes each context allocates for its intermediate values.
+    pub fn context_bytes(&self) -> u64 {
+        self.slot_bytes.iter().sum()
+    }
+}
+
+/// A one-node tract plan for a node that stays on the CPU: constant inputs
+/// are baked in (so tract can pack weights), the rest are plan inputs.
+fn cpu_plan(model: &TypedModel, node: &TypedNode) -> TractResult<Arc<TypedRunnableModel>> {
+    let mut sub = TypedModel::default();
+    let mut wires = TVec::new();
+    for (i, inlet) in node.inputs.iter().enumerate() {
+        let fact = model.outlet_fact(*inlet)?;
+        let wire = match &fact.konst {
+            Some(k) => sub.add_const(format!("const{i}"), k.clone())?,
+            None => sub.add_source(format!("input{i}"), fact.without_value())?,
+        };
+        wires.push(wire);
+    }
+    let outs = sub.wire_node(&node.name, node.op.clone(), &wires)?;
+    sub.select_output_outlets(&outs)?;
+    let optimized = sub
+        .clone()
+        .into_optimized()
+        .or_else(|_| Ok::<_, TractError>(sub))?;
+    optimized.into_runnable()
+}
+
+/// One execution context's device buffers and values.
+pub struct GpuContext {
+    plan: Arc<GpuPlan>,
+    slots: Vec<wgpu::Buffer>,
+    groups: Vec<Vec<wgpu::BindGroup>>,
+    cpu: Vec<Option<Arc<Tensor>>>,
+    _memory: Reservation,
+}
+
+impl fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("plan", &self.plan)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GpuContext {
+    /// Allocate this context's slots and bind groups.
+    pub fn new(plan: Arc<GpuPlan>) -> Result<GpuContext, GpuError> {
+        let gpu = plan.gpu.clone();
+        let memory = Reservation::take(plan.context_bytes())?;
+        let slots: Vec<wgpu::Buffer> = gpu.scoped(|| {
+            plan.slot_bytes
+                .iter()
+                .map(|&bytes| {
+                    gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("weft activations"),
+                        size: bytes.max(4).next_multiple_of(4),
+                        usage: wgpu::BufferUsages::STORAGE
+                            | wgpu::BufferUsages::COPY_DST
+                            | wgpu::BufferUsages::COPY_SRC,
+                        mapped_at_creation: false,
+                    })
+                })
+                .collect()
+        })?;
+        let groups = gpu.scoped(|| {
+            plan.steps
+                .iter()
+                .map(|step| match step {
+                    Step::Gpu(dispatches) => dispatches
+                        .iter()
+                        .map(|d| {
+                            let mut entries = vec![wgpu::BindGroupEntry {
+                                binding: 0,
+                                resource: d.params.as_entire_binding(),
+                            }];
+                            for (i, b) in d.binds.iter().enumerate() {
+                                let resource = match b {
+                                    Binding::Dummy => plan.dummy.as_entire_binding(),
+                                    Binding::Value(v) => {
+                                        let value = &plan.values[*v];
+                                        let buffer = match value.gpu {
+                                            Some(Home::Slot(s)) => &slots[s],
+                                            Some(Home::Const(c)) => &plan.consts[c],
+                                            None => unreachable!("planned on the GPU"),
+                                        };
+                                        let size = value.bytes.max(4);
+                                        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                            buffer,
+                                            offset: 0,
+                                            size: std::num::NonZeroU64::new(
+                                                size.min(buffer.size()),
+                                            ),
+                                        })
+                                    }
+                                };
+                                entries.push(wgpu::BindGroupEntry {
+                                    binding: i as u32 + 1,
+                                    resource,
+                                });
+                            }
+                            gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                                label: None,
+                                layout: &d.pipeline.get_bind_group_layout(0),
+                                entries: &entries,
+                            })
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                })
+                .collect()
+        })?;
+        let cpu = plan.values.iter().map(|v| v.konst.clone()).collect();
+        Ok(GpuContext {
+            plan,
+            slots,
+            groups,
+            cpu,
+            _memory: memory,
+        })
+    }
+
+    pub fn plan(&self) -> &Arc<GpuPlan> {
+        &self.plan
+    }
+
+    fn buffer(&self, v: usize) -> &wgpu::Buffer {
+        match self.plan.values[v].gpu {
+            Some(Home::Slot(s)) => &self.slots[s],
+            Some(Home::Const(c)) => &self.plan.consts[c],
+            None => unreachable!("value not on the GPU"),
+        }
+    }
+
+    /// Copy values down from the device (recording into `encoder`, which is
+    /// submitted with the copies).
+    fn download(
+        &mut self,
+        encoder: Option<wgpu::CommandEncoder>,
+        values: &[usize],
+    ) -> Result<(), GpuError> {
+        let gpu = self.plan.gpu.clone();
+        let mut encoder = encoder.unwrap_or_else(|| {
+            gpu.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+        });
+        let mut staging = Vec::new();
+        for &v in values {
+            let bytes = self.plan.values[v].bytes.max(4).next_multiple_of(4);
+            let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("weft readback"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            encoder.copy_buffer_to_buffer(self.buffer(v), 0, &buffer, 0, bytes);
+            staging.push(buffer);
+        }
+        gpu.queue.submit([encoder.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for b in &staging {
+            let tx = tx.clone();
+            b.slice(..)
+                .map_async(wgpu::MapMode::Read, move |r| drop(tx.send(r)));
+        }
+        gpu.wait(None)?;
+        for _ in &staging {
+            match rx.try_recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return Err(GpuError::DeviceLost {
+                        message: format!("reading a result back failed: {e}"),
+                    });
+                }
+                Err(_) => {
+                    return Err(gpu.lost_error().unwrap_or(GpuError::Timeout {
+                        message: "a result read-back never completed".into(),
+                    }));
+                }
+            }
+        }
+        for (&v, b) in values.iter().zip(&staging) {
+            let value = &self.plan.values[v];
+            let n: usize = value.shape.iter().product();
+            let data = b
+                .slice(..)
+                .get_mapped_range()
+                .map_err(|e| GpuError::DeviceLost {
+                    message: format!("mapping a result failed: {e}"),
+                })?;
+            let floats: &[f32] = bytemuck::cast_slice(&data[..n * 4]);
+            let t = Tensor::from_shape(&value.shape, floats).map_err(|e| GpuError::Cpu {
+                message: e.to_string(),
+            })?;
+            drop(data);
+            b.unmap();
+            self.cpu[v] = Some(Arc::new(t));
+        }
+        Ok(())
+    }
+
+    /// Run the model; outputs stay on the device until asked for.
+    pub fn run(&mut self, inputs: Vec<Arc<Tensor>>) -> Result<(), GpuError> {
+        let plan = self.plan.clone();
+        let gpu = plan.gpu.clone();
+        if let Some(e) = gpu.lost_error() {
+            return Err(e);
+        }
+        if inputs.len() != plan.inputs.len() {
+            return Err(GpuError::Cpu {
+                message: format!(
+                    "expected {} inputs, got {}",
+                    plan.inputs.len(),
+                    inputs.len()
+                ),
+            });
+        }
+        for (v, value) in self.cpu.iter_mut().zip(&plan.values) {
+            *v = value.konst.clone();
+        }
+        for (&v, t) in plan.inputs.iter().zip(inputs) {
+            self.cpu[v] = Some(t);
+        }
+        let result = gpu.scoped(|| -> Result<(), GpuError> {
+            let mut encoder: Option<wgpu::CommandEncoder> = None;
+            for (i, step) in plan.steps.iter().enumerate() {
+                match step {
+                    Step::Upload(v) => {
+                        let t = self.cpu[*v].as_ref().expect("uploaded value is on the CPU");
+                        gpu.queue.write_buffer(self.buffer(*v), 0, t.as_bytes());
+                    }
+                    Step::Gpu(dispatches) => {
+                        let encoder = encoder.get_or_insert_with(|| {
+                            gpu.device
+                                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                                    label: None,
+                                })
+                        });
+                        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: None,
+                            timestamp_writes: None,
+                        });
+                        for (d, group) in dispatches.iter().zip(&self.groups[i]) {
+                            pass.set_pipeline(&d.pipeline);
+                            pass.set_bind_group(0, group, &[]);
+                            pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                        }
+                    }
+                    Step::Download(values) => self.download(encoder.take(), values)?,
+                    Step::Cpu {
+                        plan: cpu,
+                        inputs,
+                        outputs,
+                    } => {
+                        let args: TVec<TValue> = inputs
+                            .iter()
+                            .map(|&v| {
+                                TValue::from_const(self.cpu[v].clone().expect("CPU input present"))
+                            })
+                            .collect();
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            cpu.run(args)
+                        }));
+                        let outs = match result {
+                            Ok(Ok(o)) => o,
+                            Ok(Err(e)) => {
+                                return Err(GpuError::Cpu {
+                                    message: format!("{e:#}"),
+                                });
+                            }
+                            Err(_) => {
+                                return Err(GpuError::Cpu {
+                                    message: "tract panicked".into(),
+                                });
+                            }
+                        };
+                        for (&v, t) in outputs.iter().zip(outs) {
+                            self.cpu[v] = Some(t.into_arc_tensor());
+                        }
+                    }
+                }
+            }
+            if let Some(encoder) = encoder {
+                gpu.queue.submit([encoder.finish()]);
+            }
+            Ok(())
+        });
+        result.and_then(|r| r)
+    }
+
+    /// One output of the last run, read back from the device on first ask.
+    pub fn output(&mut self, index: usize) -> Result<Arc<Tensor>, GpuError> {
+        let v = self.plan.outputs[index];
+        if self.cpu[v].is_none() {
+            let gpu = self.plan.gpu.clone();
+            gpu.scoped(|| self.download(None, &[v]))??;
+        }
+        Ok(self.cpu[v].clone().expect("downloaded"))
+    }
+
+    /// Number of outputs.
+    pub fn output_count(&self) -> usize {
+        self.plan.outputs.len()
+    }
+
+    /// Whether output `index` of the last run is still only on the device.
+    pub fn output_on_device(&self, index: usize) -> bool {
+        self.cpu[self.plan.outputs[index]].is_none()
+    }
+}

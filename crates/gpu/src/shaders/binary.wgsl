@@ -1,0 +1,35 @@
+// c = a (op) b with broadcasting. p: [n, op, shape[6], a_strides[6], b_strides[6]]
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = linear_id(wid, nwg, lid);
+    if (i >= p[0]) { return; }
+    var rest = i;
+    var ia = 0u;
+    var ib = 0u;
+    for (var d = 5; d >= 0; d--) {
+        let dim = p[2 + d];
+        let coord = rest % dim;
+        rest = rest / dim;
+        ia += coord * p[8 + d];
+        ib += coord * p[14 + d];
+    }
+    let x = a[ia];
+    let y = b[ib];
+    var r: f32;
+    switch p[1] {
+        case 0u: { r = x + y; }
+        case 1u: { r = x - y; }
+        case 2u: { r = x * y; }
+        case 3u: { r = x / y; }
+        case 4u: { r = max(x, y); }
+        case 5u: { r = min(x, y); }
+        case 6u: { r = pow(x, y); }
+        default: { r = x; }
+    }
+    c[i] = r;
+}

@@ -1,0 +1,28 @@
+// Shared by every Weft kernel: parameters are one read-only u32 array at
+// binding 0 (f32 parameters travel as their bits); 1-D kernels run 256
+// invocations per workgroup over a 2-D grid, so more than 65535 workgroups
+// fit a dispatch.
+@group(0) @binding(0) var<storage, read> p: array<u32>;
+
+fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wid.y * nwg.x + wid.x) * 256u + lid;
+}
+
+fn pf(i: u32) -> f32 {
+    return bitcast<f32>(p[i]);
+}
+
+// Activations shared by the unary kernel and the fused GEMM/conv epilogues.
+fn activate(x: f32, op: u32, a: f32, b: f32) -> f32 {
+    switch op {
+        case 0u: { return x; }
+        case 1u: { return max(x, 0.0); }
+        case 2u: { return clamp(x, a, b); }
+        case 3u: { return x * clamp(x * (1.0 / 6.0) + 0.5, 0.0, 1.0); }
+        case 4u: { return 1.0 / (1.0 + exp(-x)); }
+        case 5u: { return select(a * x, x, x >= 0.0); }
+        case 6u: { return clamp(a * x + b, 0.0, 1.0); }
+        case 7u: { return x / (1.0 + exp(-x)); }
+        default: { return x; }
+    }
+}

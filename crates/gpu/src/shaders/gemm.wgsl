@@ -1,0 +1,98 @@
+// Batched C = act(A x B + bias), tiled in workgroup memory with register
+// blocking: each workgroup computes a BM x BN tile of C, each of its 16 x 16
+// invocations a TM x TN block, stepping K by BK. Operands are addressed by
+// strides, so transposed inputs cost nothing; `load_b` is either a strided
+// read or an implicit im2col gather (convolution as GEMM without
+// materializing patches).
+//
+// p: [M, N, K, batch, bshape[3], a_bstride[3], b_bstride[3], c_bstride[3],
+//     a_rs, a_cs, b_rs, b_cs, c_rs, c_cs, bias_mode, act, act_a, act_b,
+//     H, W, KH, KW, OW, sy, sx, dy, dx, pt, pl, HW,
+//     bias_rs, bias_cs, bias_bstride[3]]
+// bias_mode: 0 none, 1 a strided bias operand (a row or column vector, a
+// scalar, or a full matrix, by its strides).
+const BM = {{BM}}u;
+const BN = {{BN}}u;
+const BK = 16u;
+const TM = {{TM}}u;
+const TN = {{TN}}u;
+
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+
+var<workgroup> As: array<f32, 1024 * {{SCALE}}>;
+var<workgroup> Bs: array<f32, 1024 * {{SCALE}}>;
+
+fn load_b(base: u32, k: u32, n: u32) -> f32 {
+{{LOAD_B}}
+}
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let M = p[0];
+    let N = p[1];
+    let K = p[2];
+    let z = wid.z;
+    let b2 = z % p[6];
+    let b1 = (z / p[6]) % p[5];
+    let b0 = z / (p[6] * p[5]);
+    let abase = b0 * p[7] + b1 * p[8] + b2 * p[9];
+    let bbase = b0 * p[10] + b1 * p[11] + b2 * p[12];
+    let cbase = b0 * p[13] + b1 * p[14] + b2 * p[15];
+    let biasbase = b0 * p[40] + b1 * p[41] + b2 * p[42];
+    let m0 = wid.y * BM;
+    let n0 = wid.x * BN;
+    let tx = lid3.x;
+    let ty = lid3.y;
+    var acc: array<f32, TM * TN>;
+    var ar: array<f32, TM>;
+    var br: array<f32, TN>;
+    for (var k0 = 0u; k0 < K; k0 += BK) {
+        for (var l = 0u; l < BM * BK / 256u; l++) {
+            let e = lid + l * 256u;
+            let kk = e % BK;
+            let mm = e / BK;
+            let gm = m0 + mm;
+            let gk = k0 + kk;
+            var v = 0.0;
+            if (gm < M && gk < K) { v = a[abase + gm * p[16] + gk * p[17]]; }
+            As[kk * BM + mm] = v;
+        }
+        for (var l = 0u; l < BN * BK / 256u; l++) {
+            let e = lid + l * 256u;
+            let nn = e % BN;
+            let kk = e / BN;
+            let gn = n0 + nn;
+            let gk = k0 + kk;
+            var v = 0.0;
+            if (gn < N && gk < K) { v = load_b(bbase, gk, gn); }
+            Bs[kk * BN + nn] = v;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            for (var i = 0u; i < TM; i++) { ar[i] = As[kk * BM + ty * TM + i]; }
+            for (var j = 0u; j < TN; j++) { br[j] = Bs[kk * BN + tx * TN + j]; }
+            for (var i = 0u; i < TM; i++) {
+                for (var j = 0u; j < TN; j++) {
+                    acc[i * TN + j] = fma(ar[i], br[j], acc[i * TN + j]);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    let mode = p[22];
+    for (var i = 0u; i < TM; i++) {
+        let gm = m0 + ty * TM + i;
+        if (gm >= M) { continue; }
+        for (var j = 0u; j < TN; j++) {
+            let gn = n0 + tx * TN + j;
+            if (gn >= N) { continue; }
+            var v = acc[i * TN + j];
+            if (mode == 1u) { v += bias[biasbase + gm * p[38] + gn * p[39]]; }
+            c[cbase + gm * p[20] + gn * p[21]] = activate(v, p[23], pf(24u), pf(25u));
+        }
+    }
+}

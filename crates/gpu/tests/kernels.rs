@@ -1,0 +1,471 @@
+//! Every GPU kernel against tract's CPU result on the same graph.
+//!
+//! Each case builds a small tract graph, runs it optimized on the CPU and
+//! lowered on the GPU (lavapipe in CI), requires the node under test to be
+//! placed on the GPU (so a silent fallback fails the test), and compares
+//! within a stated tolerance: |gpu - cpu| <= ATOL + RTOL * |cpu|.
+//! Without an adapter these tests skip, unless `CI` is set.
+
+use proptest::prelude::*;
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops;
+use tract_onnx::tract_core::ops::cnn::{
+    Conv, Deconv, KernelFormat, MaxPool, PaddingSpec, PoolSpec, SumPool,
+};
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::nn::{DataFormat, Reduce, Reducer, RmsNorm, Softmax, SoftmaxKind};
+use weft_gpu::{GpuContext, GpuPlan, Place};
+
+/// f32 accumulation order differs between tract and the kernels.
+const RTOL: f32 = 1e-4;
+const ATOL: f32 = 1e-5;
+
+fn gpu() -> Option<Arc<weft_gpu::Gpu>> {
+    match weft_gpu::shared() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            if std::env::var_os("CI").is_some() {
+                panic!(
+                    "CI needs a GPU adapter (lavapipe: apt-get install mesa-vulkan-drivers): {e}"
+                );
+            }
+            eprintln!("SKIPPED: no GPU adapter: {e}");
+            None
+        }
+    }
+}
+
+/// Deterministic pseudo-random values in [-1, 1).
+fn tensor(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_shape(shape, &data).unwrap()
+}
+
+fn konst(model: &mut TypedModel, name: &str, t: Tensor) -> OutletId {
+    model.add_const(name, t).unwrap()
+}
+
+fn source(model: &mut TypedModel, name: &str, shape: &[usize]) -> OutletId {
+    model.add_source(name, f32::fact(shape)).unwrap()
+}
+
+/// Run on both sides, require `expect_gpu` node names on the GPU, compare.
+fn check(model: TypedModel, inputs: Vec<Tensor>, expect_gpu: &[&str]) -> Option<weft_gpu::Report> {
+    let gpu = gpu()?;
+    let cpu = model
+        .clone()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let want = cpu
+        .run(inputs.iter().cloned().map(|t| t.into_tvalue()).collect())
+        .unwrap();
+    let plan = Arc::new(GpuPlan::build(gpu, &model).unwrap());
+    let report = plan.report().clone();
+    for name in expect_gpu {
+        let node = report
+            .nodes
+            .iter()
+            .find(|n| n.name == *name)
+            .unwrap_or_else(|| panic!("no node {name} in\n{report}"));
+        assert!(
+            matches!(node.place, Place::Gpu(_) | Place::Fused | Place::View),
+            "{name} did not run on the GPU:\n{report}"
+        );
+    }
+    let mut ctx = GpuContext::new(plan).unwrap();
+    // Twice: the second run reuses the context's buffers and bind groups.
+    for _ in 0..2 {
+        ctx.run(inputs.iter().cloned().map(Arc::new).collect())
+            .unwrap();
+        for (i, w) in want.iter().enumerate() {
+            let got = ctx.output(i).unwrap();
+            assert_eq!(got.shape(), w.shape(), "output {i}");
+            let g = got.to_plain_array_view::<f32>().unwrap();
+            let w = w.to_plain_array_view::<f32>().unwrap();
+            for (j, (a, b)) in g.iter().zip(w.iter()).enumerate() {
+                assert!(
+                    (a - b).abs() <= ATOL + RTOL * b.abs() || (a.is_nan() && b.is_nan()),
+                    "output {i} element {j}: gpu {a} cpu {b}\n{report}"
+                );
+            }
+        }
+    }
+    Some(report)
+}
+
+fn matmul(m: usize, k: usize, n: usize, transposed_b: bool, batch: usize) {
+    let mut model = TypedModel::default();
+    let (a_shape, b_shape, expr) = match (batch, transposed_b) {
+        (1, false) => (vec![m, k], vec![k, n], "mk,kn->mn"),
+        (1, true) => (vec![m, k], vec![n, k], "mk,nk->mn"),
+        (_, false) => (vec![batch, m, k], vec![batch, k, n], "bmk,bkn->bmn"),
+        (_, true) => (vec![batch, m, k], vec![batch, n, k], "bmk,bnk->bmn"),
+    };
+    let a = source(&mut model, "a", &a_shape);
+    let b = konst(&mut model, "b", tensor(&b_shape, 7));
+    let op = EinSum {
+        axes: expr.parse().unwrap(),
+        operating_dt: f32::datum_type(),
+        q_params: None,
+    };
+    let out = model.wire_node("mm", op, &[a, b]).unwrap();
+    model.select_output_outlets(&out).unwrap();
+    check(model, vec![tensor(&a_shape, 3)], &["mm"]);
+}
+
+#[test]
+fn gemm_edges_transposes_and_batches() {
+    for (m, k, n) in [
+        (1, 1, 1),
+        (3, 5, 7),
+        (64, 16, 64),
+        (65, 17, 63),
+        (130, 70, 129),
+    ] {
+        matmul(m, k, n, false, 1);
+        matmul(m, k, n, true, 1);
+    }
+    matmul(33, 40, 20, false, 3);
+    matmul(20, 9, 33, true, 2);
+}
+
+#[test]
+fn gemm_wide_tiles() {
+    // m, n >= 256 pick the 128x128 tile with 8x8 register blocks.
+    matmul(300, 96, 257, false, 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #[test]
+    fn gemm_matches_tract_for_any_small_shape(m in 1usize..80, k in 1usize..80, n in 1usize..80, t in any::<bool>()) {
+        matmul(m, k, n, t, 1);
+    }
+}
+
+#[test]
+fn gemm_fuses_bias_and_relu() {
+    let mut model = TypedModel::default();
+    let a = source(&mut model, "a", &[5, 12]);
+    let w = konst(&mut model, "w", tensor(&[12, 9], 1));
+    let op = EinSum {
+        axes: "mk,kn->mn".parse().unwrap(),
+        operating_dt: f32::datum_type(),
+        q_params: None,
+    };
+    let mm = model.wire_node("mm", op, &[a, w]).unwrap();
+    let bias = konst(&mut model, "bias", tensor(&[1, 9], 2));
+    let add = model
+        .wire_node("bias_add", ops::math::add(), &[mm[0], bias])
+        .unwrap();
+    let zero = konst(
+        &mut model,
+        "zero",
+        Tensor::from_shape(&[1, 1], &[0f32]).unwrap(),
+    );
+    let relu = model
+        .wire_node("relu", ops::math::max(), &[add[0], zero])
+        .unwrap();
+    model.select_output_outlets(&relu).unwrap();
+    if let Some(report) = check(model, vec![tensor(&[5, 12], 4)], &["mm"]) {
+        let fused: Vec<&str> = report
+            .nodes
+            .iter()
+            .filter(|n| n.place == Place::Fused)
+            .map(|n| n.name.as_str())
+            .collect();
+        assert_eq!(fused, ["bias_add", "relu"], "{report}");
+        assert_eq!(report.dispatches, 1, "{report}");
+    }
+}
+
+fn conv(
+    input: [usize; 4],
+    co: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pad: [usize; 2],
+    group: usize,
+) {
+    let mut model = TypedModel::default();
+    let x = source(&mut model, "x", &input);
+    let ci = input[1];
+    let w = konst(
+        &mut model,
+        "w",
+        tensor(&[co, ci / group, kernel[0], kernel[1]], 5),
+    );
+    let b = konst(&mut model, "b", tensor(&[co], 6));
+    let op = Conv {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: kernel[..].into(),
+            padding: PaddingSpec::Explicit(pad[..].into(), pad[..].into()),
+            dilations: Some(dilation[..].into()),
+            strides: Some(stride[..].into()),
+            input_channels: ci,
+            output_channels: co,
+        },
+        kernel_fmt: KernelFormat::OIHW,
+        group,
+        q_params: None,
+    };
+    let out = model.wire_node("conv", op, &[x, w, b]).unwrap();
+    model.select_output_outlets(&out).unwrap();
+    check(model, vec![tensor(&input, 8)], &["conv"]);
+}
+
+#[test]
+fn conv_as_gemm_implicit_gemm_and_direct() {
+    // 1x1: a plain GEMM over pixels.
+    conv([1, 8, 9, 7], 16, [1, 1], [1, 1], [1, 1], [0, 0], 1);
+    // 3x3 with padding, stride, dilation: implicit GEMM.
+    conv([2, 5, 11, 13], 7, [3, 3], [1, 1], [1, 1], [1, 1], 1);
+    conv([1, 3, 17, 15], 8, [3, 3], [2, 2], [1, 1], [1, 1], 1);
+    conv([1, 4, 12, 12], 6, [3, 3], [1, 1], [2, 2], [2, 2], 1);
+    conv([1, 3, 9, 9], 5, [5, 5], [1, 1], [1, 1], [2, 2], 1);
+    // Depthwise and grouped: the direct kernel.
+    conv([1, 12, 10, 10], 12, [3, 3], [1, 1], [1, 1], [1, 1], 12);
+    conv([1, 8, 9, 9], 16, [5, 5], [2, 2], [1, 1], [2, 2], 4);
+}
+
+#[test]
+fn deconv_stride_two() {
+    let mut model = TypedModel::default();
+    let x = source(&mut model, "x", &[1, 6, 5, 4]);
+    let w = konst(&mut model, "w", tensor(&[3, 6, 2, 2], 9));
+    let b = konst(&mut model, "b", tensor(&[3], 10));
+    let op = Deconv {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![2, 2],
+            padding: PaddingSpec::Valid,
+            dilations: None,
+            strides: Some(tvec![2, 2]),
+            input_channels: 6,
+            output_channels: 3,
+        },
+        kernel_format: KernelFormat::OIHW,
+        adjustments: tvec![0, 0],
+        group: 1,
+    };
+    let out = model.wire_node("deconv", op, &[x, w, b]).unwrap();
+    model.select_output_outlets(&out).unwrap();
+    check(model, vec![tensor(&[1, 6, 5, 4], 11)], &["deconv"]);
+}
+
+#[test]
+fn broadcast_binary_and_unary() {
+    let mut model = TypedModel::default();
+    let a = source(&mut model, "a", &[2, 3, 5]);
+    // Each binary op against its own broadcast constant, each its own
+    // output (a max or min would hide an error before it).
+    let mut outputs = Vec::new();
+    for (i, (name, op, shape)) in [
+        ("add", ops::math::add(), [1, 3, 1]),
+        ("mul", ops::math::mul(), [2, 1, 5]),
+        ("sub", ops::math::sub(), [1, 1, 5]),
+        ("max", ops::math::max(), [2, 3, 5]),
+        ("min", ops::math::min(), [1, 3, 5]),
+        ("div", ops::math::div(), [1, 1, 1]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = tensor(&shape, 12 + i as u64);
+        if name == "div" {
+            c = Tensor::from_shape(&shape, &[1.7f32]).unwrap();
+        }
+        let c = konst(&mut model, &format!("{name}.c"), c);
+        outputs.push(model.wire_node(name, op, &[a, c]).unwrap()[0]);
+    }
+    let unary: Vec<(&str, Box<dyn TypedOp>)> = vec![
+        ("sigmoid", Box::new(ops::nn::sigmoid())),
+        ("tanh", Box::new(ops::math::tanh())),
+        ("exp", Box::new(ops::math::exp())),
+        ("abs", Box::new(ops::math::abs())),
+        ("neg", Box::new(ops::math::neg())),
+        ("square", Box::new(ops::math::square())),
+        ("hard_swish", Box::new(ops::nn::hard_swish())),
+        ("silu", Box::new(ops::nn::silu::silu())),
+        ("erf", Box::new(ops::math::erf())),
+    ];
+    // Each unary op on the input itself, each its own output, so no op's
+    // error is hidden by a saturating one after it.
+    let mut names = vec!["add", "mul", "sub", "max", "min", "div"];
+    for (name, op) in unary {
+        outputs.push(model.wire_node(name, op, &[a]).unwrap()[0]);
+        names.push(name);
+    }
+    model.select_output_outlets(&outputs).unwrap();
+    check(model, vec![tensor(&[2, 3, 5], 13)], &names);
+}
+
+fn single(shape: &[usize], name: &str, op: impl Into<Box<dyn TypedOp>>) {
+    let mut model = TypedModel::default();
+    let x = source(&mut model, "x", shape);
+    let out = model.wire_node(name, op, &[x]).unwrap();
+    model.select_output_outlets(&out).unwrap();
+    check(model, vec![tensor(shape, 21)], &[name]);
+}
+
+#[test]
+fn reductions_softmax_and_norms() {
+    for (axes, reducer) in [
+        (tvec![1], Reducer::Sum),
+        (tvec![0, 2], Reducer::Max),
+        (tvec![2], Reducer::Min),
+        (tvec![1], Reducer::MeanOfSquares),
+    ] {
+        single(&[3, 70, 5], "reduce", Reduce { axes, reducer });
+    }
+    // Along the last axis (inner 1) and a middle one (inner > 1), with rows
+    // longer than a workgroup.
+    single(
+        &[4, 600],
+        "softmax",
+        Softmax::new(tvec![1], None, SoftmaxKind::Softmax),
+    );
+    single(
+        &[3, 7, 5],
+        "softmax",
+        Softmax::new(tvec![1], None, SoftmaxKind::LogSoftmax),
+    );
+    single(
+        &[6, 40],
+        "rms",
+        RmsNorm {
+            axis: 1,
+            eps: Arc::new(tensor0(1e-5f32)),
+        },
+    );
+}
+
+fn pool_spec(kernel: [usize; 2], stride: [usize; 2], pad: [usize; 2]) -> PoolSpec {
+    PoolSpec {
+        data_format: DataFormat::NCHW,
+        kernel_shape: kernel[..].into(),
+        padding: PaddingSpec::Explicit(pad[..].into(), pad[..].into()),
+        dilations: None,
+        strides: Some(stride[..].into()),
+        input_channels: 3,
+        output_channels: 3,
+    }
+}
+
+#[test]
+fn pooling() {
+    single(
+        &[2, 3, 9, 8],
+        "maxpool",
+        MaxPool {
+            pool_spec: pool_spec([3, 3], [2, 2], [1, 1]),
+            with_index_outputs: None,
+        },
+    );
+    for count_include_pad in [false, true] {
+        single(
+            &[1, 3, 7, 7],
+            "avgpool",
+            SumPool {
+                pool_spec: pool_spec([3, 2], [1, 2], [1, 0]),
+                count_include_pad,
+                normalize: true,
+            },
+        );
+    }
+}
+
+#[test]
+fn views_and_copies() {
+    single(
+        &[2, 3, 4, 5],
+        "transpose",
+        ops::change_axes::AxisOp::Move(1, 3),
+    );
+    single(&[4, 6, 5], "slice", ops::array::Slice::new(1, 2, 5));
+    single(
+        &[1, 3, 4, 5],
+        "upsample",
+        ops::nn::resize::NearestUpsample {
+            scales: tvec![1, 1, 2, 3],
+        },
+    );
+    single(
+        &[2, 3, 4],
+        "pad",
+        ops::array::Pad {
+            pads: vec![(0, 1), (2, 0), (1, 1)],
+            mode: ops::array::PadMode::Constant(Arc::new(tensor0(0.5f32))),
+        },
+    );
+    let mut model = TypedModel::default();
+    let a = source(&mut model, "a", &[2, 3, 4]);
+    let b = konst(&mut model, "b", tensor(&[2, 5, 4], 30));
+    let cat = model
+        .wire_node("concat", ops::array::TypedConcat { axis: 1 }, &[a, b])
+        .unwrap();
+    // A reshape of a GPU value is a view: no data moves.
+    let r = model
+        .wire_node(
+            "reshape",
+            ops::change_axes::AxisOp::Reshape(0, tvec![2.to_dim(), 8.to_dim()], tvec![16.to_dim()]),
+            &cat,
+        )
+        .unwrap();
+    let e = model.wire_node("exp", ops::math::exp(), &r).unwrap();
+    model.select_output_outlets(&e).unwrap();
+    if let Some(report) = check(
+        model,
+        vec![tensor(&[2, 3, 4], 31)],
+        &["concat", "reshape", "exp"],
+    ) {
+        let reshape = report.nodes.iter().find(|n| n.name == "reshape").unwrap();
+        assert_eq!(reshape.place, Place::View, "{report}");
+    }
+}
+
+#[test]
+fn unsupported_nodes_run_on_the_cpu_with_explicit_transfers() {
+    // CumSum has no GPU kernel: the graph splits into GPU, CPU, GPU.
+    let mut model = TypedModel::default();
+    let x = source(&mut model, "x", &[4, 8]);
+    let e = model.wire_node("exp", ops::math::exp(), &[x]).unwrap();
+    let c = model
+        .wire_node(
+            "cumsum",
+            ops::array::CumSum {
+                axis: 1,
+                reverse: false,
+                exclusive: false,
+            },
+            &[e[0]],
+        )
+        .unwrap();
+    let t = model.wire_node("tanh", ops::math::tanh(), &c).unwrap();
+    model.select_output_outlets(&t).unwrap();
+    if let Some(report) = check(model, vec![tensor(&[4, 8], 40)], &["exp", "tanh"]) {
+        let cumsum = report.nodes.iter().find(|n| n.name == "cumsum").unwrap();
+        assert!(
+            matches!(&cumsum.place, Place::Cpu(why) if why.contains("no GPU kernel")),
+            "{report}"
+        );
+        assert_eq!((report.uploads, report.downloads), (2, 1), "{report}");
+        assert!(report.gpu_flops_fraction() <= 1.0);
+    }
+}
