@@ -40,6 +40,8 @@ if ! command -v cc >/dev/null 2>&1; then apt_install build-essential; fi
 apt_install docker-registry skopeo apache2-utils
 # Real HTTP clients for the serving tests: curl, and wrk for load.
 apt_install curl wrk
+# The GPU backend's tests: Mesa's lavapipe is a real Vulkan device on the CPU.
+apt_install mesa-vulkan-drivers
 # The shim: protoc for containerd's and CRI's API bindings, libseccomp for
 # youki's sandbox, a real containerd (Debian's 1.6) with CNI plugins for its
 # CRI tests (ip and pkill to clean up after them), and Debian trixie's

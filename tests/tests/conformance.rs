@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use tract_onnx::prelude::{DatumType, Tensor as TractTensor};
-use weft_nn::{Id, OnnxModel, TractContext, from_tract, to_tract};
+use weft_nn::{Device, Id, OnnxModel, Place, TractContext, from_tract, to_tract};
 
 fn cases_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("WEFT_ONNX_NODE_TESTS")
@@ -73,6 +73,12 @@ fn close(got: &TractTensor, want: &TractTensor) -> Result<(), String> {
 }
 
 fn run_case(dir: &Path) -> Result<(), String> {
+    run_case_on(dir, Device::Cpu).map(|_| ())
+}
+
+/// Run one case on a device; on the GPU, also say whether any node of it
+/// was lowered (rather than falling back to tract).
+fn run_case_on(dir: &Path, device: Device) -> Result<bool, String> {
     let bytes = std::fs::read(dir.join("model.onnx")).map_err(|e| e.to_string())?;
     let model = OnnxModel::load(&bytes).map_err(|e| e.to_string())?;
     let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -85,6 +91,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
     if sets.is_empty() {
         return Err("no test data".into());
     }
+    let mut lowered = false;
     for set in sets {
         let inputs = numbered(&set, "input_");
         if inputs.len() != model.inputs().len() {
@@ -94,9 +101,14 @@ fn run_case(dir: &Path) -> Result<(), String> {
                 model.inputs().len()
             ));
         }
-        let mut ctx = TractContext::new(model.clone());
+        let mut ctx = TractContext::on(model.clone(), device);
+        let mut shapes = Vec::new();
+        let mut types = Vec::new();
         for (k, path) in inputs.iter().enumerate() {
-            let tensor = from_tract(&load_pb(path)?).map_err(|e| e.to_string())?;
+            let t = load_pb(path)?;
+            shapes.push(t.shape().to_vec());
+            types.push(t.datum_type());
+            let tensor = from_tract(&t).map_err(|e| e.to_string())?;
             ctx.set(Id::Index(k as u32), &tensor)
                 .map_err(|e| e.to_string())?;
         }
@@ -112,8 +124,16 @@ fn run_case(dir: &Path) -> Result<(), String> {
             let got = to_tract(&got).map_err(|e| e.to_string())?;
             close(&got, &load_pb(path)?).map_err(|e| format!("output {k}: {e}"))?;
         }
+        if device == Device::Gpu {
+            let plan = model.gpu_plan(&shapes, &types).map_err(|e| e.to_string())?;
+            lowered |= plan
+                .report()
+                .nodes
+                .iter()
+                .any(|n| matches!(n.place, Place::Gpu(_)));
+        }
     }
-    Ok(())
+    Ok(lowered)
 }
 
 #[test]
@@ -189,4 +209,72 @@ fn onnx_node_test_suite() {
         regressions.len(),
         regressions.join("\n")
     );
+}
+
+/// Every case that passes on the CPU passes through the GPU backend too:
+/// lowered operators against the ONNX reference outputs (lavapipe in CI),
+/// the rest through the fallback to tract with its transfers. Prints how
+/// many cases had at least one node lowered.
+#[test]
+fn onnx_node_tests_through_the_gpu_backend() {
+    let Some(dir) = cases_dir() else {
+        weft_tests::skip_or_fail(
+            "ONNX node tests not generated; run `python3 scripts/onnx-node-tests.py target/onnx-node-tests`",
+        );
+        return;
+    };
+    if let Err(e) = weft_nn::gpu::shared() {
+        weft_tests::skip_or_fail(&format!(
+            "no GPU adapter (apt-get install mesa-vulkan-drivers): {e}"
+        ));
+        return;
+    }
+    let must_pass =
+        std::fs::read_to_string(weft_tests::repo_root().join("tests/conformance/must-pass.txt"))
+            .unwrap();
+    let names: Vec<&str> = must_pass
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let queue = Mutex::new(names.iter());
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..std::thread::available_parallelism().map_or(2, |n| n.get()) {
+            s.spawn(|| {
+                loop {
+                    let Some(name) = queue.lock().unwrap().next() else {
+                        break;
+                    };
+                    let case = dir.join(name);
+                    let outcome = std::panic::catch_unwind(|| run_case_on(&case, Device::Gpu))
+                        .unwrap_or_else(|_| Err("panicked".into()));
+                    results.lock().unwrap().push((name.to_string(), outcome));
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap();
+    let lowered = results
+        .iter()
+        .filter(|(_, r)| matches!(r, Ok(true)))
+        .count();
+    let mut failed: Vec<String> = results
+        .iter()
+        .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n}: {e}")))
+        .collect();
+    failed.sort();
+    println!(
+        "onnx node conformance (GPU backend): {} of {} CPU-passing cases pass, {lowered} with lowered nodes",
+        results.len() - failed.len(),
+        results.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} cases fail through the GPU backend:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    // The lowered operators are exercised, not just the fallback.
+    assert!(lowered >= 300, "only {lowered} cases lowered any node");
 }

@@ -217,21 +217,69 @@ fn autodetect_encoding_recognizes_onnx_and_refuses_garbage() {
     assert_eq!(weft_nn::kind_of(&err), weft_nn::ErrorKind::InvalidArgument);
 }
 
+/// The GPU device, or a skip (an error in CI).
+fn gpu_or_skip() -> bool {
+    match weft_nn::gpu::shared() {
+        Ok(_) => true,
+        Err(e) => {
+            weft_tests::skip_or_fail(&format!(
+                "no GPU adapter (apt-get install mesa-vulkan-drivers): {e}"
+            ));
+            false
+        }
+    }
+}
+
 #[test]
-fn gpu_target_fails_by_default_and_falls_back_only_when_allowed() {
-    use weft_nn::{BackendOptions, ExecutionTarget, GpuPolicy, GraphEncoding, TractBackend};
+fn gpu_target_loads_on_the_gpu_when_an_adapter_opens() {
+    use weft_nn::{BackendOptions, ExecutionTarget, GraphEncoding, TractBackend};
+    if !gpu_or_skip() {
+        return;
+    }
     let bytes = std::fs::read(data("tiny.onnx")).unwrap();
     let strict = TractBackend::new(GraphEncoding::Onnx, BackendOptions::default());
-    let err = strict
-        .load_model(&bytes, ExecutionTarget::Gpu)
-        .err()
-        .expect("no GPU backend yet");
-    assert!(err.to_string().contains("--nn-gpu-fallback"), "{err}");
-    let lenient = TractBackend::new(
-        GraphEncoding::Onnx,
-        BackendOptions {
-            gpu: GpuPolicy::FallbackToCpu,
-        },
+    assert!(strict.load_model(&bytes, ExecutionTarget::Gpu).is_ok());
+    assert_eq!(
+        weft_nn::resolve(weft_nn::Target::Gpu, BackendOptions::default()).unwrap(),
+        weft_nn::Device::Gpu
     );
-    assert!(lenient.load_model(&bytes, ExecutionTarget::Gpu).is_ok());
+}
+
+#[test]
+fn gpu_contexts_match_the_cpu_across_batch_sizes_and_read_outputs_lazily() {
+    use weft_nn::Device;
+    if !gpu_or_skip() {
+        return;
+    }
+    let model = load_private("mlp_dynamic_batch.onnx", "gpu-batches");
+    let mut gpu = TractContext::on(model.clone(), Device::Gpu);
+    let mut cpu = TractContext::new(model.clone());
+    for batch in [1u32, 5, 2, 5] {
+        let x: Vec<f32> = (0..batch * 4).map(|i| (i as f32 * 0.37).sin()).collect();
+        let t = f32s(vec![batch, 4], &x);
+        for ctx in [&mut gpu, &mut cpu] {
+            ctx.set(Id::Index(0), &t).unwrap();
+            ctx.run().unwrap();
+        }
+        let want = as_f32(&cpu.output(&Id::Index(0)).unwrap());
+        let got = gpu.output(&Id::Name("y".into())).unwrap();
+        assert_eq!(got.dimensions, vec![batch, 3]);
+        for (a, b) in as_f32(&got).iter().zip(&want) {
+            assert!(
+                (a - b).abs() <= 1e-5 + 1e-4 * b.abs(),
+                "batch {batch}: {a} vs {b}"
+            );
+        }
+    }
+    // One GPU plan per distinct shape, shared through the model.
+    let types = [weft_nn::DatumType::F32];
+    let a = model.gpu_plan(&[vec![5, 4]], &types).unwrap();
+    let b = model.gpu_plan(&[vec![5, 4]], &types).unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_eq!(a.report().gpu_flops_fraction(), 1.0, "{}", a.report());
+    // Wrong inputs are refused before anything reaches the device.
+    let err = gpu
+        .set(Id::Index(0), &f32s(vec![2, 3], &[0.0; 6]))
+        .unwrap_err();
+    assert!(matches!(err, NnError::InputShape { .. }), "{err}");
 }

@@ -10,13 +10,17 @@ use weft_runtime::{DirGrant, MemoryOutputPipe, RunOptions, Runtime, RuntimeConfi
 use weft_tests::{Guest, models_dir, module, repo_root, skip_or_fail};
 
 fn ocr_models(dir: &Path) -> Arc<Models> {
+    ocr_models_on(dir, "cpu")
+}
+
+fn ocr_models_on(dir: &Path, target: &str) -> Arc<Models> {
     let preloads: Vec<Preload> = [
         ("ppocr-det", "ch_PP-OCRv4_det_infer.onnx"),
         ("ppocr-rec", "ch_PP-OCRv4_rec_infer.onnx"),
     ]
     .iter()
     .map(|(name, file)| {
-        format!("{name}:onnx:cpu:{}", dir.join(file).display())
+        format!("{name}:onnx:{target}:{}", dir.join(file).display())
             .parse()
             .unwrap()
     })
@@ -87,6 +91,40 @@ fn ocr_reads_the_sample_like_rapidocr_in_both_guest_kinds() {
             "{guest:?}: {out}"
         );
     }
+}
+
+/// The same module and models through the GPU backend (lavapipe in CI):
+/// the same text, and the models really ran there.
+#[test]
+fn ocr_reads_the_sample_on_the_gpu() {
+    let Some(dir) = models_dir() else {
+        skip_or_fail("OCR models not fetched; run scripts/fetch-models.sh");
+        return;
+    };
+    if let Err(e) = weft_nn::gpu::shared() {
+        skip_or_fail(&format!(
+            "no GPU adapter (apt-get install mesa-vulkan-drivers): {e}"
+        ));
+        return;
+    }
+    let expected =
+        std::fs::read_to_string(repo_root().join("modules/ocr/testdata/expected.txt")).unwrap();
+    let expected: Vec<&str> = expected.lines().filter(|l| !l.is_empty()).collect();
+    let models = ocr_models_on(&dir, "gpu");
+    assert_eq!(models.device("ppocr-det"), Some(weft_nn::Device::Gpu));
+    assert_eq!(models.device("ppocr-rec"), Some(weft_nn::Device::Gpu));
+    let (code, out) = run_ocr(Guest::P1, models.clone(), &dir, "/input/sample.png");
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<(&str, f32)> = out
+        .lines()
+        .map(|l| {
+            let cols: Vec<&str> = l.splitn(3, '\t').collect();
+            (cols[2], cols[1].parse().unwrap())
+        })
+        .collect();
+    let texts: Vec<&str> = lines.iter().map(|(t, _)| *t).collect();
+    assert_eq!(texts, expected);
+    assert!(lines.iter().all(|(_, score)| *score > 0.9), "{out}");
 }
 
 #[test]

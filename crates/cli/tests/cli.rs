@@ -669,3 +669,202 @@ fn pull_killed_mid_layer_resumes_on_rerun() {
     );
     assert_eq!(stdout(&out).trim(), "3 5 7 9", "{}", stderr(&out));
 }
+
+fn weft_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(weft_bin());
+    cmd.args(args).current_dir(cwd).env("RUST_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("spawn weft")
+}
+
+/// A module preloading its model for the GPU computes the same as on the
+/// CPU, and the placement report is logged at load.
+#[test]
+fn gpu_target_runs_the_model_on_the_gpu_and_reports_placement() {
+    if weft_nn_gpu_missing() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = data("tiny.onnx").display().to_string();
+    let tinyrun = module(Guest::P1, "tinyrun").display().to_string();
+    let mut outs = Vec::new();
+    for target in ["cpu", "gpu"] {
+        let preload = format!("tiny:onnx:{target}:{tiny}");
+        let o = weft_env(
+            &[
+                "run",
+                "--nn-preload",
+                &preload,
+                &tinyrun,
+                "--",
+                "tiny",
+                "0",
+                "1",
+                "-2",
+                "3.5",
+            ],
+            tmp.path(),
+            &[],
+        );
+        assert!(o.status.success(), "{target}: {}", stderr(&o));
+        if target == "gpu" {
+            assert!(
+                stderr(&o).contains("100.0% of FLOPs on the GPU"),
+                "{}",
+                stderr(&o)
+            );
+        }
+        outs.push(stdout(&o));
+    }
+    assert_eq!(outs[0], outs[1]);
+    assert_eq!(outs[1].trim(), "1 3 -3 8");
+}
+
+/// Without an adapter, target gpu fails by default with one line naming
+/// the fix, runs on the CPU with --nn-gpu-fallback, and auto picks the CPU.
+#[test]
+fn gpu_policy_without_an_adapter_is_explicit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = data("tiny.onnx").display().to_string();
+    let tinyrun = module(Guest::P1, "tinyrun").display().to_string();
+    let no_gpu = [("WEFT_GPU_ADAPTER", "none")];
+    let gpu = format!("tiny:onnx:gpu:{tiny}");
+    let strict = weft_env(
+        &[
+            "run",
+            "--nn-preload",
+            &gpu,
+            &tinyrun,
+            "--",
+            "tiny",
+            "1",
+            "2",
+            "3",
+            "4",
+        ],
+        tmp.path(),
+        &no_gpu,
+    );
+    assert_eq!(strict.status.code(), Some(1), "{}", stderr(&strict));
+    assert!(
+        stderr(&strict).contains("--nn-gpu-fallback"),
+        "{}",
+        stderr(&strict)
+    );
+    assert!(
+        stderr(&strict).contains("execution target gpu is not available"),
+        "{}",
+        stderr(&strict)
+    );
+    let lenient = weft_env(
+        &[
+            "run",
+            "--nn-gpu-fallback",
+            "--nn-preload",
+            &gpu,
+            &tinyrun,
+            "--",
+            "tiny",
+            "1",
+            "2",
+            "3",
+            "4",
+        ],
+        tmp.path(),
+        &no_gpu,
+    );
+    assert!(lenient.status.success(), "{}", stderr(&lenient));
+    assert!(
+        stderr(&lenient).contains("running the graph on the CPU"),
+        "{}",
+        stderr(&lenient)
+    );
+    assert_eq!(stdout(&lenient).trim(), "3 5 7 9");
+    let auto = format!("tiny:onnx:auto:{tiny}");
+    let auto = weft_env(
+        &[
+            "run",
+            "--nn-preload",
+            &auto,
+            &tinyrun,
+            "--",
+            "tiny",
+            "1",
+            "2",
+            "3",
+            "4",
+        ],
+        tmp.path(),
+        &no_gpu,
+    );
+    assert!(auto.status.success(), "{}", stderr(&auto));
+    assert!(
+        stderr(&auto).contains("running on the CPU"),
+        "{}",
+        stderr(&auto)
+    );
+    // An adapter that does not exist is named, with what does.
+    let wrong = weft_env(
+        &[
+            "run",
+            "--nn-gpu-adapter",
+            "no-such-gpu",
+            "--nn-preload",
+            &gpu,
+            &tinyrun,
+            "--",
+            "tiny",
+            "1",
+            "2",
+            "3",
+            "4",
+        ],
+        tmp.path(),
+        &[],
+    );
+    assert_eq!(wrong.status.code(), Some(1), "{}", stderr(&wrong));
+    assert!(
+        stderr(&wrong).contains("`no-such-gpu`"),
+        "{}",
+        stderr(&wrong)
+    );
+}
+
+/// `weft info` lists the adapters and, for a model, where each node runs.
+#[test]
+fn info_lists_adapters_and_placement() {
+    if weft_nn_gpu_missing() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mlp = data("mlp_dynamic_batch.onnx").display().to_string();
+    let o = weft_env(
+        &["info", "--model", &mlp, "--shape", "3,4"],
+        tmp.path(),
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("gpu adapters:") && out.contains("[vulkan]"),
+        "{out}"
+    );
+    assert!(out.contains("EinSum") && out.contains("gemm-64"), "{out}");
+    assert!(out.contains("fused"), "{out}");
+    let missing = weft_env(&["info", "--model", &mlp], tmp.path(), &[]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("--shape"), "{}", stderr(&missing));
+}
+
+/// Whether no GPU adapter opens here (skipping, or failing in CI).
+fn weft_nn_gpu_missing() -> bool {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = weft_env(&["info"], tmp.path(), &[]);
+    if stdout(&o).contains("gpu adapters: none") {
+        weft_tests::skip_or_fail("no GPU adapter (apt-get install mesa-vulkan-drivers)");
+        return true;
+    }
+    false
+}

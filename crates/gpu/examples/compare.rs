@@ -29,7 +29,10 @@ fn main() -> anyhow::Result<()> {
     } else {
         println!("{}", plan.report().summary());
     }
-    let mut ctx = weft_gpu::GpuContext::new(plan)?;
+    let mut ctx = weft_gpu::GpuContext::new(plan.clone())?;
+    if std::env::var_os("PROFILE").is_some() {
+        ctx.enable_profiling();
+    }
     for round in 0..2 {
         let t = Instant::now();
         ctx.run(vec![Arc::new(input.clone())])?;
@@ -50,6 +53,10 @@ fn main() -> anyhow::Result<()> {
             "shape {:?} max abs diff {worst:e} (max |x| {scale:e})",
             got.shape()
         );
+    }
+    for (name, t) in ctx.profile().iter().take(12) {
+        let node = plan.report().nodes.iter().find(|n| &n.name == name);
+        println!("{t:>12.2?} {name} {:?}", node.map(|n| (&n.op, &n.place)));
     }
     Ok(())
 }

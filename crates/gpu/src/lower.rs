@@ -135,17 +135,64 @@ fn copy_spec(
     div: Option<&[usize]>,
 ) -> Result<Spec, String> {
     let n: usize = shape.iter().product();
+    let ones = vec![1; shape.len()];
+    let div = div.unwrap_or(&ones);
+    let (shape, mut strides) =
+        collapse(shape, &[src.to_vec(), dst.to_vec(), div.to_vec()], Some(2));
+    let div = strides.pop().expect("three");
     let mut params = vec![u(n)?, u(src_offset)?, u(dst_offset)?];
-    params.extend(pad6(shape, 1)?);
-    params.extend(pad6(src, 0)?);
-    params.extend(pad6(dst, 0)?);
-    params.extend(pad6(div.unwrap_or(&vec![1; shape.len()]), 1)?);
+    params.extend(pad6(&shape, 1)?);
+    params.extend(pad6(&strides[0], 0)?);
+    params.extend(pad6(&strides[1], 0)?);
+    params.extend(pad6(&div, 1)?);
+    params.push(shape.len() as u32);
     Ok(Spec {
         kernel: Kernel::Copy,
         params,
         binds: vec![Bind::Input(input), Bind::Output],
         groups: grid(n)?,
     })
+}
+
+/// Drop dimensions of size 1 and merge each dimension into the next inner
+/// one wherever every operand's strides allow it, so a kernel decomposes an
+/// index over as few dimensions as possible (a contiguous add of a scalar
+/// becomes one dimension). Each entry of `strides` is one operand's strides
+/// in `shape`'s order; the entry at `divisors` (if any) holds per-dimension
+/// divisors, and a dimension with a divisor other than 1 is never merged.
+fn collapse(
+    shape: &[usize],
+    strides: &[Vec<usize>],
+    divisors: Option<usize>,
+) -> (Vec<usize>, Vec<Vec<usize>>) {
+    let mut out_shape: Vec<usize> = Vec::new();
+    let mut out: Vec<Vec<usize>> = vec![Vec::new(); strides.len()];
+    for d in 0..shape.len() {
+        if shape[d] == 1 {
+            continue;
+        }
+        let mergeable = !out_shape.is_empty()
+            && strides.iter().enumerate().all(|(k, s)| {
+                let last = *out[k].last().expect("same length");
+                if Some(k) == divisors {
+                    last == 1 && s[d] == 1
+                } else {
+                    last == s[d] * shape[d]
+                }
+            });
+        if mergeable {
+            *out_shape.last_mut().expect("checked") *= shape[d];
+            for (k, s) in strides.iter().enumerate() {
+                *out[k].last_mut().expect("checked") = s[d];
+            }
+        } else {
+            out_shape.push(shape[d]);
+            for (k, s) in strides.iter().enumerate() {
+                out[k].push(s[d]);
+            }
+        }
+    }
+    (out_shape, out)
 }
 
 /// Strides of `shape` broadcast to `out` (0 where broadcast), rank-aligned
@@ -239,10 +286,19 @@ pub(crate) fn lower(
     }
     if let Some(op) = op.downcast_ref::<TypedBinOp>() {
         let code = binary_code(op).ok_or_else(|| format!("no GPU kernel for {}", op.0.name()))?;
+        let (shape, strides) = collapse(
+            out,
+            &[
+                broadcast_strides(&ins[0], out)?,
+                broadcast_strides(&ins[1], out)?,
+            ],
+            None,
+        );
         let mut params = vec![u(n)?, code];
-        params.extend(pad6(out, 1)?);
-        params.extend(pad6(&broadcast_strides(&ins[0], out)?, 0)?);
-        params.extend(pad6(&broadcast_strides(&ins[1], out)?, 0)?);
+        params.extend(pad6(&shape, 1)?);
+        params.extend(pad6(&strides[0], 0)?);
+        params.extend(pad6(&strides[1], 0)?);
+        params.push(shape.len() as u32);
         return Ok(Lowered::Kernels(vec![Spec {
             kernel: Kernel::Binary,
             params,
@@ -951,6 +1007,24 @@ mod tests {
             vec![0, 1, 0]
         );
         assert!(broadcast_strides(&[3, 2], &[3, 4]).is_err());
+    }
+
+    #[test]
+    fn collapsing_merges_what_strides_allow() {
+        // A contiguous tensor plus a scalar: one dimension.
+        let (shape, s) = collapse(&[2, 3, 4], &[vec![12, 4, 1], vec![0, 0, 0]], None);
+        assert_eq!((shape, s), (vec![24], vec![vec![1], vec![0]]));
+        // A per-channel bias [C,1,1] on [N,C,H,W]: N stays, H*W merges.
+        let (shape, s) = collapse(&[2, 3, 4, 5], &[vec![60, 20, 5, 1], vec![0, 1, 0, 0]], None);
+        assert_eq!(shape, vec![2, 3, 20]);
+        assert_eq!(s, vec![vec![60, 20, 1], vec![0, 1, 0]]);
+        // Upsampled dimensions never merge.
+        let (shape, _) = collapse(
+            &[3, 4, 6],
+            &[vec![8, 2, 1], vec![24, 6, 1], vec![1, 2, 2]],
+            Some(2),
+        );
+        assert_eq!(shape, vec![3, 4, 6]);
     }
 
     #[test]

@@ -147,7 +147,7 @@ struct Dispatch {
 
 enum Step {
     Upload(usize),
-    Gpu(Vec<Dispatch>),
+    Gpu(String, Vec<Dispatch>),
     Download(Vec<usize>),
     Cpu {
         plan: Arc<TypedRunnableModel>,
@@ -159,7 +159,7 @@ enum Step {
 /// A step before buffers and pipelines exist.
 enum Pending {
     Upload(usize),
-    Gpu(Vec<Spec>, Vec<usize>, usize),
+    Gpu(String, Vec<Spec>, Vec<usize>, usize),
     Download(Vec<usize>),
     Cpu(Step),
 }
@@ -296,8 +296,10 @@ impl GpuPlan {
             on_cpu.push(false);
             values.len() - 1
         };
-        for &id in &order {
-            let node = model.node(id);
+        // Every source and constant, used or not (an input the outputs do
+        // not depend on is still an input).
+        for node in model.nodes() {
+            let id = node.id;
             if node.op_is::<TypedSource>() || node.op_is::<Const>() {
                 for (slot, o) in node.outputs.iter().enumerate() {
                     let v = new_value(&o.fact, &mut values, &mut on_cpu);
@@ -494,7 +496,12 @@ impl GpuPlan {
                     value_logical.insert(outs[0], logical.len() - 1);
                     values[outs[0]].gpu = Some(Home::Slot(usize::MAX));
                     let kernels: Vec<&'static str> = list.iter().map(|s| s.kernel.name()).collect();
-                    pending.push(Pending::Gpu(list, inputs.clone(), outs[0]));
+                    pending.push(Pending::Gpu(
+                        node.name.clone(),
+                        list,
+                        inputs.clone(),
+                        outs[0],
+                    ));
                     report.nodes.push(NodeReport {
                         name,
                         op: op_name,
@@ -665,7 +672,7 @@ impl GpuPlan {
                     report.uploads += 1;
                     steps.push(Step::Upload(v));
                 }
-                Pending::Gpu(list, inputs, out) => {
+                Pending::Gpu(name, list, inputs, out) => {
                     let mut dispatches = Vec::new();
                     for spec in list {
                         let pipeline = gpu.kernels.get(&gpu, spec.kernel)?;
@@ -699,7 +706,7 @@ impl GpuPlan {
                         submissions += 1;
                         open = true;
                     }
-                    steps.push(Step::Gpu(dispatches));
+                    steps.push(Step::Gpu(name, dispatches));
                 }
                 Pending::Download(values) => {
                     report.downloads += values.len();
@@ -760,11 +767,15 @@ fn cpu_plan(model: &TypedModel, node: &TypedNode) -> TractResult<Arc<TypedRunnab
     }
     let outs = sub.wire_node(&node.name, node.op.clone(), &wires)?;
     sub.select_output_outlets(&outs)?;
-    let optimized = sub
-        .clone()
-        .into_optimized()
-        .or_else(|_| Ok::<_, TractError>(sub))?;
-    optimized.into_runnable()
+    // Optimizing one node alone can fail (or trip an assertion inside
+    // tract); the plain typed node still runs.
+    let optimized = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sub.clone().into_optimized()
+    }));
+    match optimized {
+        Ok(Ok(m)) => m.into_runnable(),
+        _ => sub.into_runnable(),
+    }
 }
 
 /// One execution context's device buffers and values.
@@ -773,6 +784,8 @@ pub struct GpuContext {
     slots: Vec<wgpu::Buffer>,
     groups: Vec<Vec<wgpu::BindGroup>>,
     cpu: Vec<Option<Arc<Tensor>>>,
+    /// When profiling, the wall time of each GPU node of the last run.
+    profile: Option<Vec<(String, std::time::Duration)>>,
     _memory: Reservation,
 }
 
@@ -808,7 +821,7 @@ impl GpuContext {
             plan.steps
                 .iter()
                 .map(|step| match step {
-                    Step::Gpu(dispatches) => dispatches
+                    Step::Gpu(_, dispatches) => dispatches
                         .iter()
                         .map(|d| {
                             let mut entries = vec![wgpu::BindGroupEntry {
@@ -857,12 +870,26 @@ impl GpuContext {
             slots,
             groups,
             cpu,
+            profile: None,
             _memory: memory,
         })
     }
 
     pub fn plan(&self) -> &Arc<GpuPlan> {
         &self.plan
+    }
+
+    /// Time every GPU node separately in later runs (each gets its own
+    /// submission, so runs are slower; for finding slow kernels).
+    pub fn enable_profiling(&mut self) {
+        self.profile = Some(Vec::new());
+    }
+
+    /// Per-node wall times of the last profiled run, slowest first.
+    pub fn profile(&self) -> Vec<(String, std::time::Duration)> {
+        let mut p = self.profile.clone().unwrap_or_default();
+        p.sort_by_key(|e| std::cmp::Reverse(e.1));
+        p
     }
 
     fn buffer(&self, v: usize) -> &wgpu::Buffer {
@@ -905,18 +932,29 @@ impl GpuContext {
                 .map_async(wgpu::MapMode::Read, move |r| drop(tx.send(r)));
         }
         gpu.wait(None)?;
-        for _ in &staging {
+        // Map callbacks fire from whichever thread polls the device; keep
+        // polling until every one has reported.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let mut done = 0;
+        while done < staging.len() {
             match rx.try_recv() {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => done += 1,
                 Ok(Err(e)) => {
                     return Err(GpuError::DeviceLost {
                         message: format!("reading a result back failed: {e}"),
                     });
                 }
                 Err(_) => {
-                    return Err(gpu.lost_error().unwrap_or(GpuError::Timeout {
-                        message: "a result read-back never completed".into(),
-                    }));
+                    if let Some(e) = gpu.lost_error() {
+                        return Err(e);
+                    }
+                    if std::time::Instant::now() > deadline {
+                        return Err(GpuError::Timeout {
+                            message: "a result read-back never completed".into(),
+                        });
+                    }
+                    let _ = gpu.device.poll(wgpu::PollType::Poll);
+                    std::thread::yield_now();
                 }
             }
         }
@@ -962,6 +1000,9 @@ impl GpuContext {
         for (&v, t) in plan.inputs.iter().zip(inputs) {
             self.cpu[v] = Some(t);
         }
+        if let Some(p) = &mut self.profile {
+            p.clear();
+        }
         let result = gpu.scoped(|| -> Result<(), GpuError> {
             let mut encoder: Option<wgpu::CommandEncoder> = None;
             for (i, step) in plan.steps.iter().enumerate() {
@@ -970,14 +1011,15 @@ impl GpuContext {
                         let t = self.cpu[*v].as_ref().expect("uploaded value is on the CPU");
                         gpu.queue.write_buffer(self.buffer(*v), 0, t.as_bytes());
                     }
-                    Step::Gpu(dispatches) => {
-                        let encoder = encoder.get_or_insert_with(|| {
+                    Step::Gpu(name, dispatches) => {
+                        let started = std::time::Instant::now();
+                        let enc = encoder.get_or_insert_with(|| {
                             gpu.device
                                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                                     label: None,
                                 })
                         });
-                        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                             label: None,
                             timestamp_writes: None,
                         });
@@ -985,6 +1027,14 @@ impl GpuContext {
                             pass.set_pipeline(&d.pipeline);
                             pass.set_bind_group(0, group, &[]);
                             pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                        }
+                        drop(pass);
+                        if let Some(profile) = &mut self.profile {
+                            // Profiling: one submission per node, timed.
+                            let e = encoder.take().expect("recorded above");
+                            gpu.queue.submit([e.finish()]);
+                            gpu.wait(None)?;
+                            profile.push((name.clone(), started.elapsed()));
                         }
                     }
                     Step::Download(values) => self.download(encoder.take(), values)?,
@@ -1042,6 +1092,11 @@ impl GpuContext {
     /// Number of outputs.
     pub fn output_count(&self) -> usize {
         self.plan.outputs.len()
+    }
+
+    /// Wait until the device has finished the last run (benchmarks).
+    pub fn finish(&self) -> Result<(), GpuError> {
+        self.plan.gpu.wait(None)
     }
 
     /// Whether output `index` of the last run is still only on the device.

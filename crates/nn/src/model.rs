@@ -321,7 +321,14 @@ impl OnnxModel {
         .map_err(plan_error)?;
         let started = std::time::Instant::now();
         let plan = catch_unwind(AssertUnwindSafe(|| weft_gpu::GpuPlan::build(gpu, &typed)))
-            .map_err(|_| plan_error("the GPU lowering panicked".into()))??;
+            .map_err(|panic| {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("unknown panic");
+                plan_error(format!("the GPU lowering panicked: {msg}"))
+            })??;
         let report = plan.report();
         tracing::info!(
             model.digest = %self.digest,

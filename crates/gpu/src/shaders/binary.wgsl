@@ -1,4 +1,5 @@
-// c = a (op) b with broadcasting. p: [n, op, shape[6], a_strides[6], b_strides[6]]
+// c = a (op) b with broadcasting. p: [n, op, shape[6], a_strides[6], b_strides[6], rank]
+// (the host collapses dimensions first; only the last `rank` are walked)
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
@@ -11,7 +12,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var rest = i;
     var ia = 0u;
     var ib = 0u;
-    for (var d = 5; d >= 0; d--) {
+    for (var d = 5; d >= 6 - i32(p[20]); d--) {
         let dim = p[2 + d];
         let coord = rest % dim;
         rest = rest / dim;

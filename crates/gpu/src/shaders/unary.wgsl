@@ -10,11 +10,30 @@ fn erf_approx(v: f32) -> f32 {
     return s * (1.0 - poly * exp(-v * v));
 }
 
+// log with full relative precision near 1 (where ln(1 + tiny) matters, as
+// in softplus and mish), the hardware log elsewhere.
+fn precise_log(v: f32) -> f32 {
+    let t = v - 1.0;
+    if (abs(t) < 0.01) {
+        return t * (1.0 - t * (0.5 - t * (1.0 / 3.0 - t * (0.25 - t * 0.2))));
+    }
+    return log(v);
+}
+
+// tanh without the cancellation of (e^2x - 1) / (e^2x + 1) near 0.
+fn precise_tanh(v: f32) -> f32 {
+    if (abs(v) < 0.05) {
+        let v2 = v * v;
+        return v * (1.0 - v2 * (1.0 / 3.0 - v2 * (2.0 / 15.0)));
+    }
+    return tanh(clamp(v, -15.0, 15.0));
+}
+
 fn apply(v: f32, op: u32, a: f32, b: f32) -> f32 {
     switch op {
-        case 100u: { return tanh(clamp(v, -15.0, 15.0)); }
+        case 100u: { return precise_tanh(v); }
         case 101u: { return exp(v); }
-        case 102u: { return log(v); }
+        case 102u: { return precise_log(v); }
         case 103u: { return abs(v); }
         case 104u: { return -v; }
         case 105u: { return sqrt(v); }
@@ -30,7 +49,7 @@ fn apply(v: f32, op: u32, a: f32, b: f32) -> f32 {
         case 115u: { return sign(v); }
         case 116u: { return a; }
         case 117u: { return 0.5 * v * (1.0 + erf_approx(v * 0.70710678118654752)); }
-        case 118u: { return select(log(1.0 + exp(v)), v, v > 20.0); }
+        case 118u: { return select(precise_log(1.0 + exp(v)), v, v > 20.0); }
         default: { return activate(v, op, a, b); }
     }
 }

@@ -1,0 +1,82 @@
+//! Failures a node must survive: a lost device and a full memory budget.
+//! Each fails the request with its own error; the next request works.
+//! One test in its own binary: both change process-wide state.
+
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops;
+use weft_gpu::{GpuContext, GpuError, GpuPlan};
+
+fn model(n: usize) -> TypedModel {
+    let mut model = TypedModel::default();
+    let x = model.add_source("x", f32::fact([n, 64])).unwrap();
+    let w = model
+        .add_const(
+            "w",
+            Tensor::from_shape(&[64, 64], &vec![0.5f32; 64 * 64]).unwrap(),
+        )
+        .unwrap();
+    let op = ops::einsum::EinSum {
+        axes: "mk,kn->mn".parse().unwrap(),
+        operating_dt: f32::datum_type(),
+        q_params: None,
+    };
+    let y = model.wire_node("mm", op, &[x, w]).unwrap();
+    model.select_output_outlets(&y).unwrap();
+    model
+}
+
+fn run(n: usize) -> Result<f32, GpuError> {
+    let plan = Arc::new(GpuPlan::build(weft_gpu::shared()?, &model(n))?);
+    let mut ctx = GpuContext::new(plan)?;
+    ctx.run(vec![Arc::new(
+        Tensor::from_shape(&[n, 64], &vec![1f32; n * 64]).unwrap(),
+    )])?;
+    let out = ctx.output(0)?;
+    Ok(out.to_plain_array_view::<f32>().unwrap()[[0, 0]])
+}
+
+#[test]
+fn device_loss_and_memory_budget_fail_one_request_then_recover() {
+    let gpu = match weft_gpu::shared() {
+        Ok(g) => g,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: no GPU adapter: {e}");
+            return;
+        }
+        Err(e) => panic!("CI needs a GPU adapter: {e}"),
+    };
+    assert_eq!(run(4).unwrap(), 32.0);
+
+    // A context made before the loss fails with DeviceLost.
+    let plan = Arc::new(GpuPlan::build(gpu.clone(), &model(4)).unwrap());
+    let mut ctx = GpuContext::new(plan).unwrap();
+    gpu.destroy_for_test();
+    let err = ctx
+        .run(vec![Arc::new(
+            Tensor::from_shape(&[4, 64], &[1f32; 256]).unwrap(),
+        )])
+        .and_then(|()| ctx.output(0).map(|_| ()))
+        .expect_err("a destroyed device cannot compute");
+    assert!(err.device_lost(), "{err}");
+    assert!(
+        err.to_string().contains("next one opens the device again"),
+        "{err}"
+    );
+    drop(ctx);
+    // The next request opens a new device and works.
+    assert_eq!(run(4).unwrap(), 32.0);
+    let again = weft_gpu::shared().unwrap();
+    assert!(again.generation() > gpu.generation());
+
+    // A budget smaller than the activations refuses the request clearly...
+    weft_gpu::set_memory_budget(Some(64 * 64 * 4 + 1024));
+    let err = run(4096).expect_err("16 MiB of activations exceed the budget");
+    assert!(matches!(err, GpuError::Budget { .. }), "{err}");
+    assert!(err.to_string().contains("--nn-gpu-memory"), "{err}");
+    // ...and what was reserved for it is released: a small request fits.
+    assert_eq!(weft_gpu::memory_in_use(), 0);
+    assert_eq!(run(2).unwrap(), 32.0);
+    weft_gpu::set_memory_budget(None);
+    assert_eq!(run(4096).unwrap(), 32.0);
+}
