@@ -729,13 +729,14 @@ fn gpu_policy_without_an_adapter_is_explicit() {
     let tmp = tempfile::tempdir().unwrap();
     let tiny = data("tiny.onnx").display().to_string();
     let tinyrun = module(Guest::P1, "tinyrun").display().to_string();
-    let no_gpu = [("WEFT_GPU_ADAPTER", "none")];
-    let gpu = format!("tiny:onnx:gpu:{tiny}");
-    let strict = weft_env(
-        &[
-            "run",
+    // `weft run [FLAGS] --nn-preload tiny:onnx:TARGET:tiny.onnx tinyrun tiny 1 2 3 4`
+    let run = |flags: &[&str], target: &str, env: &[(&str, &str)]| {
+        let preload = format!("tiny:onnx:{target}:{tiny}");
+        let mut args = vec!["run"];
+        args.extend(flags);
+        args.extend([
             "--nn-preload",
-            &gpu,
+            &preload,
             &tinyrun,
             "--",
             "tiny",
@@ -743,10 +744,11 @@ fn gpu_policy_without_an_adapter_is_explicit() {
             "2",
             "3",
             "4",
-        ],
-        tmp.path(),
-        &no_gpu,
-    );
+        ]);
+        weft_env(&args, tmp.path(), env)
+    };
+    let no_gpu = [("WEFT_GPU_ADAPTER", "none")];
+    let strict = run(&[], "gpu", &no_gpu);
     assert_eq!(strict.status.code(), Some(1), "{}", stderr(&strict));
     assert!(
         stderr(&strict).contains("--nn-gpu-fallback"),
@@ -758,23 +760,7 @@ fn gpu_policy_without_an_adapter_is_explicit() {
         "{}",
         stderr(&strict)
     );
-    let lenient = weft_env(
-        &[
-            "run",
-            "--nn-gpu-fallback",
-            "--nn-preload",
-            &gpu,
-            &tinyrun,
-            "--",
-            "tiny",
-            "1",
-            "2",
-            "3",
-            "4",
-        ],
-        tmp.path(),
-        &no_gpu,
-    );
+    let lenient = run(&["--nn-gpu-fallback"], "gpu", &no_gpu);
     assert!(lenient.status.success(), "{}", stderr(&lenient));
     assert!(
         stderr(&lenient).contains("running the graph on the CPU"),
@@ -782,23 +768,7 @@ fn gpu_policy_without_an_adapter_is_explicit() {
         stderr(&lenient)
     );
     assert_eq!(stdout(&lenient).trim(), "3 5 7 9");
-    let auto = format!("tiny:onnx:auto:{tiny}");
-    let auto = weft_env(
-        &[
-            "run",
-            "--nn-preload",
-            &auto,
-            &tinyrun,
-            "--",
-            "tiny",
-            "1",
-            "2",
-            "3",
-            "4",
-        ],
-        tmp.path(),
-        &no_gpu,
-    );
+    let auto = run(&[], "auto", &no_gpu);
     assert!(auto.status.success(), "{}", stderr(&auto));
     assert!(
         stderr(&auto).contains("running on the CPU"),
@@ -806,24 +776,7 @@ fn gpu_policy_without_an_adapter_is_explicit() {
         stderr(&auto)
     );
     // An adapter that does not exist is named, with what does.
-    let wrong = weft_env(
-        &[
-            "run",
-            "--nn-gpu-adapter",
-            "no-such-gpu",
-            "--nn-preload",
-            &gpu,
-            &tinyrun,
-            "--",
-            "tiny",
-            "1",
-            "2",
-            "3",
-            "4",
-        ],
-        tmp.path(),
-        &[],
-    );
+    let wrong = run(&["--nn-gpu-adapter", "no-such-gpu"], "gpu", &[]);
     assert_eq!(wrong.status.code(), Some(1), "{}", stderr(&wrong));
     assert!(
         stderr(&wrong).contains("`no-such-gpu`"),

@@ -664,8 +664,14 @@ fn conv(op: &Conv, ins: &[Vec<usize>], out: &[usize], act: Activation) -> Result
     .map(|&x| u(x))
     .chain([Ok(act.op), Ok(f(act.a)), Ok(f(act.b))])
     .collect::<Result<Vec<u32>, String>>()?;
+    direct(Kernel::Conv, params, n, bias_len)
+}
+
+/// A one-invocation-per-output convolution kernel: input, kernel, bias
+/// (or a placeholder), output.
+fn direct(kernel: Kernel, params: Vec<u32>, n: usize, bias_len: usize) -> Result<Lowered, String> {
     Ok(Lowered::Kernels(vec![Spec {
-        kernel: Kernel::Conv,
+        kernel,
         params,
         binds: vec![
             Bind::Input(0),
@@ -739,21 +745,7 @@ fn deconv(op: &Deconv, ins: &[Vec<usize>], out: &[usize]) -> Result<Lowered, Str
     .iter()
     .map(|&x| u(x))
     .collect::<Result<Vec<u32>, String>>()?;
-    Ok(Lowered::Kernels(vec![Spec {
-        kernel: Kernel::Deconv,
-        params,
-        binds: vec![
-            Bind::Input(0),
-            Bind::Input(1),
-            if bias_len > 0 {
-                Bind::Input(2)
-            } else {
-                Bind::Dummy
-            },
-            Bind::Output,
-        ],
-        groups: grid(n)?,
-    }]))
+    direct(Kernel::Deconv, params, n, bias_len)
 }
 
 /// One GEMM axis: its size and its strides in A, B, C and the bias.
