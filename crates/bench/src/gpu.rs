@@ -1,6 +1,6 @@
 //! `weft-gpu-bench`: the GPU backend measured side by side in one run.
 //!
-//! 1. fp32 GEMM throughput of the lowered matmul kernel (N x N x N, weights
+//! 1. fp32 and f16 GEMM throughput of the lowered matmul kernel (N x N x N, weights
 //!    resident, one submission per run, timed to device completion) against
 //!    cuBLAS through PyTorch on the same GPU (`torch.matmul`, TF32 off; and
 //!    fp16), when `python3 -c "import torch"` works.
@@ -58,21 +58,32 @@ fn time(rounds: usize, mut f: impl FnMut() -> Result<()>) -> Result<Duration> {
     Ok(median(t))
 }
 
-fn gemm_tflops(n: usize, rounds: usize) -> Result<f64> {
+fn gemm_tflops(n: usize, rounds: usize, half: bool) -> Result<f64> {
+    let dt = if half {
+        f16::datum_type()
+    } else {
+        f32::datum_type()
+    };
     let mut model = TypedModel::default();
-    let a = model.add_source("a", f32::fact([n, n]))?;
-    let w = Tensor::from_shape(&[n, n], &vec![0.001f32; n * n])?;
+    let a = model.add_source("a", dt.fact([n, n]))?;
+    let w = Tensor::from_shape(&[n, n], &vec![0.001f32; n * n])?
+        .cast_to_dt(dt)?
+        .into_owned();
     let b = model.add_const("b", w)?;
     let op = tract_onnx::tract_core::ops::einsum::EinSum {
         axes: "mk,kn->mn".parse()?,
-        operating_dt: f32::datum_type(),
+        operating_dt: dt,
         q_params: None,
     };
     let c = model.wire_node("mm", op, &[a, b])?;
     model.select_output_outlets(&c)?;
     let plan = Arc::new(GpuPlan::build(weft_gpu::shared()?, &model)?);
     let mut ctx = GpuContext::new(plan)?;
-    let input = Arc::new(Tensor::from_shape(&[n, n], &vec![1f32; n * n])?);
+    let input = Arc::new(
+        Tensor::from_shape(&[n, n], &vec![1f32; n * n])?
+            .cast_to_dt(dt)?
+            .into_owned(),
+    );
     let t = time(rounds, || {
         ctx.run(vec![input.clone()])?;
         ctx.finish()?;
@@ -166,20 +177,29 @@ fn main() -> Result<()> {
         gpu.backend(),
         gpu.features().join(", ")
     );
-    println!("\n== fp32 GEMM, N x N x N, median of {} ==", a.rounds);
+    println!("\n== GEMM, N x N x N, median of {} ==", a.rounds);
     let sizes: Vec<String> = a.sizes.iter().map(|n| n.to_string()).collect();
     let torch: Option<serde_json::Value> =
         python(&a.python, TORCH, &[sizes.join(","), a.rounds.to_string()])
             .and_then(|s| serde_json::from_str(&s).ok());
     for &n in &a.sizes {
-        let ours = gemm_tflops(n, a.rounds)?;
+        let ours = gemm_tflops(n, a.rounds, false)?;
+        let ours16 = if gpu.has_f16() {
+            Some(gemm_tflops(n, a.rounds, true)?)
+        } else {
+            None
+        };
         let cublas = torch.as_ref().and_then(|t| t[format!("fp32-{n}")].as_f64());
         let cublas16 = torch.as_ref().and_then(|t| t[format!("fp16-{n}")].as_f64());
         println!(
-            "N={n:>5}: weft fp32 {ours:8.3} TFLOP/s | cuBLAS fp32 {} | ratio {} | cuBLAS fp16 {} (weft has no f16 path yet)",
+            "N={n:>5}: weft fp32 {ours:8.3} TFLOP/s | cuBLAS fp32 {} | ratio {} || weft f16 {} | cuBLAS fp16 {} | ratio {}",
             cublas.map_or("n/a".into(), |c| format!("{c:8.2} TFLOP/s")),
             cublas.map_or("n/a".into(), |c| format!("{:.0}%", 100.0 * ours / c)),
+            ours16.map_or("n/a (no shader-f16)".into(), |t| format!("{t:8.3} TFLOP/s")),
             cublas16.map_or("n/a".into(), |c| format!("{c:.1} TFLOP/s")),
+            ours16
+                .zip(cublas16)
+                .map_or("n/a".into(), |(o, c)| format!("{:.0}%", 100.0 * o / c)),
         );
     }
     let path = a.models.join("ch_PP-OCRv4_rec_infer.onnx");

@@ -387,7 +387,8 @@ fn open() -> Result<Gpu, GpuError> {
     let features = adapter.features();
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("weft"),
-        required_features: wgpu::Features::empty(),
+        // f16 storage and arithmetic for the half-precision GEMM, where offered.
+        required_features: features & wgpu::Features::SHADER_F16,
         required_limits: limits.clone(),
         ..Default::default()
     }))
@@ -442,6 +443,11 @@ impl Gpu {
 
     pub fn features(&self) -> Vec<&'static str> {
         feature_names(self.features)
+    }
+
+    /// Whether kernels may use f16 (`shader-f16`).
+    pub fn has_f16(&self) -> bool {
+        self.features.contains(wgpu::Features::SHADER_F16)
     }
 
     /// Increases each time a device is opened in this process.

@@ -21,10 +21,11 @@ pub enum Kernel {
     Deconv,
     /// Tiled GEMM; `wide` is the 128 x 128 tile with 8 x 8 register blocks,
     /// otherwise 64 x 64 with 4 x 4; `im2col` gathers B from a convolution
-    /// input.
+    /// input; `half`: f16 storage (`shader-f16`), f32 accumulation.
     Gemm {
         wide: bool,
         im2col: bool,
+        half: bool,
     },
 }
 
@@ -39,22 +40,16 @@ impl Kernel {
             Kernel::Pool => "pool",
             Kernel::Conv => "conv-direct",
             Kernel::Deconv => "deconv",
-            Kernel::Gemm {
-                wide: false,
-                im2col: false,
-            } => "gemm-64",
-            Kernel::Gemm {
-                wide: true,
-                im2col: false,
-            } => "gemm-128",
-            Kernel::Gemm {
-                wide: false,
-                im2col: true,
-            } => "conv-implicit-gemm-64",
-            Kernel::Gemm {
-                wide: true,
-                im2col: true,
-            } => "conv-implicit-gemm-128",
+            Kernel::Gemm { wide, im2col, half } => match (im2col, wide, half) {
+                (false, false, false) => "gemm-64",
+                (false, true, false) => "gemm-128",
+                (false, false, true) => "gemm-64-f16",
+                (false, true, true) => "gemm-128-f16",
+                (true, false, false) => "conv-implicit-gemm-64",
+                (true, true, false) => "conv-implicit-gemm-128",
+                (true, false, true) => "conv-implicit-gemm-64-f16",
+                (true, true, true) => "conv-implicit-gemm-128-f16",
+            },
         }
     }
 
@@ -76,7 +71,7 @@ impl Kernel {
             Kernel::Pool => include_str!("shaders/pool.wgsl").to_string(),
             Kernel::Conv => include_str!("shaders/conv.wgsl").to_string(),
             Kernel::Deconv => include_str!("shaders/deconv.wgsl").to_string(),
-            Kernel::Gemm { wide, im2col } => {
+            Kernel::Gemm { wide, im2col, half } => {
                 let (tile, block, scale) = if wide { (128, 8, 2) } else { (64, 4, 1) };
                 let load_b = if im2col {
                     // k -> (ci, ky, kx), n -> (oy, ox); zero outside the input.
@@ -90,17 +85,23 @@ impl Kernel {
     let iy = i32(oy * p[31] + ky * p[33]) - i32(p[35]);
     let ix = i32(ox * p[32] + kx * p[34]) - i32(p[36]);
     if (iy < 0 || ix < 0 || iy >= i32(p[26]) || ix >= i32(p[27])) { return 0.0; }
-    return b[base + ci * p[37] + u32(iy) * p[27] + u32(ix)];"
+    return f32(b[base + ci * p[37] + u32(iy) * p[27] + u32(ix)]);"
                 } else {
-                    "    return b[base + k * p[18] + n * p[19]];"
+                    "    return f32(b[base + k * p[18] + n * p[19]]);"
                 };
-                include_str!("shaders/gemm.wgsl")
+                let source = include_str!("shaders/gemm.wgsl")
                     .replace("{{BM}}", &tile.to_string())
                     .replace("{{BN}}", &tile.to_string())
                     .replace("{{TM}}", &block.to_string())
                     .replace("{{TN}}", &block.to_string())
                     .replace("{{SCALE}}", &scale.to_string())
                     .replace("{{LOAD_B}}", load_b)
+                    .replace("{{T}}", if half { "f16" } else { "f32" });
+                if half {
+                    // Extensions come first in a WGSL module.
+                    return format!("enable f16;\n{COMMON}\n{source}");
+                }
+                source
             }
         };
         format!("{COMMON}\n{body}")

@@ -630,6 +630,7 @@ fn conv(op: &Conv, ins: &[Vec<usize>], out: &[usize], act: Activation) -> Result
                 _ => Some((1, 0)),
             },
             act,
+            half: false,
             im2col: (!pointwise).then_some([
                 g.h,
                 g.w,
@@ -766,6 +767,8 @@ pub(crate) struct Gemm {
     pub bias: Option<(usize, usize)>,
     pub act: Activation,
     pub im2col: Option<[usize; 12]>,
+    /// f16 operands and result (f32 accumulation).
+    pub half: bool,
 }
 
 impl Gemm {
@@ -793,6 +796,7 @@ impl Gemm {
         let kernel = Kernel::Gemm {
             wide,
             im2col: self.im2col.is_some(),
+            half: self.half,
         };
         let tile = kernel.tile() as usize;
         let gx = u(self.n.div_ceil(tile).max(1))?;
@@ -849,8 +853,9 @@ pub(crate) fn einsum(
     bias: Option<&[usize]>,
     act: Activation,
 ) -> Result<Lowered, String> {
-    if op.q_params.is_some() || ins.len() != 2 || op.operating_dt != f32::datum_type() {
-        return Err("only two-input float EinSum runs on the GPU".into());
+    let half = op.operating_dt == f16::datum_type();
+    if op.q_params.is_some() || ins.len() != 2 || !(half || op.operating_dt == f32::datum_type()) {
+        return Err("only two-input f32 or f16 EinSum runs on the GPU".into());
     }
     let sa = strides(&ins[0]);
     let sb = strides(&ins[1]);
@@ -928,6 +933,7 @@ pub(crate) fn einsum(
         bias: bias.map(|_| (md, nd)),
         act,
         im2col: None,
+        half,
     };
     Ok(Lowered::Kernels(vec![geo.spec(
         Bind::Input(0),

@@ -128,6 +128,7 @@ enum Home {
 
 struct Value {
     shape: Vec<usize>,
+    dt: DatumType,
     bytes: u64,
     gpu: Option<Home>,
     konst: Option<Arc<Tensor>>,
@@ -289,6 +290,7 @@ impl GpuPlan {
             let bytes = (shape.iter().product::<usize>() * fact.datum_type.size_of()) as u64;
             values.push(Value {
                 shape,
+                dt: fact.datum_type,
                 bytes,
                 gpu: None,
                 konst: fact.konst.clone(),
@@ -328,8 +330,12 @@ impl GpuPlan {
             let name = node.name.clone();
             let op_name = node.op.name().to_string();
 
-            // Eligibility: one f32 output, f32 inputs, every tensor within
-            // the device's binding limit, shapes concrete.
+            // Eligibility: one output, f32 tensors (or f16 for an EinSum on
+            // a device with `shader-f16`), every tensor within the device's
+            // binding limit, shapes concrete.
+            let half_gemm = gpu.has_f16()
+                && node.op_is::<tract_onnx::tract_core::ops::einsum::EinSum>()
+                && facts.iter().all(|f| f.datum_type == f16::datum_type());
             let in_facts: Vec<&TypedFact> = node
                 .inputs
                 .iter()
@@ -340,8 +346,13 @@ impl GpuPlan {
                 if facts.len() != 1 {
                     return Err("more than one output".into());
                 }
+                let wanted = if half_gemm {
+                    f16::datum_type()
+                } else {
+                    f32::datum_type()
+                };
                 for f in in_facts.iter().copied().chain(&facts) {
-                    if f.datum_type != f32::datum_type() {
+                    if f.datum_type != wanted {
                         return Err(format!("{:?} tensors stay on the CPU", f.datum_type));
                     }
                     if f.shape.as_concrete().is_none() {
@@ -838,7 +849,7 @@ impl GpuContext {
                                             Some(Home::Const(c)) => &plan.consts[c],
                                             None => unreachable!("planned on the GPU"),
                                         };
-                                        let size = value.bytes.max(4);
+                                        let size = value.bytes.max(4).next_multiple_of(4);
                                         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                                             buffer,
                                             offset: 0,
@@ -967,8 +978,19 @@ impl GpuContext {
                 .map_err(|e| GpuError::DeviceLost {
                     message: format!("mapping a result failed: {e}"),
                 })?;
-            let floats: &[f32] = bytemuck::cast_slice(&data[..n * 4]);
-            let t = Tensor::from_shape(&value.shape, floats).map_err(|e| GpuError::Cpu {
+            let t = if value.dt == f16::datum_type() {
+                let halves: Vec<f16> = data[..n * 2]
+                    .chunks_exact(2)
+                    .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])))
+                    .collect();
+                Tensor::from_shape(&value.shape, &halves)
+            } else {
+                Tensor::from_shape(
+                    &value.shape,
+                    bytemuck::cast_slice::<u8, f32>(&data[..n * 4]),
+                )
+            }
+            .map_err(|e| GpuError::Cpu {
                 message: e.to_string(),
             })?;
             drop(data);
@@ -1009,7 +1031,15 @@ impl GpuContext {
                 match step {
                     Step::Upload(v) => {
                         let t = self.cpu[*v].as_ref().expect("uploaded value is on the CPU");
-                        gpu.queue.write_buffer(self.buffer(*v), 0, t.as_bytes());
+                        let bytes = t.as_bytes();
+                        if bytes.len().is_multiple_of(4) {
+                            gpu.queue.write_buffer(self.buffer(*v), 0, bytes);
+                        } else {
+                            // Copies are in 4-byte units (an odd number of f16s).
+                            let mut padded = bytes.to_vec();
+                            padded.resize(bytes.len().next_multiple_of(4), 0);
+                            gpu.queue.write_buffer(self.buffer(*v), 0, &padded);
+                        }
                     }
                     Step::Gpu(name, dispatches) => {
                         let started = std::time::Instant::now();

@@ -157,6 +157,68 @@ proptest! {
     }
 }
 
+/// The f16 GEMM (`shader-f16`: f16 storage, f32 accumulation) against
+/// tract's f16 matmul. f16 has 11 significant bits: tolerance 1e-2.
+#[test]
+fn gemm_f16() {
+    let Some(gpu) = gpu() else { return };
+    if !gpu.has_f16() {
+        weft_tests_skip("adapter has no shader-f16");
+        return;
+    }
+    for (m, k, n) in [(7, 9, 5), (65, 40, 70), (300, 33, 260)] {
+        let mut model = TypedModel::default();
+        let a = model.add_source("a", f16::fact([m, k])).unwrap();
+        let w = tensor(&[k, n], 3).cast_to::<f16>().unwrap().into_owned();
+        let b = konst(&mut model, "b", w);
+        let op = EinSum {
+            axes: "mk,kn->mn".parse().unwrap(),
+            operating_dt: f16::datum_type(),
+            q_params: None,
+        };
+        let out = model.wire_node("mm", op, &[a, b]).unwrap();
+        model.select_output_outlets(&out).unwrap();
+        let x = tensor(&[m, k], 4).cast_to::<f16>().unwrap().into_owned();
+        let cpu = model
+            .clone()
+            .into_optimized()
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let want = cpu.run(tvec!(x.clone().into_tvalue())).unwrap();
+        let plan = Arc::new(GpuPlan::build(gpu.clone(), &model).unwrap());
+        let report = plan.report().clone();
+        assert!(
+            matches!(&report.nodes[0].place, Place::Gpu(k) if k[0].ends_with("-f16")),
+            "{report}"
+        );
+        let mut ctx = GpuContext::new(plan).unwrap();
+        ctx.run(vec![Arc::new(x)]).unwrap();
+        let got = ctx.output(0).unwrap();
+        assert_eq!(got.datum_type(), f16::datum_type());
+        let g = got.cast_to::<f32>().unwrap();
+        let w = want[0].cast_to::<f32>().unwrap();
+        for (a, b) in g
+            .to_plain_array_view::<f32>()
+            .unwrap()
+            .iter()
+            .zip(w.to_plain_array_view::<f32>().unwrap().iter())
+        {
+            assert!(
+                (a - b).abs() <= 1e-2 + 1e-2 * b.abs(),
+                "{m}x{k}x{n}: gpu {a} cpu {b}"
+            );
+        }
+    }
+}
+
+fn weft_tests_skip(why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("CI needs it: {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+}
+
 #[test]
 fn gemm_fuses_bias_and_relu() {
     let mut model = TypedModel::default();

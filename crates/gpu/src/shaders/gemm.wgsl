@@ -9,6 +9,8 @@
 //     a_rs, a_cs, b_rs, b_cs, c_rs, c_cs, bias_mode, act, act_a, act_b,
 //     H, W, KH, KW, OW, sy, sx, dy, dx, pt, pl, HW,
 //     bias_rs, bias_cs, bias_bstride[3]]
+// Storage is f32, or f16 in the `shader-f16` variant; accumulation is
+// always f32.
 // bias_mode: 0 none, 1 a strided bias operand (a row or column vector, a
 // scalar, or a full matrix, by its strides).
 const BM = {{BM}}u;
@@ -17,10 +19,10 @@ const BK = 16u;
 const TM = {{TM}}u;
 const TN = {{TN}}u;
 
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<{{T}}>;
+@group(0) @binding(2) var<storage, read> b: array<{{T}}>;
+@group(0) @binding(3) var<storage, read> bias: array<{{T}}>;
+@group(0) @binding(4) var<storage, read_write> c: array<{{T}}>;
 
 var<workgroup> As: array<f32, 1024 * {{SCALE}}>;
 var<workgroup> Bs: array<f32, 1024 * {{SCALE}}>;
@@ -58,7 +60,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let gm = m0 + mm;
             let gk = k0 + kk;
             var v = 0.0;
-            if (gm < M && gk < K) { v = a[abase + gm * p[16] + gk * p[17]]; }
+            if (gm < M && gk < K) { v = f32(a[abase + gm * p[16] + gk * p[17]]); }
             As[kk * BM + mm] = v;
         }
         for (var l = 0u; l < BN * BK / 256u; l++) {
@@ -91,8 +93,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let gn = n0 + tx * TN + j;
             if (gn >= N) { continue; }
             var v = acc[i * TN + j];
-            if (mode == 1u) { v += bias[biasbase + gm * p[38] + gn * p[39]]; }
-            c[cbase + gm * p[20] + gn * p[21]] = activate(v, p[23], pf(24u), pf(25u));
+            if (mode == 1u) { v += f32(bias[biasbase + gm * p[38] + gn * p[39]]); }
+            c[cbase + gm * p[20] + gn * p[21]] = {{T}}(activate(v, p[23], pf(24u), pf(25u)));
         }
     }
 }
