@@ -261,12 +261,17 @@ impl ServeProcess {
     /// Start `bin serve ARGS --bind 127.0.0.1:0 --grpc-bind 127.0.0.1:0`
     /// and wait until it says where it listens.
     pub fn start(bin: &str, args: &[&str]) -> ServeProcess {
+        Self::start_with_log(bin, args, "warn")
+    }
+
+    /// [`start`](Self::start) with another `RUST_LOG` filter.
+    pub fn start_with_log(bin: &str, args: &[&str], filter: &str) -> ServeProcess {
         use std::io::BufRead;
         let mut child = std::process::Command::new(bin)
             .arg("serve")
             .args(args)
             .args(["--bind", "127.0.0.1:0", "--grpc-bind", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", filter)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()

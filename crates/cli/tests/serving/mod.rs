@@ -415,3 +415,74 @@ fn ocr_serving_module_reads_the_sample_page() {
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("cannot decode `image`"), "{body}");
 }
+
+/// `weft serve model.onnx --nn-target gpu`: the V2 protocol in front of the
+/// GPU backend, batches of several sizes (one GPU plan each), answers equal
+/// to the CPU target's, and concurrent requests on a pool of instances.
+#[test]
+fn serving_on_the_gpu_matches_the_cpu() {
+    let info = weft(&["info"], std::path::Path::new("."));
+    if String::from_utf8_lossy(&info.stdout).contains("gpu adapters: none") {
+        skip_or_fail("no GPU adapter (apt-get install mesa-vulkan-drivers)");
+        return;
+    }
+    let mlp = path(data("mlp_dynamic_batch.onnx"));
+    let servers: Vec<ServeProcess> = ["cpu", "gpu"]
+        .iter()
+        .map(|t| {
+            ServeProcess::start_with_log(
+                weft_bin(),
+                &[&mlp, "--nn-target", t, "--instances", "2", "--no-grpc"],
+                "info",
+            )
+        })
+        .collect();
+    for batch in [1usize, 3, 8] {
+        let data: Vec<f32> = (0..batch * 4).map(|i| (i as f32 * 0.7).cos()).collect();
+        let body = serde_json::json!({
+            "inputs": [{"name": "x", "shape": [batch, 4], "datatype": "FP32", "data": data}]
+        })
+        .to_string();
+        let answers: Vec<Vec<f64>> = servers
+            .iter()
+            .map(|s| {
+                let (code, out) = curl(
+                    &format!("{}/v2/models/mlp_dynamic_batch/infer", s.rest),
+                    Some(&body),
+                );
+                assert_eq!(code, 200, "{out}\n{}", s.log());
+                let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+                assert_eq!(v["outputs"][0]["shape"], serde_json::json!([batch, 3]));
+                v["outputs"][0]["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect()
+            })
+            .collect();
+        for (c, g) in answers[0].iter().zip(&answers[1]) {
+            assert!(
+                (c - g).abs() <= 1e-5 + 1e-4 * c.abs(),
+                "batch {batch}: cpu {c} gpu {g}"
+            );
+        }
+    }
+    assert!(
+        servers[1].log().contains("100.0% of FLOPs on the GPU"),
+        "{}",
+        servers[1].log()
+    );
+    // Concurrent requests share the device; every one is answered.
+    let url = format!("{}/v2/models/mlp_dynamic_batch/infer", servers[1].rest);
+    let body =
+        r#"{"inputs":[{"name":"x","shape":[2,4],"datatype":"FP32","data":[1,2,3,4,5,6,7,8]}]}"#;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| curl(&url, Some(body)).0))
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), 200);
+        }
+    });
+}
