@@ -136,6 +136,46 @@ fn run_case_on(dir: &Path, device: Device) -> Result<bool, String> {
     Ok(lowered)
 }
 
+/// The case names `tests/conformance/must-pass.txt` lists.
+fn must_pass() -> Vec<String> {
+    std::fs::read_to_string(weft_tests::repo_root().join("tests/conformance/must-pass.txt"))
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+/// Run every case on all cores; a panic is that case's failure. Results
+/// are sorted by case name.
+fn run_all<T: Send>(
+    cases: &[PathBuf],
+    run: impl Fn(&Path) -> Result<T, String> + Sync,
+) -> Vec<(String, Result<T, String>)> {
+    let queue = Mutex::new(cases.iter());
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..std::thread::available_parallelism().map_or(2, |n| n.get()) {
+            s.spawn(|| {
+                loop {
+                    let Some(case) = queue.lock().unwrap().next() else {
+                        break;
+                    };
+                    let name = case.file_name().unwrap().to_string_lossy().into_owned();
+                    let outcome =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(case)))
+                            .unwrap_or_else(|_| Err("panicked".into()));
+                    results.lock().unwrap().push((name, outcome));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    results
+}
+
 #[test]
 fn onnx_node_test_suite() {
     let Some(dir) = cases_dir() else {
@@ -151,24 +191,7 @@ fn onnx_node_test_suite() {
         .filter(|p| p.join("model.onnx").exists())
         .collect();
     cases.sort();
-    let queue = Mutex::new(cases.iter());
-    let results = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..std::thread::available_parallelism().map_or(2, |n| n.get()) {
-            s.spawn(|| {
-                loop {
-                    let Some(case) = queue.lock().unwrap().next() else {
-                        break;
-                    };
-                    let name = case.file_name().unwrap().to_string_lossy().into_owned();
-                    let outcome = std::panic::catch_unwind(|| run_case(case))
-                        .unwrap_or_else(|_| Err("panicked".into()));
-                    results.lock().unwrap().push((name, outcome));
-                }
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap();
+    let mut results = run_all(&cases, run_case);
     results.sort_by(|a, b| a.0.cmp(&b.0));
     let passed: Vec<&str> = results
         .iter()
@@ -190,13 +213,8 @@ fn onnx_node_test_suite() {
             .collect();
         std::fs::write(path, report).unwrap();
     }
-    let must_pass =
-        std::fs::read_to_string(weft_tests::repo_root().join("tests/conformance/must-pass.txt"))
-            .unwrap();
-    let regressions: Vec<String> = must_pass
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    let regressions: Vec<String> = must_pass()
+        .iter()
         .filter_map(|name| match results.iter().find(|(n, _)| n == name) {
             Some((_, Ok(()))) => None,
             Some((_, Err(e))) => Some(format!("{name}: {e}")),
@@ -229,41 +247,16 @@ fn onnx_node_tests_through_the_gpu_backend() {
         ));
         return;
     }
-    let must_pass =
-        std::fs::read_to_string(weft_tests::repo_root().join("tests/conformance/must-pass.txt"))
-            .unwrap();
-    let names: Vec<&str> = must_pass
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .collect();
-    let queue = Mutex::new(names.iter());
-    let results = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..std::thread::available_parallelism().map_or(2, |n| n.get()) {
-            s.spawn(|| {
-                loop {
-                    let Some(name) = queue.lock().unwrap().next() else {
-                        break;
-                    };
-                    let case = dir.join(name);
-                    let outcome = std::panic::catch_unwind(|| run_case_on(&case, Device::Gpu))
-                        .unwrap_or_else(|_| Err("panicked".into()));
-                    results.lock().unwrap().push((name.to_string(), outcome));
-                }
-            });
-        }
-    });
-    let results = results.into_inner().unwrap();
+    let cases: Vec<PathBuf> = must_pass().iter().map(|n| dir.join(n)).collect();
+    let results = run_all(&cases, |case| run_case_on(case, Device::Gpu));
     let lowered = results
         .iter()
         .filter(|(_, r)| matches!(r, Ok(true)))
         .count();
-    let mut failed: Vec<String> = results
+    let failed: Vec<String> = results
         .iter()
         .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n}: {e}")))
         .collect();
-    failed.sort();
     println!(
         "onnx node conformance (GPU backend): {} of {} CPU-passing cases pass, {lowered} with lowered nodes",
         results.len() - failed.len(),

@@ -12,12 +12,7 @@ fn weft_bin() -> &'static str {
 }
 
 fn weft(args: &[&str], cwd: &Path) -> Output {
-    Command::new(weft_bin())
-        .args(args)
-        .current_dir(cwd)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("spawn weft")
+    weft_env(args, cwd, &[("RUST_LOG", "warn")])
 }
 
 fn stderr(o: &Output) -> String {
@@ -670,6 +665,8 @@ fn pull_killed_mid_layer_resumes_on_rerun() {
     assert_eq!(stdout(&out).trim(), "3 5 7 9", "{}", stderr(&out));
 }
 
+/// `weft` with extra environment variables (`RUST_LOG` is `info` unless
+/// `env` sets it).
 fn weft_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(weft_bin());
     cmd.args(args).current_dir(cwd).env("RUST_LOG", "info");

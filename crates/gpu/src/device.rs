@@ -40,8 +40,9 @@ fn budget() -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// `512MiB`, `2GiB`, `1000000`: the byte sizes flags and variables take.
-pub fn parse_bytes(s: &str) -> Option<u64> {
+/// `512MiB`, `2GiB`, `1000000` in `WEFT_GPU_MEMORY` (the CLI's flag parses
+/// with `weft_runtime::units::size`, which this crate cannot depend on).
+fn parse_bytes(s: &str) -> Option<u64> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);

@@ -22,8 +22,8 @@ mod lower;
 mod plan;
 
 pub use device::{
-    ADAPTER_ENV, AdapterReport, Gpu, MEMORY_ENV, Selector, adapters, memory_in_use, parse_bytes,
-    selector, set_memory_budget, set_selector, shared, usable_for_auto,
+    ADAPTER_ENV, AdapterReport, Gpu, MEMORY_ENV, Selector, adapters, memory_in_use, selector,
+    set_memory_budget, set_selector, shared, usable_for_auto,
 };
 pub use error::GpuError;
 pub use kernels::Kernel;

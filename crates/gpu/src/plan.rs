@@ -15,7 +15,7 @@
 use crate::device::{Gpu, Reservation};
 use crate::error::GpuError;
 use crate::lower::{self, Bind, Lowered, Spec};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use tract_onnx::prelude::*;
@@ -277,7 +277,7 @@ impl GpuPlan {
             adapter: gpu.adapter_name().to_string(),
             ..Report::default()
         };
-        let mut fused: HashMap<usize, ()> = HashMap::new();
+        let mut fused: HashSet<usize> = HashSet::new();
         let mut alias: HashMap<usize, usize> = HashMap::new();
         let outputs_set: Vec<OutletId> = model.output_outlets().map_err(lowering)?.to_vec();
 
@@ -373,14 +373,14 @@ impl GpuPlan {
             let in_shapes: Vec<Vec<usize>> =
                 inputs.iter().map(|&v| values[v].shape.clone()).collect();
             let out_shape = values[outs[0]].shape.clone();
-            let mut lowered = if fused.contains_key(&id) {
+            let mut lowered = if fused.contains(&id) {
                 Ok(Lowered::View)
             } else {
                 eligible.and_then(|()| lower::lower(node.op.as_ref(), &in_shapes, &out_shape))
             };
             // A view of a CPU value stays on the CPU with it.
             if matches!(lowered, Ok(Lowered::View))
-                && !fused.contains_key(&id)
+                && !fused.contains(&id)
                 && values[inputs[0]].gpu.is_none()
             {
                 lowered = Err("view of a CPU value".into());
@@ -437,7 +437,7 @@ impl GpuPlan {
                         inputs.push(v);
                     }
                     for n in chain {
-                        fused.insert(n, ());
+                        fused.insert(n);
                     }
                 }
             }
@@ -456,7 +456,7 @@ impl GpuPlan {
                     report.nodes.push(NodeReport {
                         name,
                         op: op_name,
-                        place: if fused.contains_key(&id) {
+                        place: if fused.contains(&id) {
                             Place::Fused
                         } else {
                             Place::View

@@ -77,10 +77,6 @@ impl TensorInfo {
 
     /// The shape when every dimension is fixed.
     pub fn concrete(&self) -> Option<Vec<usize>> {
-        self.concrete_shape()
-    }
-
-    fn concrete_shape(&self) -> Option<Vec<usize>> {
         self.shape
             .as_ref()?
             .iter()
@@ -150,15 +146,20 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> TractResult<T>) -> Result<T, Strin
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(format!("{e:#}")),
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown panic");
-            Err(format!("tract panicked while {what}: {msg}"))
-        }
+        Err(panic) => Err(format!(
+            "tract panicked while {what}: {}",
+            panic_message(panic.as_ref())
+        )),
     }
+}
+
+/// The text a panic was raised with.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic")
 }
 
 /// The hex SHA-256 of model bytes: the key of the process-wide model cache.
@@ -254,14 +255,7 @@ impl OnnxModel {
         };
         // A model with fully static inputs is compiled right away, so a model
         // tract cannot type or optimize fails at load, not at first compute.
-        let static_shapes: Option<Vec<Vec<usize>>> = model
-            .inputs
-            .iter()
-            .map(TensorInfo::concrete_shape)
-            .collect();
-        let static_types: Option<Vec<DatumType>> =
-            model.inputs.iter().map(|i| i.datum_type).collect();
-        if let (Some(shapes), Some(types)) = (static_shapes, static_types) {
+        if let Some((shapes, types)) = model.static_inputs() {
             model.plan(&shapes, &types)?;
         }
         Ok(model)
@@ -271,7 +265,7 @@ impl OnnxModel {
         let shapes = self
             .inputs
             .iter()
-            .map(TensorInfo::concrete_shape)
+            .map(TensorInfo::concrete)
             .collect::<Option<_>>()?;
         let types = self
             .inputs
@@ -301,9 +295,10 @@ impl OnnxModel {
         types: &[DatumType],
     ) -> Result<Arc<weft_gpu::GpuPlan>, NnError> {
         let gpu = weft_gpu::shared()?;
+        let generation = gpu.generation();
         let mut cache = self.gpu_plans.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(plan) = cache.get(shapes)
-            && plan.gpu().generation() == gpu.generation()
+            && plan.gpu().generation() == generation
         {
             return Ok(plan.clone());
         }
@@ -322,12 +317,10 @@ impl OnnxModel {
         let started = std::time::Instant::now();
         let plan = catch_unwind(AssertUnwindSafe(|| weft_gpu::GpuPlan::build(gpu, &typed)))
             .map_err(|panic| {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("unknown panic");
-                plan_error(format!("the GPU lowering panicked: {msg}"))
+                plan_error(format!(
+                    "the GPU lowering panicked: {}",
+                    panic_message(panic.as_ref())
+                ))
             })??;
         let report = plan.report();
         tracing::info!(
@@ -348,7 +341,8 @@ impl OnnxModel {
         if cache.len() >= MAX_PLANS_PER_MODEL {
             cache.clear();
         }
-        cache.retain(|_, p| p.gpu().generation() == gpu_generation(&plan));
+        // Plans of a lost device are of no further use.
+        cache.retain(|_, p| p.gpu().generation() == generation);
         cache.insert(shapes.to_vec(), plan.clone());
         Ok(plan)
     }
@@ -433,10 +427,6 @@ impl OnnxModel {
             message,
         })
     }
-}
-
-fn gpu_generation(plan: &weft_gpu::GpuPlan) -> u64 {
-    plan.gpu().generation()
 }
 
 fn info(model: &InferenceModel, outlet: OutletId) -> TensorInfo {
