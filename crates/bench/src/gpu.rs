@@ -1,9 +1,11 @@
 //! `weft-gpu-bench`: the GPU backend measured side by side in one run.
 //!
-//! 1. fp32 and f16 GEMM throughput of the lowered matmul kernel (N x N x N, weights
-//!    resident, one submission per run, timed to device completion) against
-//!    cuBLAS through PyTorch on the same GPU (`torch.matmul`, TF32 off; and
-//!    fp16), when `python3 -c "import torch"` works.
+//! 1. fp32 and f16 GEMM throughput of the lowered matmul kernels (N x N x N,
+//!    weights resident, one submission per run, timed to device completion)
+//!    against cuBLAS through PyTorch on the same GPU (`torch.matmul`, TF32
+//!    off; and fp16), when `python3 -c "import torch"` works. f16 runs on the
+//!    tiled kernel and, where the device passed its check, on the
+//!    cooperative-matrix (tensor core) kernel, each line naming its kernel.
 //! 2. End-to-end latency of the example model (PP-OCRv4 recognition, batch
 //!    16) on the GPU backend, the CPU backend, and onnxruntime when its
 //!    Python package is importable.
@@ -58,7 +60,14 @@ fn time(rounds: usize, mut f: impl FnMut() -> Result<()>) -> Result<Duration> {
     Ok(median(t))
 }
 
-fn gemm_tflops(n: usize, rounds: usize, half: bool) -> Result<f64> {
+/// Throughput of one N x N x N GEMM and the kernel that ran it; f16 GEMMs
+/// on `coop` (tensor cores) when given, else the tiled kernel.
+fn gemm_tflops(
+    n: usize,
+    rounds: usize,
+    half: bool,
+    coop: Option<weft_gpu::Kernel>,
+) -> Result<(f64, String)> {
     let dt = if half {
         f16::datum_type()
     } else {
@@ -77,7 +86,11 @@ fn gemm_tflops(n: usize, rounds: usize, half: bool) -> Result<f64> {
     };
     let c = model.wire_node("mm", op, &[a, b])?;
     model.select_output_outlets(&c)?;
-    let plan = Arc::new(GpuPlan::build(weft_gpu::shared()?, &model)?);
+    let plan = Arc::new(GpuPlan::build_with(weft_gpu::shared()?, &model, coop)?);
+    let kernel = match &plan.report().nodes[0].place {
+        weft_gpu::Place::Gpu(k) => k.join("+"),
+        other => anyhow::bail!("the {n}^3 GEMM did not run on the GPU: {other:?}"),
+    };
     let mut ctx = GpuContext::new(plan)?;
     let input = Arc::new(
         Tensor::from_shape(&[n, n], &vec![1f32; n * n])?
@@ -89,7 +102,7 @@ fn gemm_tflops(n: usize, rounds: usize, half: bool) -> Result<f64> {
         ctx.finish()?;
         Ok(())
     })?;
-    Ok(2.0 * (n as f64).powi(3) / t.as_secs_f64() / 1e12)
+    Ok((2.0 * (n as f64).powi(3) / t.as_secs_f64() / 1e12, kernel))
 }
 
 const TORCH: &str = r#"
@@ -182,25 +195,45 @@ fn main() -> Result<()> {
     let torch: Option<serde_json::Value> =
         python(&a.python, TORCH, &[sizes.join(","), a.rounds.to_string()])
             .and_then(|s| serde_json::from_str(&s).ok());
+    let coop = gpu.cooperative_matrix();
+    println!(
+        "f16 GEMM on tensor cores: {}",
+        match &coop {
+            Ok(k) => format!("{} (checked against the CPU on this device)", k.name()),
+            Err(why) => format!("no ({why})"),
+        }
+    );
+    let pct = |o: Option<f64>, c: Option<f64>| {
+        o.zip(c)
+            .map_or("n/a".to_string(), |(o, c)| format!("{:.0}%", 100.0 * o / c))
+    };
+    let tflops = |t: Option<f64>| t.map_or("n/a".to_string(), |t| format!("{t:8.3} TFLOP/s"));
     for &n in &a.sizes {
-        let ours = gemm_tflops(n, a.rounds, false)?;
-        let ours16 = if gpu.has_f16() {
-            Some(gemm_tflops(n, a.rounds, true)?)
-        } else {
-            None
-        };
+        let (ours, kernel) = gemm_tflops(n, a.rounds, false, None)?;
         let cublas = torch.as_ref().and_then(|t| t[format!("fp32-{n}")].as_f64());
         let cublas16 = torch.as_ref().and_then(|t| t[format!("fp16-{n}")].as_f64());
         println!(
-            "N={n:>5}: weft fp32 {ours:8.3} TFLOP/s | cuBLAS fp32 {} | ratio {} || weft f16 {} | cuBLAS fp16 {} | ratio {}",
-            cublas.map_or("n/a".into(), |c| format!("{c:8.2} TFLOP/s")),
-            cublas.map_or("n/a".into(), |c| format!("{:.0}%", 100.0 * ours / c)),
-            ours16.map_or("n/a (no shader-f16)".into(), |t| format!("{t:8.3} TFLOP/s")),
-            cublas16.map_or("n/a".into(), |c| format!("{c:.1} TFLOP/s")),
-            ours16
-                .zip(cublas16)
-                .map_or("n/a".into(), |(o, c)| format!("{:.0}%", 100.0 * o / c)),
+            "N={n:>5}: fp32 {kernel} {} | cuBLAS fp32 {} | ratio {}",
+            tflops(Some(ours)),
+            tflops(cublas),
+            pct(Some(ours), cublas),
         );
+        if !gpu.has_f16() {
+            println!("N={n:>5}: f16 n/a (no shader-f16)");
+            continue;
+        }
+        let mut runs = vec![gemm_tflops(n, a.rounds, true, None)?];
+        if let Ok(k) = coop {
+            runs.push(gemm_tflops(n, a.rounds, true, Some(k))?);
+        }
+        for (t, kernel) in runs {
+            println!(
+                "N={n:>5}: f16 {kernel} {} | cuBLAS fp16 {} | ratio {}",
+                tflops(Some(t)),
+                tflops(cublas16),
+                pct(Some(t), cublas16),
+            );
+        }
     }
     let path = a.models.join("ch_PP-OCRv4_rec_infer.onnx");
     println!(

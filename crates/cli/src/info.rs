@@ -63,6 +63,24 @@ pub fn exec(a: InfoArgs) -> anyhow::Result<i32> {
                 ad.max_buffer_size >> 20,
                 ad.max_storage_binding >> 20,
             );
+            match &ad.cooperative_matrix {
+                Ok(what) => outln!("     cooperative matrices: {what}"),
+                Err(why) => outln!("     cooperative matrices: not used ({why})"),
+            }
+        }
+    }
+    // The tensor-core kernel is trusted only after a check on the device.
+    if adapters
+        .iter()
+        .any(|ad| ad.selected && ad.cooperative_matrix.is_ok())
+    {
+        match gpu::shared().map(|g| g.cooperative_matrix()) {
+            Ok(Ok(kernel)) => outln!(
+                "f16 GEMM kernel: {} (checked against the CPU on this device)",
+                kernel.name()
+            ),
+            Ok(Err(why)) => outln!("f16 GEMM kernel: tiled ({why})"),
+            Err(e) => outln!("f16 GEMM kernel: the device did not open: {e}"),
         }
     }
     let Some(path) = &a.model else {

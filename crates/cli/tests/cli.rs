@@ -803,6 +803,21 @@ fn info_lists_adapters_and_placement() {
     );
     assert!(out.contains("EinSum") && out.contains("gemm-64"), "{out}");
     assert!(out.contains("fused"), "{out}");
+    // Each adapter says whether its f16 GEMMs could use tensor cores, and
+    // why not; turning them off is honoured before anything is asked of it.
+    assert!(out.contains("cooperative matrices: "), "{out}");
+    let off = weft_env(
+        &["info"],
+        tmp.path(),
+        &[("WEFT_GPU_COOPERATIVE_MATRIX", "off")],
+    );
+    assert!(
+        stdout(&off).contains(
+            "cooperative matrices: not used (turned off by WEFT_GPU_COOPERATIVE_MATRIX=off)"
+        ),
+        "{}",
+        stdout(&off)
+    );
     let missing = weft_env(&["info", "--model", &mlp], tmp.path(), &[]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(stderr(&missing).contains("--shape"), "{}", stderr(&missing));

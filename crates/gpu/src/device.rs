@@ -7,7 +7,7 @@
 //! carry its generation.
 
 use crate::error::{GpuError, from_wgpu};
-use crate::kernels::Kernels;
+use crate::kernels::{Kernel, Kernels};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -176,6 +176,9 @@ pub struct AdapterReport {
     pub max_buffer_size: u64,
     pub max_storage_binding: u64,
     pub max_workgroup_invocations: u32,
+    /// The tensor-core GEMM this adapter could run (checked on the device
+    /// before use), or why not.
+    pub cooperative_matrix: Result<String, String>,
     /// Whether the current selector picks this adapter.
     pub selected: bool,
 }
@@ -272,6 +275,8 @@ pub fn adapters() -> Vec<AdapterReport> {
                 max_buffer_size: limits.max_buffer_size,
                 max_storage_binding: limits.max_storage_buffer_binding_size,
                 max_workgroup_invocations: limits.max_compute_invocations_per_workgroup,
+                cooperative_matrix: crate::coop::offered(a)
+                    .map(|subgroup| format!("16x16x16 f16 x f16 + f32 on subgroups of {subgroup}")),
                 selected: chosen == Some(index),
             }
         })
@@ -288,6 +293,10 @@ pub struct Gpu {
     generation: u64,
     lost: Arc<Mutex<Option<String>>>,
     pub(crate) kernels: Kernels,
+    /// The tensor-core kernel this device was opened for, or why none.
+    coop: Result<Kernel, String>,
+    /// [`crate::coop::probe`]'s verdict, once run.
+    coop_checked: OnceLock<Result<Kernel, String>>,
 }
 
 impl fmt::Debug for Gpu {
@@ -386,16 +395,36 @@ fn open() -> Result<Gpu, GpuError> {
     let info = adapter.get_info();
     let limits = adapter.limits();
     let features = adapter.features();
-    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-        label: Some("weft"),
-        // f16 storage and arithmetic for the half-precision GEMM, where offered.
-        required_features: features & wgpu::Features::SHADER_F16,
-        required_limits: limits.clone(),
-        ..Default::default()
-    }))
-    .map_err(|e| GpuError::RequestDevice {
+    // f16 storage and arithmetic for the half-precision GEMM, where offered;
+    // subgroups and cooperative matrices for its tensor-core kernel.
+    let mut coop = crate::coop::offered(adapter);
+    let request = |extra: wgpu::Features| {
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("weft"),
+            required_features: (features & wgpu::Features::SHADER_F16) | extra,
+            required_limits: limits.clone(),
+            experimental_features: if extra.is_empty() {
+                wgpu::ExperimentalFeatures::disabled()
+            } else {
+                // SAFETY: the experimental feature is only used through the
+                // kernel `coop::probe` checks on this device first.
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            },
+            ..Default::default()
+        }))
+    };
+    let opened = if coop.is_ok() {
+        request(crate::coop::FEATURES).or_else(|e| {
+            coop = Err(format!("the device refused the features: {e}"));
+            request(wgpu::Features::empty())
+        })
+    } else {
+        request(wgpu::Features::empty())
+    };
+    let (device, queue) = opened.map_err(|e| GpuError::RequestDevice {
         message: e.to_string(),
     })?;
+    let coop = coop.map(|subgroup| crate::coop::kernel(subgroup, &limits));
     let lost: Arc<Mutex<Option<String>>> = Arc::default();
     {
         let lost = lost.clone();
@@ -418,6 +447,8 @@ fn open() -> Result<Gpu, GpuError> {
         "opened GPU device"
     );
     Ok(Gpu {
+        coop,
+        coop_checked: OnceLock::new(),
         kernels: Kernels::default(),
         device,
         queue,
@@ -449,6 +480,34 @@ impl Gpu {
     /// Whether kernels may use f16 (`shader-f16`).
     pub fn has_f16(&self) -> bool {
         self.features.contains(wgpu::Features::SHADER_F16)
+    }
+
+    /// The cooperative-matrix (tensor core) GEMM kernel, once checked on
+    /// this device against a CPU reference (the first call runs the check);
+    /// why f16 GEMMs use the tiled kernel otherwise.
+    pub fn cooperative_matrix(self: &Arc<Self>) -> Result<Kernel, String> {
+        self.coop_checked
+            .get_or_init(|| {
+                let kernel = self.coop.clone()?;
+                match crate::coop::probe(self.clone(), kernel) {
+                    Ok(()) => {
+                        tracing::info!(
+                            adapter = %self.info.name,
+                            kernel = kernel.name(),
+                            "cooperative-matrix GEMM checked against the CPU: f16 GEMMs use tensor cores"
+                        );
+                        Ok(kernel)
+                    }
+                    Err(why) => {
+                        tracing::warn!(
+                            adapter = %self.info.name,
+                            "cooperative-matrix GEMM not used: {why}"
+                        );
+                        Err(why)
+                    }
+                }
+            })
+            .clone()
     }
 
     /// Increases each time a device is opened in this process.

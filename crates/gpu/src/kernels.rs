@@ -27,6 +27,13 @@ pub enum Kernel {
         im2col: bool,
         half: bool,
     },
+    /// f16 GEMM on cooperative matrices (tensor cores): 128 x 128 tiles,
+    /// one workgroup of eight subgroups of `subgroup` invocations, K staged
+    /// `bk` at a time. Chosen only on a device where `coop::probe` passed.
+    CoopGemm {
+        subgroup: u32,
+        bk: u32,
+    },
 }
 
 impl Kernel {
@@ -50,18 +57,20 @@ impl Kernel {
                 (true, false, true) => "conv-implicit-gemm-64-f16",
                 (true, true, true) => "conv-implicit-gemm-128-f16",
             },
+            Kernel::CoopGemm { .. } => "gemm-coop-f16",
         }
     }
 
     /// The tile edge of a GEMM variant (rows and columns per workgroup).
     pub fn tile(self) -> u32 {
         match self {
-            Kernel::Gemm { wide: true, .. } => 128,
+            Kernel::Gemm { wide: true, .. } | Kernel::CoopGemm { .. } => 128,
             _ => 64,
         }
     }
 
-    fn source(self) -> String {
+    /// The kernel's complete WGSL module.
+    pub fn source(self) -> String {
         let body = match self {
             Kernel::Unary => include_str!("shaders/unary.wgsl").to_string(),
             Kernel::Binary => include_str!("shaders/binary.wgsl").to_string(),
@@ -73,22 +82,7 @@ impl Kernel {
             Kernel::Deconv => include_str!("shaders/deconv.wgsl").to_string(),
             Kernel::Gemm { wide, im2col, half } => {
                 let (tile, block, scale) = if wide { (128, 8, 2) } else { (64, 4, 1) };
-                let load_b = if im2col {
-                    // k -> (ci, ky, kx), n -> (oy, ox); zero outside the input.
-                    "    let kk = p[28] * p[29];
-    let ci = k / kk;
-    let r = k % kk;
-    let ky = r / p[29];
-    let kx = r % p[29];
-    let oy = n / p[30];
-    let ox = n % p[30];
-    let iy = i32(oy * p[31] + ky * p[33]) - i32(p[35]);
-    let ix = i32(ox * p[32] + kx * p[34]) - i32(p[36]);
-    if (iy < 0 || ix < 0 || iy >= i32(p[26]) || ix >= i32(p[27])) { return 0.0; }
-    return f32(b[base + ci * p[37] + u32(iy) * p[27] + u32(ix)]);"
-                } else {
-                    "    return f32(b[base + k * p[18] + n * p[19]]);"
-                };
+                let load_b = load_b(im2col);
                 let source = include_str!("shaders/gemm.wgsl")
                     .replace("{{BM}}", &tile.to_string())
                     .replace("{{BN}}", &tile.to_string())
@@ -103,9 +97,67 @@ impl Kernel {
                 }
                 source
             }
+            Kernel::CoopGemm { subgroup, bk } => {
+                return format!(
+                    "enable f16;\nenable wgpu_cooperative_matrix;\n{COMMON}\n{}",
+                    coop_source(subgroup, bk)
+                );
+            }
         };
         format!("{COMMON}\n{body}")
     }
+}
+
+/// The body of a GEMM's `load_b`: a strided read, or an implicit im2col
+/// gather (convolution as GEMM without materializing patches).
+fn load_b(im2col: bool) -> &'static str {
+    if im2col {
+        // k -> (ci, ky, kx), n -> (oy, ox); zero outside the input.
+        "    let kk = p[28] * p[29];
+    let ci = k / kk;
+    let r = k % kk;
+    let ky = r / p[29];
+    let kx = r % p[29];
+    let oy = n / p[30];
+    let ox = n % p[30];
+    let iy = i32(oy * p[31] + ky * p[33]) - i32(p[35]);
+    let ix = i32(ox * p[32] + kx * p[34]) - i32(p[36]);
+    if (iy < 0 || ix < 0 || iy >= i32(p[26]) || ix >= i32(p[27])) { return 0.0; }
+    return f32(b[base + ci * p[37] + u32(iy) * p[27] + u32(ix)]);"
+    } else {
+        "    return f32(b[base + k * p[18] + n * p[19]]);"
+    }
+}
+
+/// gemm_coop.wgsl with its eight accumulators (2 x 4 tiles of 16 x 16 per
+/// subgroup) written out: WGSL has no arrays of cooperative matrices.
+fn coop_source(subgroup: u32, bk: u32) -> String {
+    let tiles = || (0..2).flat_map(|i| (0..4).map(move |j| (i, j)));
+    let decls: String = tiles()
+        .map(|(i, j)| format!("    var c{i}{j} = coopLoadT<coop_mat16x16<f32, C>>(&Cs[0], 16u);\n"))
+        .collect();
+    let mma: String = tiles()
+        .map(|(i, j)| format!("            c{i}{j} = coopMultiplyAdd(x{i}, y{j}, c{i}{j});\n"))
+        .collect();
+    let epilogue: String = tiles()
+        .map(|(i, j)| {
+            format!(
+                "    coopStoreT(c{i}{j}, &Cs[sg * 256u], 16u);
+    workgroupBarrier();
+    store_tile(sg, lane, sgsize, m0 + wm + {}u, n0 + wn + {}u, cbase, biasbase);
+    workgroupBarrier();\n",
+                i * 16,
+                j * 16
+            )
+        })
+        .collect();
+    include_str!("shaders/gemm_coop.wgsl")
+        .replace("{{BK}}", &bk.to_string())
+        .replace("{{WG}}", &(8 * subgroup).to_string())
+        .replace("{{LOAD_B}}", load_b(false))
+        .replace("{{DECLS}}", &decls)
+        .replace("{{MMA}}", &mma)
+        .replace("{{EPILOGUE}}", &epilogue)
 }
 
 /// Compiled pipelines of one device, built on first use.

@@ -15,12 +15,14 @@
 //! driver failure; every failure is a [`GpuError`] and the next request
 //! can succeed.
 
+mod coop;
 mod device;
 mod error;
 mod kernels;
 mod lower;
 mod plan;
 
+pub use coop::COOP_ENV;
 pub use device::{
     ADAPTER_ENV, AdapterReport, Gpu, MEMORY_ENV, Selector, adapters, memory_in_use, selector,
     set_memory_budget, set_selector, shared, usable_for_auto,

@@ -14,6 +14,7 @@
 
 use crate::device::{Gpu, Reservation};
 use crate::error::GpuError;
+use crate::kernels::Kernel;
 use crate::lower::{self, Bind, Lowered, Spec};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -233,7 +234,8 @@ fn is_relu(model: &TypedModel, node: &TypedNode) -> bool {
 }
 
 /// The constant an `Add` node adds to its other input, when it can be a
-/// GEMM's bias: f32, already known, within the output's shape.
+/// GEMM's bias: of the output's type (f32, or f16 after an f16 GEMM),
+/// already known, within the output's shape.
 fn bias_of(
     model: &TypedModel,
     ids: &HashMap<OutletId, usize>,
@@ -251,8 +253,8 @@ fn bias_of(
     let out = node.outputs[0].fact.shape.as_concrete()?;
     let produced = model.outlet_fact(node.inputs[add.slot]).ok()?;
     (produced.shape.as_concrete() == Some(out)
-        && k.datum_type() == f32::datum_type()
-        && node.outputs[0].fact.datum_type == f32::datum_type()
+        && k.datum_type() == produced.datum_type
+        && node.outputs[0].fact.datum_type == produced.datum_type
         && k.rank() <= out.len()
         && k.shape()
             .iter()
@@ -265,6 +267,18 @@ fn bias_of(
 impl GpuPlan {
     /// Lower a decluttered model whose input shapes are all concrete.
     pub fn build(gpu: Arc<Gpu>, model: &TypedModel) -> Result<GpuPlan, GpuError> {
+        let coop = gpu.cooperative_matrix().ok();
+        Self::build_with(gpu, model, coop)
+    }
+
+    /// [`GpuPlan::build`] with f16 GEMMs on `coop` (a
+    /// [`Kernel::CoopGemm`]) when given, checked on this device or not, and
+    /// on the tiled f16 kernel with `None` (benchmarks compare the two).
+    pub fn build_with(
+        gpu: Arc<Gpu>,
+        model: &TypedModel,
+        coop: Option<Kernel>,
+    ) -> Result<GpuPlan, GpuError> {
         let order = model.eval_order().map_err(lowering)?;
         let max_binding = gpu.max_binding();
         let mut values: Vec<Value> = Vec::new();
@@ -417,7 +431,7 @@ impl GpuPlan {
                         })
                     });
                     if let Some(found) = found
-                        && n.outputs[0].fact.datum_type == f32::datum_type()
+                        && n.outputs[0].fact.datum_type == facts[0].datum_type
                     {
                         act = found;
                         chain.push(next.node);
@@ -439,6 +453,13 @@ impl GpuPlan {
                     for n in chain {
                         fused.insert(n);
                     }
+                }
+            }
+
+            // f16 GEMMs go to tensor cores where the device passed the check.
+            if let (Some(coop), Ok(Lowered::Kernels(list))) = (coop, &mut lowered) {
+                for spec in list {
+                    crate::coop::upgrade(spec, coop);
                 }
             }
 
