@@ -9,12 +9,26 @@ const COMMON: &str = include_str!("shaders/common.wgsl");
 /// One compiled kernel variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
-    Unary,
-    Binary,
-    Copy,
-    Reduce,
-    Softmax,
-    Pool,
+    // Elementwise, copy, reduction, softmax/norm and pooling kernels; `half`:
+    // f16 tensors (`shader-f16`), arithmetic in f32.
+    Unary {
+        half: bool,
+    },
+    Binary {
+        half: bool,
+    },
+    Copy {
+        half: bool,
+    },
+    Reduce {
+        half: bool,
+    },
+    Softmax {
+        half: bool,
+    },
+    Pool {
+        half: bool,
+    },
     /// Direct convolution (depthwise, grouped).
     Conv,
     /// Transposed convolution.
@@ -39,12 +53,18 @@ pub enum Kernel {
 impl Kernel {
     pub fn name(self) -> &'static str {
         match self {
-            Kernel::Unary => "unary",
-            Kernel::Binary => "binary",
-            Kernel::Copy => "copy",
-            Kernel::Reduce => "reduce",
-            Kernel::Softmax => "softmax",
-            Kernel::Pool => "pool",
+            Kernel::Unary { half: false } => "unary",
+            Kernel::Unary { half: true } => "unary-f16",
+            Kernel::Binary { half: false } => "binary",
+            Kernel::Binary { half: true } => "binary-f16",
+            Kernel::Copy { half: false } => "copy",
+            Kernel::Copy { half: true } => "copy-f16",
+            Kernel::Reduce { half: false } => "reduce",
+            Kernel::Reduce { half: true } => "reduce-f16",
+            Kernel::Softmax { half: false } => "softmax",
+            Kernel::Softmax { half: true } => "softmax-f16",
+            Kernel::Pool { half: false } => "pool",
+            Kernel::Pool { half: true } => "pool-f16",
             Kernel::Conv => "conv-direct",
             Kernel::Deconv => "deconv",
             Kernel::Gemm { wide, im2col, half } => match (im2col, wide, half) {
@@ -61,6 +81,21 @@ impl Kernel {
         }
     }
 
+    /// The variant of this kernel for f16 tensors, if there is one (f16
+    /// GEMMs are chosen by the lowering; convolutions have none).
+    pub(crate) fn in_f16(self) -> Option<Kernel> {
+        Some(match self {
+            Kernel::Unary { .. } => Kernel::Unary { half: true },
+            Kernel::Binary { .. } => Kernel::Binary { half: true },
+            Kernel::Copy { .. } => Kernel::Copy { half: true },
+            Kernel::Reduce { .. } => Kernel::Reduce { half: true },
+            Kernel::Softmax { .. } => Kernel::Softmax { half: true },
+            Kernel::Pool { .. } => Kernel::Pool { half: true },
+            Kernel::Gemm { half: true, .. } | Kernel::CoopGemm { .. } => self,
+            Kernel::Gemm { half: false, .. } | Kernel::Conv | Kernel::Deconv => return None,
+        })
+    }
+
     /// The tile edge of a GEMM variant (rows and columns per workgroup).
     pub fn tile(self) -> u32 {
         match self {
@@ -72,12 +107,25 @@ impl Kernel {
     /// The kernel's complete WGSL module.
     pub fn source(self) -> String {
         let body = match self {
-            Kernel::Unary => include_str!("shaders/unary.wgsl").to_string(),
-            Kernel::Binary => include_str!("shaders/binary.wgsl").to_string(),
-            Kernel::Copy => include_str!("shaders/copy.wgsl").to_string(),
-            Kernel::Reduce => include_str!("shaders/reduce.wgsl").to_string(),
-            Kernel::Softmax => include_str!("shaders/softmax.wgsl").to_string(),
-            Kernel::Pool => include_str!("shaders/pool.wgsl").to_string(),
+            Kernel::Unary { half }
+            | Kernel::Binary { half }
+            | Kernel::Copy { half }
+            | Kernel::Reduce { half }
+            | Kernel::Softmax { half }
+            | Kernel::Pool { half } => {
+                let body = match self {
+                    Kernel::Unary { .. } => include_str!("shaders/unary.wgsl"),
+                    Kernel::Binary { .. } => include_str!("shaders/binary.wgsl"),
+                    Kernel::Copy { .. } => include_str!("shaders/copy.wgsl"),
+                    Kernel::Reduce { .. } => include_str!("shaders/reduce.wgsl"),
+                    Kernel::Softmax { .. } => include_str!("shaders/softmax.wgsl"),
+                    _ => include_str!("shaders/pool.wgsl"),
+                };
+                if half {
+                    return format!("enable f16;\n{COMMON}\n{}", body.replace("{{T}}", "f16"));
+                }
+                body.replace("{{T}}", "f32")
+            }
             Kernel::Conv => include_str!("shaders/conv.wgsl").to_string(),
             Kernel::Deconv => include_str!("shaders/deconv.wgsl").to_string(),
             Kernel::Gemm { wide, im2col, half } => {

@@ -116,7 +116,7 @@ fn f(x: f32) -> u32 {
 
 pub(crate) fn unary_spec(n: usize, op: u32, a: f32, b: f32) -> Result<Spec, String> {
     Ok(Spec {
-        kernel: Kernel::Unary,
+        kernel: Kernel::Unary { half: false },
         params: vec![u(n)?, op, f(a), f(b), 0],
         binds: vec![Bind::Input(0), Bind::Output],
         groups: grid(n)?,
@@ -147,7 +147,7 @@ fn copy_spec(
     params.extend(pad6(&div, 1)?);
     params.push(shape.len() as u32);
     Ok(Spec {
-        kernel: Kernel::Copy,
+        kernel: Kernel::Copy { half: false },
         params,
         binds: vec![Bind::Input(input), Bind::Output],
         groups: grid(n)?,
@@ -300,7 +300,7 @@ pub(crate) fn lower(
         params.extend(pad6(&strides[1], 0)?);
         params.push(shape.len() as u32);
         return Ok(Lowered::Kernels(vec![Spec {
-            kernel: Kernel::Binary,
+            kernel: Kernel::Binary { half: false },
             params,
             binds: vec![Bind::Input(0), Bind::Input(1), Bind::Output],
             groups: grid(n)?,
@@ -422,7 +422,7 @@ pub(crate) fn lower(
         params.extend(pad6(&strides(shape), 0)?);
         params.extend(pad6(&red, 1)?);
         return Ok(Lowered::Kernels(vec![Spec {
-            kernel: Kernel::Reduce,
+            kernel: Kernel::Reduce { half: false },
             params,
             binds: vec![Bind::Input(0), Bind::Output],
             groups: grid(n)?,
@@ -474,7 +474,7 @@ fn row_kernel(shape: &[usize], axis: usize, mode: u32, eps: f32) -> Result<Lower
     let inner: usize = shape[axis + 1..].iter().product();
     let rows: usize = shape.iter().product::<usize>() / len.max(1);
     Ok(Lowered::Kernels(vec![Spec {
-        kernel: Kernel::Softmax,
+        kernel: Kernel::Softmax { half: false },
         params: vec![u(rows)?, u(len)?, u(inner)?, mode, f(eps)],
         binds: vec![Bind::Input(0), Bind::Output],
         groups: rows_grid(rows)?,
@@ -580,7 +580,7 @@ fn pool(
     .map(|&x| u(x))
     .collect::<Result<Vec<u32>, String>>()?;
     Ok(Lowered::Kernels(vec![Spec {
-        kernel: Kernel::Pool,
+        kernel: Kernel::Pool { half: false },
         params,
         binds: vec![Bind::Input(0), Bind::Output],
         groups: grid(n)?,

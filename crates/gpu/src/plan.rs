@@ -219,6 +219,24 @@ fn flops_of(model: &TypedModel, node: &TypedNode) -> f64 {
         .sum()
 }
 
+/// A lowering over f16 tensors: each dispatch on its kernel's f16 variant
+/// (f16 GEMMs are already), or a reason to stay on the CPU.
+fn in_f16(lowered: Lowered) -> Result<Lowered, String> {
+    match lowered {
+        Lowered::View => Ok(Lowered::View),
+        Lowered::Kernels(list) => list
+            .into_iter()
+            .map(|mut spec| {
+                spec.kernel = spec.kernel.in_f16().ok_or_else(|| {
+                    format!("the {} kernel has no f16 variant", spec.kernel.name())
+                })?;
+                Ok(spec)
+            })
+            .collect::<Result<_, String>>()
+            .map(Lowered::Kernels),
+    }
+}
+
 /// Whether a node is `Max(x, 0)` with a constant zero: a ReLU.
 fn is_relu(model: &TypedModel, node: &TypedNode) -> bool {
     let Some(bin) = node.op.downcast_ref::<TypedBinOp>() else {
@@ -344,12 +362,10 @@ impl GpuPlan {
             let name = node.name.clone();
             let op_name = node.op.name().to_string();
 
-            // Eligibility: one output, f32 tensors (or f16 for an EinSum on
-            // a device with `shader-f16`), every tensor within the device's
-            // binding limit, shapes concrete.
-            let half_gemm = gpu.has_f16()
-                && node.op_is::<tract_onnx::tract_core::ops::einsum::EinSum>()
-                && facts.iter().all(|f| f.datum_type == f16::datum_type());
+            // Eligibility: one output, f32 tensors (or all f16 on a device
+            // with `shader-f16`), every tensor within the device's binding
+            // limit, shapes concrete.
+            let half = gpu.has_f16() && facts.iter().all(|f| f.datum_type == f16::datum_type());
             let in_facts: Vec<&TypedFact> = node
                 .inputs
                 .iter()
@@ -360,7 +376,7 @@ impl GpuPlan {
                 if facts.len() != 1 {
                     return Err("more than one output".into());
                 }
-                let wanted = if half_gemm {
+                let wanted = if half {
                     f16::datum_type()
                 } else {
                     f32::datum_type()
@@ -390,7 +406,9 @@ impl GpuPlan {
             let mut lowered = if fused.contains(&id) {
                 Ok(Lowered::View)
             } else {
-                eligible.and_then(|()| lower::lower(node.op.as_ref(), &in_shapes, &out_shape))
+                eligible
+                    .and_then(|()| lower::lower(node.op.as_ref(), &in_shapes, &out_shape))
+                    .and_then(|l| if half { in_f16(l) } else { Ok(l) })
             };
             // A view of a CPU value stays on the CPU with it.
             if matches!(lowered, Ok(Lowered::View))
@@ -445,6 +463,7 @@ impl GpuPlan {
                         bias.as_ref().map(|(_, s)| s.as_slice()),
                         act,
                     )
+                    .and_then(|l| if half { in_f16(l).ok() } else { Some(l) })
                 {
                     lowered = Ok(l);
                     if let Some((v, _)) = bias {

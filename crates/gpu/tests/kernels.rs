@@ -60,6 +60,46 @@ fn source(model: &mut TypedModel, name: &str, shape: &[usize]) -> OutletId {
 
 /// Run on both sides, require `expect_gpu` node names on the GPU, compare.
 fn check(model: TypedModel, inputs: Vec<Tensor>, expect_gpu: &[&str]) -> Option<weft_gpu::Report> {
+    check_within(model, inputs, expect_gpu, ATOL, RTOL)
+}
+
+/// [`check`] on the model translated to f16 (tract's `f32_to_f16`): the
+/// expected nodes must run on the f16 variants of their kernels. tract
+/// computes in f16 where the kernels compute in f32, hence 1e-2.
+fn check_f16(model: TypedModel, inputs: Vec<Tensor>, expect_gpu: &[&str]) {
+    let Some(gpu) = gpu() else { return };
+    if !gpu.has_f16() {
+        weft_tests_skip("adapter has no shader-f16");
+        return;
+    }
+    let model = tract_onnx::tract_core::transform::get_transform("f32_to_f16")
+        .unwrap()
+        .unwrap()
+        .transform_into(model)
+        .unwrap();
+    let inputs = inputs
+        .into_iter()
+        .map(|t| t.cast_to::<f16>().unwrap().into_owned())
+        .collect();
+    let report = check_within(model, inputs, expect_gpu, 1e-2, 1e-2).unwrap();
+    for name in expect_gpu {
+        let node = report.nodes.iter().find(|n| n.name == *name).unwrap();
+        if let Place::Gpu(kernels) = &node.place {
+            assert!(
+                kernels.iter().all(|k| k.ends_with("-f16")),
+                "{name} is f16 but ran {kernels:?}:\n{report}"
+            );
+        }
+    }
+}
+
+fn check_within(
+    model: TypedModel,
+    inputs: Vec<Tensor>,
+    expect_gpu: &[&str],
+    atol: f32,
+    rtol: f32,
+) -> Option<weft_gpu::Report> {
     let gpu = gpu()?;
     let cpu = model
         .clone()
@@ -91,11 +131,14 @@ fn check(model: TypedModel, inputs: Vec<Tensor>, expect_gpu: &[&str]) -> Option<
         for (i, w) in want.iter().enumerate() {
             let got = ctx.output(i).unwrap();
             assert_eq!(got.shape(), w.shape(), "output {i}");
-            let g = got.to_plain_array_view::<f32>().unwrap();
+            assert_eq!(got.datum_type(), w.datum_type(), "output {i}");
+            let g = got.cast_to::<f32>().unwrap();
+            let w = w.cast_to::<f32>().unwrap();
+            let g = g.to_plain_array_view::<f32>().unwrap();
             let w = w.to_plain_array_view::<f32>().unwrap();
             for (j, (a, b)) in g.iter().zip(w.iter()).enumerate() {
                 assert!(
-                    (a - b).abs() <= ATOL + RTOL * b.abs() || (a.is_nan() && b.is_nan()),
+                    (a - b).abs() <= atol + rtol * b.abs() || (a.is_nan() && b.is_nan()),
                     "output {i} element {j}: gpu {a} cpu {b}\n{report}"
                 );
             }
@@ -444,7 +487,8 @@ fn broadcast_binary_and_unary() {
         names.push(name);
     }
     model.select_output_outlets(&outputs).unwrap();
-    check(model, vec![tensor(&[2, 3, 5], 13)], &names);
+    check(model.clone(), vec![tensor(&[2, 3, 5], 13)], &names);
+    check_f16(model, vec![tensor(&[2, 3, 5], 13)], &names);
 }
 
 fn single(shape: &[usize], name: &str, op: impl Into<Box<dyn TypedOp>>) {
@@ -452,7 +496,8 @@ fn single(shape: &[usize], name: &str, op: impl Into<Box<dyn TypedOp>>) {
     let x = source(&mut model, "x", shape);
     let out = model.wire_node(name, op, &[x]).unwrap();
     model.select_output_outlets(&out).unwrap();
-    check(model, vec![tensor(shape, 21)], &[name]);
+    check(model.clone(), vec![tensor(shape, 21)], &[name]);
+    check_f16(model, vec![tensor(shape, 21)], &[name]);
 }
 
 #[test]

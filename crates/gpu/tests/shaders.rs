@@ -8,16 +8,17 @@ use naga::valid::{Capabilities, ShaderStages, ValidationFlags, Validator};
 use weft_gpu::Kernel;
 
 fn kernels() -> Vec<Kernel> {
-    let mut all = vec![
-        Kernel::Unary,
-        Kernel::Binary,
-        Kernel::Copy,
-        Kernel::Reduce,
-        Kernel::Softmax,
-        Kernel::Pool,
-        Kernel::Conv,
-        Kernel::Deconv,
-    ];
+    let mut all = vec![Kernel::Conv, Kernel::Deconv];
+    for half in [false, true] {
+        all.extend([
+            Kernel::Unary { half },
+            Kernel::Binary { half },
+            Kernel::Copy { half },
+            Kernel::Reduce { half },
+            Kernel::Softmax { half },
+            Kernel::Pool { half },
+        ]);
+    }
     for wide in [false, true] {
         for im2col in [false, true] {
             for half in [false, true] {

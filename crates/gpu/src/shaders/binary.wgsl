@@ -1,8 +1,8 @@
-// c = a (op) b with broadcasting. p: [n, op, shape[6], a_strides[6], b_strides[6], rank]
+// c = a (op) b with broadcasting (f32 arithmetic on f32 or f16 storage). p: [n, op, shape[6], a_strides[6], b_strides[6], rank]
 // (the host collapses dimensions first; only the last `rank` are walked)
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<{{T}}>;
+@group(0) @binding(2) var<storage, read> b: array<{{T}}>;
+@group(0) @binding(3) var<storage, read_write> c: array<{{T}}>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -19,8 +19,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         ia += coord * p[8 + d];
         ib += coord * p[14 + d];
     }
-    let x = a[ia];
-    let y = b[ib];
+    let x = f32(a[ia]);
+    let y = f32(b[ib]);
     var r: f32;
     switch p[1] {
         case 0u: { r = x + y; }
@@ -32,5 +32,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         case 6u: { r = pow(x, y); }
         default: { r = x; }
     }
-    c[i] = r;
+    c[i] = {{T}}(r);
 }

@@ -2,8 +2,8 @@
 // inside of a pad, and nearest-neighbour upsampling (the source coordinate is
 // the destination one divided by `div`).
 // p: [n, src_offset, dst_offset, shape[6], src_strides[6], dst_strides[6], div[6], rank]
-@group(0) @binding(1) var<storage, read> src: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(1) var<storage, read> src: array<{{T}}>;
+@group(0) @binding(2) var<storage, read_write> dst: array<{{T}}>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,8 +1,8 @@
 // 2-D max or average pooling on NCHW (1-D pools have H = 1).
 // p: [n_out, NC, H, W, OH, OW, KH, KW, sy, sx, pt, pl, dy, dx, mode, include_pad]
 // mode 0 max, 1 average.
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<{{T}}>;
+@group(0) @binding(2) var<storage, read_write> y: array<{{T}}>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -21,7 +21,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         for (var kx = 0u; kx < p[7]; kx++) {
             let ix = i32(ox * p[9] + kx * p[13]) - i32(p[11]);
             if (iy >= 0 && iy < h && ix >= 0 && ix < w) {
-                let v = x[base + u32(iy) * p[3] + u32(ix)];
+                let v = f32(x[base + u32(iy) * p[3] + u32(ix)]);
                 acc = select(acc + v, max(acc, v), is_max);
                 count += 1u;
             }
@@ -31,5 +31,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let n = select(count, p[6] * p[7], p[15] == 1u);
         acc = acc / f32(max(n, 1u));
     }
-    y[i] = acc;
+    y[i] = {{T}}(acc);
 }

@@ -1,8 +1,8 @@
 // Reduction over some axes, one invocation per output element.
 // p: [n_out, op, n_red, out_shape[6], strides[6], red_shape[6]]
 // op: 0 sum, 1 max, 2 min, 3 prod, 4 mean of squares, 5 mean
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<{{T}}>;
+@group(0) @binding(2) var<storage, read_write> y: array<{{T}}>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -33,7 +33,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             off += (rr % dim) * p[9 + d];
             rr = rr / dim;
         }
-        let v = x[off];
+        let v = f32(x[off]);
         switch op {
             case 1u: { acc = max(acc, v); }
             case 2u: { acc = min(acc, v); }
@@ -43,5 +43,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
     if (op == 4u || op == 5u) { acc = acc / f32(n_red); }
-    y[i] = acc;
+    y[i] = {{T}}(acc);
 }

@@ -1,8 +1,8 @@
 // Softmax (mode 0), log-softmax (1) or RMS normalization (2, y = x / sqrt(mean(x^2) + eps))
 // along one axis, one workgroup per row.
 // p: [rows, len, inner, mode, eps]; row r starts at (r / inner) * len * inner + r % inner.
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<{{T}}>;
+@group(0) @binding(2) var<storage, read_write> y: array<{{T}}>;
 
 var<workgroup> scratch: array<f32, 256>;
 
@@ -41,23 +41,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let base = (row / inner) * len * inner + row % inner;
     if (p[3] == 2u) {
         var q = 0.0;
-        for (var j = lid; j < len; j += 256u) { let v = x[base + j * inner]; q += v * v; }
+        for (var j = lid; j < len; j += 256u) { let v = f32(x[base + j * inner]); q += v * v; }
         q = reduce_sum(lid, q);
         let scale = inverseSqrt(q / f32(len) + pf(4u));
-        for (var j = lid; j < len; j += 256u) { y[base + j * inner] = x[base + j * inner] * scale; }
+        for (var j = lid; j < len; j += 256u) { y[base + j * inner] = {{T}}(f32(x[base + j * inner]) * scale); }
         return;
     }
     var m = -3.4028235e38;
-    for (var j = lid; j < len; j += 256u) { m = max(m, x[base + j * inner]); }
+    for (var j = lid; j < len; j += 256u) { m = max(m, f32(x[base + j * inner])); }
     m = reduce_max(lid, m);
     var s = 0.0;
-    for (var j = lid; j < len; j += 256u) { s += exp(x[base + j * inner] - m); }
+    for (var j = lid; j < len; j += 256u) { s += exp(f32(x[base + j * inner]) - m); }
     s = reduce_sum(lid, s);
     if (p[3] == 1u) {
         let ls = log(s);
-        for (var j = lid; j < len; j += 256u) { y[base + j * inner] = x[base + j * inner] - m - ls; }
+        for (var j = lid; j < len; j += 256u) { y[base + j * inner] = {{T}}(f32(x[base + j * inner]) - m - ls); }
     } else {
         let inv = 1.0 / s;
-        for (var j = lid; j < len; j += 256u) { y[base + j * inner] = exp(x[base + j * inner] - m) * inv; }
+        for (var j = lid; j < len; j += 256u) { y[base + j * inner] = {{T}}(exp(f32(x[base + j * inner]) - m) * inv); }
     }
 }

@@ -1,6 +1,6 @@
 // y = f(x), elementwise. p: [n, op, a, b, x_offset]
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<{{T}}>;
+@group(0) @binding(2) var<storage, read_write> y: array<{{T}}>;
 
 fn erf_approx(v: f32) -> f32 {
     // Abramowitz and Stegun 7.1.26, |error| < 1.5e-7.
@@ -59,6 +59,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wid, nwg, lid);
     if (i >= p[0]) { return; }
-    if (p[1] == 116u) { y[i] = pf(2u); return; }
-    y[i] = apply(x[p[4] + i], p[1], pf(2u), pf(3u));
+    if (p[1] == 116u) { y[i] = {{T}}(pf(2u)); return; }
+    y[i] = {{T}}(apply(f32(x[p[4] + i]), p[1], pf(2u), pf(3u)));
 }
