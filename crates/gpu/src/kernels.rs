@@ -10,7 +10,7 @@ const COMMON: &str = include_str!("shaders/common.wgsl");
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kernel {
     // Elementwise, copy, reduction, softmax/norm and pooling kernels; `half`:
-    // f16 tensors (`shader-f16`), arithmetic in f32.
+    // f16 tensors (`shader-f16`), arithmetic in f32 (as in every variant).
     Unary {
         half: bool,
     },
@@ -29,10 +29,14 @@ pub enum Kernel {
     Pool {
         half: bool,
     },
-    /// Direct convolution (depthwise, grouped).
-    Conv,
-    /// Transposed convolution.
-    Deconv,
+    /// Direct convolution (depthwise, grouped), same `half`.
+    Conv {
+        half: bool,
+    },
+    /// Transposed convolution, same `half`.
+    Deconv {
+        half: bool,
+    },
     /// Tiled GEMM; `wide` is the 128 x 128 tile with 8 x 8 register blocks,
     /// otherwise 64 x 64 with 4 x 4; `im2col` gathers B from a convolution
     /// input; `half`: f16 storage (`shader-f16`), f32 accumulation.
@@ -65,8 +69,10 @@ impl Kernel {
             Kernel::Softmax { half: true } => "softmax-f16",
             Kernel::Pool { half: false } => "pool",
             Kernel::Pool { half: true } => "pool-f16",
-            Kernel::Conv => "conv-direct",
-            Kernel::Deconv => "deconv",
+            Kernel::Conv { half: false } => "conv-direct",
+            Kernel::Conv { half: true } => "conv-direct-f16",
+            Kernel::Deconv { half: false } => "deconv",
+            Kernel::Deconv { half: true } => "deconv-f16",
             Kernel::Gemm { wide, im2col, half } => match (im2col, wide, half) {
                 (false, false, false) => "gemm-64",
                 (false, true, false) => "gemm-128",
@@ -81,19 +87,25 @@ impl Kernel {
         }
     }
 
-    /// The variant of this kernel for f16 tensors, if there is one (f16
-    /// GEMMs are chosen by the lowering; convolutions have none).
-    pub(crate) fn in_f16(self) -> Option<Kernel> {
-        Some(match self {
+    /// The variant of this kernel for f16 tensors (f16 storage, f32
+    /// arithmetic).
+    pub(crate) fn in_f16(self) -> Kernel {
+        match self {
             Kernel::Unary { .. } => Kernel::Unary { half: true },
             Kernel::Binary { .. } => Kernel::Binary { half: true },
             Kernel::Copy { .. } => Kernel::Copy { half: true },
             Kernel::Reduce { .. } => Kernel::Reduce { half: true },
             Kernel::Softmax { .. } => Kernel::Softmax { half: true },
             Kernel::Pool { .. } => Kernel::Pool { half: true },
-            Kernel::Gemm { half: true, .. } | Kernel::CoopGemm { .. } => self,
-            Kernel::Gemm { half: false, .. } | Kernel::Conv | Kernel::Deconv => return None,
-        })
+            Kernel::Conv { .. } => Kernel::Conv { half: true },
+            Kernel::Deconv { .. } => Kernel::Deconv { half: true },
+            Kernel::Gemm { wide, im2col, .. } => Kernel::Gemm {
+                wide,
+                im2col,
+                half: true,
+            },
+            Kernel::CoopGemm { .. } => self,
+        }
     }
 
     /// The tile edge of a GEMM variant (rows and columns per workgroup).
@@ -112,13 +124,17 @@ impl Kernel {
             | Kernel::Copy { half }
             | Kernel::Reduce { half }
             | Kernel::Softmax { half }
-            | Kernel::Pool { half } => {
+            | Kernel::Pool { half }
+            | Kernel::Conv { half }
+            | Kernel::Deconv { half } => {
                 let body = match self {
                     Kernel::Unary { .. } => include_str!("shaders/unary.wgsl"),
                     Kernel::Binary { .. } => include_str!("shaders/binary.wgsl"),
                     Kernel::Copy { .. } => include_str!("shaders/copy.wgsl"),
                     Kernel::Reduce { .. } => include_str!("shaders/reduce.wgsl"),
                     Kernel::Softmax { .. } => include_str!("shaders/softmax.wgsl"),
+                    Kernel::Conv { .. } => include_str!("shaders/conv.wgsl"),
+                    Kernel::Deconv { .. } => include_str!("shaders/deconv.wgsl"),
                     _ => include_str!("shaders/pool.wgsl"),
                 };
                 if half {
@@ -126,8 +142,6 @@ impl Kernel {
                 }
                 body.replace("{{T}}", "f32")
             }
-            Kernel::Conv => include_str!("shaders/conv.wgsl").to_string(),
-            Kernel::Deconv => include_str!("shaders/deconv.wgsl").to_string(),
             Kernel::Gemm { wide, im2col, half } => {
                 let (tile, block, scale) = if wide { (128, 8, 2) } else { (64, 4, 1) };
                 let load_b = load_b(im2col);

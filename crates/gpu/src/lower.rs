@@ -665,7 +665,7 @@ fn conv(op: &Conv, ins: &[Vec<usize>], out: &[usize], act: Activation) -> Result
     .map(|&x| u(x))
     .chain([Ok(act.op), Ok(f(act.a)), Ok(f(act.b))])
     .collect::<Result<Vec<u32>, String>>()?;
-    direct(Kernel::Conv, params, n, bias_len)
+    direct(Kernel::Conv { half: false }, params, n, bias_len)
 }
 
 /// A one-invocation-per-output convolution kernel: input, kernel, bias
@@ -746,7 +746,7 @@ fn deconv(op: &Deconv, ins: &[Vec<usize>], out: &[usize]) -> Result<Lowered, Str
     .iter()
     .map(|&x| u(x))
     .collect::<Result<Vec<u32>, String>>()?;
-    direct(Kernel::Deconv, params, n, bias_len)
+    direct(Kernel::Deconv { half: false }, params, n, bias_len)
 }
 
 /// One GEMM axis: its size and its strides in A, B, C and the bias.

@@ -219,21 +219,18 @@ fn flops_of(model: &TypedModel, node: &TypedNode) -> f64 {
         .sum()
 }
 
-/// A lowering over f16 tensors: each dispatch on its kernel's f16 variant
-/// (f16 GEMMs are already), or a reason to stay on the CPU.
-fn in_f16(lowered: Lowered) -> Result<Lowered, String> {
+/// A lowering over f16 tensors: each dispatch on its kernel's f16 variant.
+fn in_f16(lowered: Lowered) -> Lowered {
     match lowered {
-        Lowered::View => Ok(Lowered::View),
-        Lowered::Kernels(list) => list
-            .into_iter()
-            .map(|mut spec| {
-                spec.kernel = spec.kernel.in_f16().ok_or_else(|| {
-                    format!("the {} kernel has no f16 variant", spec.kernel.name())
-                })?;
-                Ok(spec)
-            })
-            .collect::<Result<_, String>>()
-            .map(Lowered::Kernels),
+        Lowered::View => Lowered::View,
+        Lowered::Kernels(list) => Lowered::Kernels(
+            list.into_iter()
+                .map(|spec| Spec {
+                    kernel: spec.kernel.in_f16(),
+                    ..spec
+                })
+                .collect(),
+        ),
     }
 }
 
@@ -408,7 +405,7 @@ impl GpuPlan {
             } else {
                 eligible
                     .and_then(|()| lower::lower(node.op.as_ref(), &in_shapes, &out_shape))
-                    .and_then(|l| if half { in_f16(l) } else { Ok(l) })
+                    .map(|l| if half { in_f16(l) } else { l })
             };
             // A view of a CPU value stays on the CPU with it.
             if matches!(lowered, Ok(Lowered::View))
@@ -463,7 +460,7 @@ impl GpuPlan {
                         bias.as_ref().map(|(_, s)| s.as_slice()),
                         act,
                     )
-                    .and_then(|l| if half { in_f16(l).ok() } else { Some(l) })
+                    .map(|l| if half { in_f16(l) } else { l })
                 {
                     lowered = Ok(l);
                     if let Some((v, _)) = bias {

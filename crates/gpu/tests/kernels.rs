@@ -401,7 +401,8 @@ fn conv(
     };
     let out = model.wire_node("conv", op, &[x, w, b]).unwrap();
     model.select_output_outlets(&out).unwrap();
-    check(model, vec![tensor(&input, 8)], &["conv"]);
+    check(model.clone(), vec![tensor(&input, 8)], &["conv"]);
+    check_f16(model, vec![tensor(&input, 8)], &["conv"]);
 }
 
 #[test]
@@ -440,7 +441,8 @@ fn deconv_stride_two() {
     };
     let out = model.wire_node("deconv", op, &[x, w, b]).unwrap();
     model.select_output_outlets(&out).unwrap();
-    check(model, vec![tensor(&[1, 6, 5, 4], 11)], &["deconv"]);
+    check(model.clone(), vec![tensor(&[1, 6, 5, 4], 11)], &["deconv"]);
+    check_f16(model, vec![tensor(&[1, 6, 5, 4], 11)], &["deconv"]);
 }
 
 #[test]

@@ -8,9 +8,11 @@ use naga::valid::{Capabilities, ShaderStages, ValidationFlags, Validator};
 use weft_gpu::Kernel;
 
 fn kernels() -> Vec<Kernel> {
-    let mut all = vec![Kernel::Conv, Kernel::Deconv];
+    let mut all = Vec::new();
     for half in [false, true] {
         all.extend([
+            Kernel::Conv { half },
+            Kernel::Deconv { half },
             Kernel::Unary { half },
             Kernel::Binary { half },
             Kernel::Copy { half },

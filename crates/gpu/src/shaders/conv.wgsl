@@ -1,10 +1,10 @@
 // Direct convolution on NCHW, one invocation per output element: depthwise
 // and grouped convolutions, whose per-output work is too small for a GEMM.
 // p: [n_out, Ci, H, W, Co, OH, OW, KH, KW, sy, sx, dy, dx, pt, pl, cig, cog, bias_len, act, a, b]
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<{{T}}>;
+@group(0) @binding(2) var<storage, read> k: array<{{T}}>;
+@group(0) @binding(3) var<storage, read> bias: array<{{T}}>;
+@group(0) @binding(4) var<storage, read_write> y: array<{{T}}>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -28,10 +28,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             for (var kx = 0u; kx < kw; kx++) {
                 let ix = i32(ox * p[10] + kx * p[12]) - i32(p[14]);
                 if (ix < 0 || ix >= w) { continue; }
-                acc += x[xbase + u32(iy) * p[3] + u32(ix)] * k[kbase + ky * kw + kx];
+                acc += f32(x[xbase + u32(iy) * p[3] + u32(ix)]) * f32(k[kbase + ky * kw + kx]);
             }
         }
     }
-    if (p[17] == 1u) { acc += bias[0]; } else if (p[17] > 1u) { acc += bias[co]; }
-    y[i] = activate(acc, p[18], pf(19u), pf(20u));
+    if (p[17] == 1u) { acc += f32(bias[0]); } else if (p[17] > 1u) { acc += f32(bias[co]); }
+    y[i] = {{T}}(activate(acc, p[18], pf(19u), pf(20u)));
 }

@@ -2,10 +2,10 @@
 // element gathering the input pixels whose kernel taps land on it.
 // Kernel layout OIHW: [Co, Ci/group, KH, KW] as tract's Deconv holds it.
 // p: [n_out, Ci, H, W, Co, OH, OW, KH, KW, sy, sx, dy, dx, pt, pl, cig, cog, bias_len]
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<{{T}}>;
+@group(0) @binding(2) var<storage, read> k: array<{{T}}>;
+@group(0) @binding(3) var<storage, read> bias: array<{{T}}>;
+@group(0) @binding(4) var<storage, read_write> y: array<{{T}}>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -32,11 +32,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (ix >= w) { continue; }
             for (var c = 0u; c < cig; c++) {
                 let ci = g * cig + c;
-                acc += x[((n * ci_n + ci) * p[2] + u32(iy)) * p[3] + u32(ix)]
-                    * k[((co * cig + c) * kh + ky) * kw + kx];
+                acc += f32(x[((n * ci_n + ci) * p[2] + u32(iy)) * p[3] + u32(ix)])
+                    * f32(k[((co * cig + c) * kh + ky) * kw + kx]);
             }
         }
     }
-    if (p[17] == 1u) { acc += bias[0]; } else if (p[17] > 1u) { acc += bias[co]; }
-    y[i] = acc;
+    if (p[17] == 1u) { acc += f32(bias[0]); } else if (p[17] > 1u) { acc += f32(bias[co]); }
+    y[i] = {{T}}(acc);
 }
