@@ -66,11 +66,15 @@ fn check(model: TypedModel, inputs: Vec<Tensor>, expect_gpu: &[&str]) -> Option<
 /// [`check`] on the model translated to f16 (tract's `f32_to_f16`): the
 /// expected nodes must run on the f16 variants of their kernels. tract
 /// computes in f16 where the kernels compute in f32, hence 1e-2.
-fn check_f16(model: TypedModel, inputs: Vec<Tensor>, expect_gpu: &[&str]) {
-    let Some(gpu) = gpu() else { return };
+fn check_f16(
+    model: TypedModel,
+    inputs: Vec<Tensor>,
+    expect_gpu: &[&str],
+) -> Option<weft_gpu::Report> {
+    let gpu = gpu()?;
     if !gpu.has_f16() {
         weft_tests_skip("adapter has no shader-f16");
-        return;
+        return None;
     }
     let model = tract_onnx::tract_core::transform::get_transform("f32_to_f16")
         .unwrap()
@@ -91,6 +95,7 @@ fn check_f16(model: TypedModel, inputs: Vec<Tensor>, expect_gpu: &[&str]) {
             );
         }
     }
+    Some(report)
 }
 
 fn check_within(
@@ -252,78 +257,6 @@ fn gemm_f16() {
     }
 }
 
-#[test]
-fn gemm_f16_fuses_bias_and_relu() {
-    let Some(gpu) = gpu() else { return };
-    if !gpu.has_f16() {
-        weft_tests_skip("adapter has no shader-f16");
-        return;
-    }
-    let (m, k, n) = (70, 33, 90);
-    let half = |t: Tensor| t.cast_to::<f16>().unwrap().into_owned();
-    let mut model = TypedModel::default();
-    let a = model.add_source("a", f16::fact([m, k])).unwrap();
-    let w = konst(&mut model, "w", half(tensor(&[k, n], 5)));
-    let op = EinSum {
-        axes: "mk,kn->mn".parse().unwrap(),
-        operating_dt: f16::datum_type(),
-        q_params: None,
-    };
-    let mm = model.wire_node("mm", op, &[a, w]).unwrap();
-    let bias = konst(&mut model, "bias", half(tensor(&[1, n], 6)));
-    let add = model
-        .wire_node("bias_add", ops::math::add(), &[mm[0], bias])
-        .unwrap();
-    let zero = konst(
-        &mut model,
-        "zero",
-        Tensor::from_shape(&[1, 1], &[f16::from_f32(0.0)]).unwrap(),
-    );
-    let relu = model
-        .wire_node("relu", ops::math::max(), &[add[0], zero])
-        .unwrap();
-    model.select_output_outlets(&relu).unwrap();
-    let x = half(tensor(&[m, k], 8));
-    let want = model
-        .clone()
-        .into_optimized()
-        .unwrap()
-        .into_runnable()
-        .unwrap()
-        .run(tvec!(x.clone().into_tvalue()))
-        .unwrap();
-    let plan = Arc::new(GpuPlan::build(gpu, &model).unwrap());
-    let report = plan.report().clone();
-    let fused: Vec<&str> = report
-        .nodes
-        .iter()
-        .filter(|n| n.place == Place::Fused)
-        .map(|n| n.name.as_str())
-        .collect();
-    assert_eq!(fused, ["bias_add", "relu"], "{report}");
-    assert_eq!(report.dispatches, 1, "{report}");
-    let mut ctx = GpuContext::new(plan).unwrap();
-    ctx.run(vec![Arc::new(x)]).unwrap();
-    let got = ctx
-        .output(0)
-        .unwrap()
-        .cast_to::<f32>()
-        .unwrap()
-        .into_owned();
-    let want = want[0].cast_to::<f32>().unwrap().into_owned();
-    let (g, w) = (
-        got.to_plain_array_view::<f32>().unwrap(),
-        want.to_plain_array_view::<f32>().unwrap(),
-    );
-    assert!(w.iter().any(|&v| v == 0.0) && w.iter().any(|&v| v > 0.1));
-    for (a, b) in g.iter().zip(w.iter()) {
-        assert!(
-            (a - b).abs() <= 1e-2 + 1e-2 * b.abs(),
-            "gpu {a} cpu {b}\n{report}"
-        );
-    }
-}
-
 fn weft_tests_skip(why: &str) {
     if std::env::var_os("CI").is_some() {
         panic!("CI needs it: {why}");
@@ -355,7 +288,12 @@ fn gemm_fuses_bias_and_relu() {
         .wire_node("relu", ops::math::max(), &[add[0], zero])
         .unwrap();
     model.select_output_outlets(&relu).unwrap();
-    if let Some(report) = check(model, vec![tensor(&[5, 12], 4)], &["mm"]) {
+    // In f32, and in f16 (the f16 GEMM's epilogue).
+    let reports = [
+        check(model.clone(), vec![tensor(&[5, 12], 4)], &["mm"]),
+        check_f16(model, vec![tensor(&[5, 12], 4)], &["mm"]),
+    ];
+    for report in reports.into_iter().flatten() {
         let fused: Vec<&str> = report
             .nodes
             .iter()
