@@ -9,7 +9,7 @@
 use crate::error::{GpuError, from_wgpu};
 use crate::kernels::{Kernel, Kernels};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -283,6 +283,10 @@ pub fn adapters() -> Vec<AdapterReport> {
         .collect()
 }
 
+/// Set when the cooperative-matrix check lost a device: every later device
+/// of this process keeps the tiled f16 kernel.
+static COOP_LOST_DEVICE: AtomicBool = AtomicBool::new(false);
+
 /// An open device with its queue, limits and compiled kernels.
 pub struct Gpu {
     pub(crate) device: wgpu::Device,
@@ -489,7 +493,18 @@ impl Gpu {
         self.coop_checked
             .get_or_init(|| {
                 let kernel = self.coop.clone()?;
-                match crate::coop::probe(self.clone(), kernel) {
+                if COOP_LOST_DEVICE.load(Ordering::Relaxed) {
+                    return Err(
+                        "its check lost the device earlier in this process; restart to try again"
+                            .into(),
+                    );
+                }
+                let verdict = crate::coop::probe(self.clone(), kernel);
+                if verdict.is_err() && self.is_lost() {
+                    // A reopened device must not run (and lose) it again.
+                    COOP_LOST_DEVICE.store(true, Ordering::Relaxed);
+                }
+                match verdict {
                     Ok(()) => {
                         tracing::info!(
                             adapter = %self.info.name,
