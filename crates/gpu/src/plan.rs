@@ -219,21 +219,6 @@ fn flops_of(model: &TypedModel, node: &TypedNode) -> f64 {
         .sum()
 }
 
-/// A lowering over f16 tensors: each dispatch on its kernel's f16 variant.
-fn in_f16(lowered: Lowered) -> Lowered {
-    match lowered {
-        Lowered::View => Lowered::View,
-        Lowered::Kernels(list) => Lowered::Kernels(
-            list.into_iter()
-                .map(|spec| Spec {
-                    kernel: spec.kernel.in_f16(),
-                    ..spec
-                })
-                .collect(),
-        ),
-    }
-}
-
 /// Whether a node is `Max(x, 0)` with a constant zero: a ReLU.
 fn is_relu(model: &TypedModel, node: &TypedNode) -> bool {
     let Some(bin) = node.op.downcast_ref::<TypedBinOp>() else {
@@ -403,9 +388,7 @@ impl GpuPlan {
             let mut lowered = if fused.contains(&id) {
                 Ok(Lowered::View)
             } else {
-                eligible
-                    .and_then(|()| lower::lower(node.op.as_ref(), &in_shapes, &out_shape))
-                    .map(|l| if half { in_f16(l) } else { l })
+                eligible.and_then(|()| lower::lower(node.op.as_ref(), &in_shapes, &out_shape))
             };
             // A view of a CPU value stays on the CPU with it.
             if matches!(lowered, Ok(Lowered::View))
@@ -460,7 +443,6 @@ impl GpuPlan {
                         bias.as_ref().map(|(_, s)| s.as_slice()),
                         act,
                     )
-                    .map(|l| if half { in_f16(l) } else { l })
                 {
                     lowered = Ok(l);
                     if let Some((v, _)) = bias {
@@ -472,10 +454,16 @@ impl GpuPlan {
                 }
             }
 
-            // f16 GEMMs go to tensor cores where the device passed the check.
-            if let (Some(coop), Ok(Lowered::Kernels(list))) = (coop, &mut lowered) {
+            // The kernels' variants: f16 for f16 tensors, then tensor cores
+            // for f16 GEMMs where the device passed the check.
+            if let Ok(Lowered::Kernels(list)) = &mut lowered {
                 for spec in list {
-                    crate::coop::upgrade(spec, coop);
+                    if half {
+                        spec.kernel = spec.kernel.in_f16();
+                    }
+                    if let Some(coop) = coop {
+                        crate::coop::upgrade(spec, coop);
+                    }
                 }
             }
 
