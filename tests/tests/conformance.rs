@@ -12,11 +12,19 @@ use std::sync::Mutex;
 use tract_onnx::prelude::{DatumType, Tensor as TractTensor};
 use weft_nn::{Device, Id, OnnxModel, Place, TractContext, from_tract, to_tract};
 
+/// The generated cases' directory; `None` (after skipping, or failing in
+/// CI) when they were not generated.
 fn cases_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("WEFT_ONNX_NODE_TESTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| weft_tests::repo_root().join("target/onnx-node-tests"));
-    dir.is_dir().then_some(dir)
+    if !dir.is_dir() {
+        weft_tests::skip_or_fail(
+            "ONNX node tests not generated; run `python3 scripts/onnx-node-tests.py target/onnx-node-tests`",
+        );
+        return None;
+    }
+    Some(dir)
 }
 
 fn load_pb(path: &Path) -> Result<TractTensor, String> {
@@ -178,12 +186,7 @@ fn run_all<T: Send>(
 
 #[test]
 fn onnx_node_test_suite() {
-    let Some(dir) = cases_dir() else {
-        weft_tests::skip_or_fail(
-            "ONNX node tests not generated; run `python3 scripts/onnx-node-tests.py target/onnx-node-tests`",
-        );
-        return;
-    };
+    let Some(dir) = cases_dir() else { return };
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .flatten()
@@ -191,8 +194,7 @@ fn onnx_node_test_suite() {
         .filter(|p| p.join("model.onnx").exists())
         .collect();
     cases.sort();
-    let mut results = run_all(&cases, run_case);
-    results.sort_by(|a, b| a.0.cmp(&b.0));
+    let results = run_all(&cases, run_case);
     let passed: Vec<&str> = results
         .iter()
         .filter(|(_, r)| r.is_ok())
@@ -235,12 +237,7 @@ fn onnx_node_test_suite() {
 /// many cases had at least one node lowered.
 #[test]
 fn onnx_node_tests_through_the_gpu_backend() {
-    let Some(dir) = cases_dir() else {
-        weft_tests::skip_or_fail(
-            "ONNX node tests not generated; run `python3 scripts/onnx-node-tests.py target/onnx-node-tests`",
-        );
-        return;
-    };
+    let Some(dir) = cases_dir() else { return };
     if let Err(e) = weft_nn::gpu::shared() {
         weft_tests::skip_or_fail(&format!(
             "no GPU adapter (apt-get install mesa-vulkan-drivers): {e}"
