@@ -159,6 +159,12 @@ pub struct GpuArgs {
     /// 4GiB); a request that would exceed it fails with its own error.
     #[arg(long, value_name = "SIZE", env = "WEFT_GPU_MEMORY", value_parser = parse::size)]
     pub nn_gpu_memory: Option<usize>,
+
+    /// Cap on the bytes one GPU kernel binding may hold (e.g. 128MiB, the
+    /// limit of many mobile GPUs), below the adapter's own: nodes with
+    /// larger tensors are cut into parts that fit, or run on the CPU.
+    #[arg(long, value_name = "SIZE", env = "WEFT_GPU_BINDING_LIMIT", value_parser = parse::size)]
+    pub nn_gpu_binding_limit: Option<usize>,
 }
 
 impl GpuArgs {
@@ -168,6 +174,7 @@ impl GpuArgs {
             weft_nn::gpu::set_selector(adapter);
         }
         weft_nn::gpu::set_memory_budget(self.nn_gpu_memory.map(|b| b as u64));
+        weft_nn::gpu::set_binding_limit(self.nn_gpu_binding_limit.map(|b| b as u64));
     }
 }
 

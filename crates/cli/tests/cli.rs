@@ -818,6 +818,28 @@ fn info_lists_adapters_and_placement() {
         "{}",
         stdout(&off)
     );
+    // Under a binding limit smaller than its tensors, the GEMMs are cut
+    // into parts rather than sent to the CPU.
+    let capped = weft_env(
+        &[
+            "info",
+            "--model",
+            &mlp,
+            "--shape",
+            "5000,4",
+            "--nn-gpu-binding-limit",
+            "16KiB",
+        ],
+        tmp.path(),
+        &[],
+    );
+    assert!(capped.status.success(), "{}", stderr(&capped));
+    assert!(
+        stdout(&capped).contains("parts (binding limit)")
+            && stdout(&capped).contains("100.0% of FLOPs on the GPU"),
+        "{}",
+        stdout(&capped)
+    );
     let missing = weft_env(&["info", "--model", &mlp], tmp.path(), &[]);
     assert_eq!(missing.status.code(), Some(1));
     assert!(stderr(&missing).contains("--shape"), "{}", stderr(&missing));

@@ -57,6 +57,29 @@ fn parse_bytes(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
+/// The environment variable that caps the storage-buffer binding size
+/// requested from the device, like `--nn-gpu-binding-limit`: to plan as a
+/// smaller GPU would (many mobile GPUs allow 128 MiB).
+pub const BINDING_ENV: &str = "WEFT_GPU_BINDING_LIMIT";
+
+static BINDING_CAP: Mutex<Option<u64>> = Mutex::new(None);
+
+/// Cap the binding size of devices opened from now on (`None`: the
+/// adapter's own). Overrides `WEFT_GPU_BINDING_LIMIT`.
+pub fn set_binding_limit(bytes: Option<u64>) {
+    *BINDING_CAP.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes.unwrap_or(u64::MAX));
+}
+
+fn binding_cap() -> u64 {
+    if let Some(b) = *BINDING_CAP.lock().unwrap_or_else(|e| e.into_inner()) {
+        return b;
+    }
+    std::env::var(BINDING_ENV)
+        .ok()
+        .and_then(|v| parse_bytes(&v))
+        .unwrap_or(u64::MAX)
+}
+
 /// Device memory held by this process's plans and contexts.
 pub fn memory_in_use() -> u64 {
     IN_USE.load(Ordering::Relaxed)
@@ -397,7 +420,11 @@ fn open() -> Result<Gpu, GpuError> {
     };
     let adapter = &adapters[index];
     let info = adapter.get_info();
-    let limits = adapter.limits();
+    let mut limits = adapter.limits();
+    // A binding cap of at least 4 bytes (a tensor's smallest binding).
+    limits.max_storage_buffer_binding_size = limits
+        .max_storage_buffer_binding_size
+        .min(binding_cap().max(4) / 4 * 4);
     let features = adapter.features();
     // f16 storage and arithmetic for the half-precision GEMM, where offered;
     // subgroups and cooperative matrices for its tensor-core kernel.
@@ -542,6 +569,17 @@ impl Gpu {
         self.limits
             .max_storage_buffer_binding_size
             .min(self.limits.max_buffer_size)
+    }
+
+    /// Largest buffer the device allocates, in bytes: a tensor beyond it
+    /// cannot be on the device at all.
+    pub fn max_buffer(&self) -> u64 {
+        self.limits.max_buffer_size
+    }
+
+    /// Alignment of a binding's offset into a buffer, in bytes.
+    pub(crate) fn offset_alignment(&self) -> u64 {
+        u64::from(self.limits.min_storage_buffer_offset_alignment)
     }
 
     /// Simulate a device loss (tests): the device is destroyed, as a driver

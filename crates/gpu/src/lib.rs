@@ -21,11 +21,12 @@ mod error;
 mod kernels;
 mod lower;
 mod plan;
+mod split;
 
 pub use coop::COOP_ENV;
 pub use device::{
-    ADAPTER_ENV, AdapterReport, Gpu, MEMORY_ENV, Selector, adapters, memory_in_use, selector,
-    set_memory_budget, set_selector, shared, usable_for_auto,
+    ADAPTER_ENV, AdapterReport, BINDING_ENV, Gpu, MEMORY_ENV, Selector, adapters, memory_in_use,
+    selector, set_binding_limit, set_memory_budget, set_selector, shared, usable_for_auto,
 };
 pub use error::GpuError;
 pub use kernels::Kernel;

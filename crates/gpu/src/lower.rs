@@ -27,6 +27,11 @@ pub(crate) enum Bind {
     Output,
     /// A 4-byte placeholder for an unused binding (a GEMM without bias).
     Dummy,
+    /// Bytes `offset..offset + size` of an input: one part of a node cut
+    /// to fit the binding limit (see `split`).
+    InputPart(usize, u64, u64),
+    /// Bytes `offset..offset + size` of the output, likewise.
+    OutputPart(u64, u64),
 }
 
 /// One dispatch: a kernel, its parameter words, its bindings (after the
@@ -598,7 +603,9 @@ fn conv(op: &Conv, ins: &[Vec<usize>], out: &[usize], act: Activation) -> Result
         ));
     }
     let g = geometry(&op.pool_spec, &ins[0], out)?;
-    let co = op.pool_spec.output_channels;
+    // From the output, not the op: a part of a split convolution computes
+    // some of its channels.
+    let co = out[usize::from(op.pool_spec.data_format == DataFormat::NCHW)];
     let group = op.group;
     let cig = g.c / group;
     let cog = co / group;

@@ -16,6 +16,7 @@ use crate::device::{Gpu, Reservation};
 use crate::error::GpuError;
 use crate::kernels::Kernel;
 use crate::lower::{self, Bind, Lowered, Spec};
+use crate::split;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
@@ -46,6 +47,9 @@ pub struct NodeReport {
     pub place: Place,
     /// Multiply-accumulates tract counts for this node.
     pub flops: f64,
+    /// Parts the node was cut into to fit the binding limit (1: uncut);
+    /// `place` then names one part's kernels.
+    pub parts: usize,
 }
 
 /// Which nodes run where, printed at load time.
@@ -110,6 +114,9 @@ impl fmt::Display for Report {
         writeln!(f, "{}", self.summary())?;
         for n in &self.nodes {
             let place = match &n.place {
+                Place::Gpu(k) if n.parts > 1 => {
+                    format!("gpu  {} in {} parts (binding limit)", k.join("+"), n.parts)
+                }
                 Place::Gpu(k) => format!("gpu  {}", k.join("+")),
                 Place::View => "view".into(),
                 Place::Fused => "fused".into(),
@@ -137,6 +144,8 @@ struct Value {
 
 enum Binding {
     Value(usize),
+    /// Bytes `offset..offset + size` of a value.
+    Part(usize, u64, u64),
     Dummy,
 }
 
@@ -281,6 +290,11 @@ impl GpuPlan {
     ) -> Result<GpuPlan, GpuError> {
         let order = model.eval_order().map_err(lowering)?;
         let max_binding = gpu.max_binding();
+        let max_buffer = gpu.max_buffer();
+        let limits = crate::split::Limits {
+            binding: max_binding,
+            align: gpu.offset_alignment(),
+        };
         let mut values: Vec<Value> = Vec::new();
         let mut ids: HashMap<OutletId, usize> = HashMap::new();
         let mut on_cpu: Vec<bool> = Vec::new();
@@ -345,8 +359,9 @@ impl GpuPlan {
             let op_name = node.op.name().to_string();
 
             // Eligibility: one output, f32 tensors (or all f16 on a device
-            // with `shader-f16`), every tensor within the device's binding
-            // limit, shapes concrete.
+            // with `shader-f16`), every tensor within the device's largest
+            // buffer, shapes concrete. A node with a tensor over the binding
+            // limit is cut into parts that fit.
             let half = gpu.has_f16() && facts.iter().all(|f| f.datum_type == f16::datum_type());
             let in_facts: Vec<&TypedFact> = node
                 .inputs
@@ -372,23 +387,41 @@ impl GpuPlan {
                     }
                 }
                 for &v in inputs.iter().chain(&outs) {
-                    if values[v].bytes > max_binding {
+                    if values[v].bytes > max_buffer {
                         return Err(format!(
-                            "a {} byte tensor exceeds this adapter's {max_binding} byte binding limit",
+                            "a {} byte tensor exceeds this adapter's {max_buffer} byte largest buffer",
                             values[v].bytes
                         ));
                     }
                 }
                 Ok(())
             })();
+            let oversize = inputs
+                .iter()
+                .chain(&outs)
+                .any(|&v| values[v].bytes > max_binding);
+            let elem = facts[0].datum_type.size_of();
+            let mut parts = 1;
 
             let in_shapes: Vec<Vec<usize>> =
                 inputs.iter().map(|&v| values[v].shape.clone()).collect();
             let out_shape = values[outs[0]].shape.clone();
+            let op = node.op.as_ref();
             let mut lowered = if fused.contains(&id) {
                 Ok(Lowered::View)
             } else {
-                eligible.and_then(|()| lower::lower(node.op.as_ref(), &in_shapes, &out_shape))
+                eligible.and_then(|()| match lower::lower(op, &in_shapes, &out_shape) {
+                    // A view binds nothing, whatever its size.
+                    Ok(Lowered::View) => Ok(Lowered::View),
+                    whole if !oversize => whole,
+                    _ => split::split(op, &in_shapes, &out_shape, elem, limits, |i, o| {
+                        lower::lower(op, i, o)
+                    })
+                    .map(|cut| {
+                        parts = cut.parts;
+                        Lowered::Kernels(cut.specs)
+                    }),
+                })
             };
             // A view of a CPU value stays on the CPU with it.
             if matches!(lowered, Ok(Lowered::View))
@@ -435,15 +468,30 @@ impl GpuPlan {
                         chain.push(next.node);
                     }
                 }
-                if !chain.is_empty()
-                    && let Some(l) = lower::lower_fused(
-                        node.op.as_ref(),
-                        &in_shapes,
-                        &out_shape,
-                        bias.as_ref().map(|(_, s)| s.as_slice()),
-                        act,
-                    )
-                {
+                let fuse = |ins: &[Vec<usize>], out: &[usize]| {
+                    let (ins, bias) = match bias {
+                        Some(_) => (&ins[..ins.len() - 1], ins.last().map(|b| b.as_slice())),
+                        None => (ins, None),
+                    };
+                    lower::lower_fused(op, ins, out, bias, act)
+                        .ok_or_else(|| "no fused lowering".to_string())
+                };
+                // The fused bias is the last operand (bound as an input).
+                let mut ins = in_shapes.clone();
+                ins.extend(bias.as_ref().map(|(_, s)| s.clone()));
+                let whole = if chain.is_empty() {
+                    None
+                } else if oversize {
+                    split::split(op, &ins, &out_shape, elem, limits, fuse)
+                        .ok()
+                        .map(|cut| {
+                            parts = cut.parts;
+                            Lowered::Kernels(cut.specs)
+                        })
+                } else {
+                    fuse(&ins, &out_shape).ok()
+                };
+                if let Some(l) = whole {
                     lowered = Ok(l);
                     if let Some((v, _)) = bias {
                         inputs.push(v);
@@ -487,6 +535,7 @@ impl GpuPlan {
                             Place::View
                         },
                         flops,
+                        parts: 1,
                     });
                 }
                 Ok(Lowered::Kernels(list)) => {
@@ -531,7 +580,12 @@ impl GpuPlan {
                     });
                     value_logical.insert(outs[0], logical.len() - 1);
                     values[outs[0]].gpu = Some(Home::Slot(usize::MAX));
-                    let kernels: Vec<&'static str> = list.iter().map(|s| s.kernel.name()).collect();
+                    // One part's kernels (every part has the same).
+                    let kernels: Vec<&'static str> = list
+                        .iter()
+                        .take(list.len() / parts)
+                        .map(|s| s.kernel.name())
+                        .collect();
                     pending.push(Pending::Gpu(
                         node.name.clone(),
                         list,
@@ -543,6 +597,7 @@ impl GpuPlan {
                         op: op_name,
                         place: Place::Gpu(kernels),
                         flops,
+                        parts,
                     });
                 }
                 Err(reason) => {
@@ -586,6 +641,7 @@ impl GpuPlan {
                         op: op_name,
                         place: Place::Cpu(reason),
                         flops,
+                        parts: 1,
                     });
                 }
             }
@@ -727,6 +783,12 @@ impl GpuPlan {
                             .map(|b| match b {
                                 Bind::Input(i) => Binding::Value(inputs[*i]),
                                 Bind::Output => Binding::Value(out),
+                                Bind::InputPart(i, offset, size) => {
+                                    Binding::Part(inputs[*i], *offset, *size)
+                                }
+                                Bind::OutputPart(offset, size) => {
+                                    Binding::Part(out, *offset, *size)
+                                }
                                 Bind::Dummy => Binding::Dummy,
                             })
                             .collect();
@@ -867,19 +929,25 @@ impl GpuContext {
                             for (i, b) in d.binds.iter().enumerate() {
                                 let resource = match b {
                                     Binding::Dummy => plan.dummy.as_entire_binding(),
-                                    Binding::Value(v) => {
+                                    Binding::Value(v) | Binding::Part(v, ..) => {
                                         let value = &plan.values[*v];
                                         let buffer = match value.gpu {
                                             Some(Home::Slot(s)) => &slots[s],
                                             Some(Home::Const(c)) => &plan.consts[c],
                                             None => unreachable!("planned on the GPU"),
                                         };
-                                        let size = value.bytes.max(4).next_multiple_of(4);
+                                        let (offset, bytes) = match *b {
+                                            Binding::Part(_, offset, size) => (offset, size),
+                                            _ => (0, value.bytes),
+                                        };
+                                        // Sizes round up to the 4 bytes a
+                                        // binding needs (odd f16 counts).
+                                        let size = bytes.max(4).next_multiple_of(4);
                                         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                                             buffer,
-                                            offset: 0,
+                                            offset,
                                             size: std::num::NonZeroU64::new(
-                                                size.min(buffer.size()),
+                                                size.min(buffer.size() - offset),
                                             ),
                                         })
                                     }

@@ -1,0 +1,216 @@
+//! Nodes whose tensors exceed the adapter's binding limit.
+//!
+//! This binary opens its device with the binding limit capped at 64 KiB
+//! (`weft_gpu::set_binding_limit`, which the device enforces: wgpu rejects
+//! any binding past it), so tensors of a few hundred KiB stand for the
+//! multi-GiB ones of a real model on a 128 MiB-limit GPU. Each case must be
+//! cut into parts (the report says how many), run on the GPU, and match
+//! tract; what cannot be cut must stay on the CPU and say why.
+
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops;
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::nn::{DataFormat, Reduce, Reducer, Softmax, SoftmaxKind};
+use weft_gpu::{Place, Report};
+
+mod common;
+use common::*;
+
+const LIMIT: u64 = 64 << 10;
+
+/// The capped device (every test calls this before anything opens it).
+fn capped() -> Option<Arc<weft_gpu::Gpu>> {
+    weft_gpu::set_binding_limit(Some(LIMIT));
+    let gpu = gpu()?;
+    assert_eq!(gpu.max_binding(), LIMIT, "the cap was not applied");
+    Some(gpu)
+}
+
+/// Parts of node `name`, which must be on the GPU.
+fn parts(report: &Report, name: &str) -> usize {
+    let node = report.nodes.iter().find(|n| n.name == name).unwrap();
+    assert!(
+        matches!(node.place, Place::Gpu(_)),
+        "{name} is not on the GPU:\n{report}"
+    );
+    node.parts
+}
+
+#[test]
+fn broadcast_binary_ops_are_cut_into_parts() {
+    if capped().is_none() {
+        return;
+    }
+    // [300, 100] f32 is 120,000 bytes; the [1, 100] operand is bound whole.
+    let mut model = TypedModel::default();
+    let a = source(&mut model, "a", &[300, 100]);
+    let c = konst(&mut model, "c", tensor(&[1, 100], 2));
+    let out = model.wire_node("add", ops::math::add(), &[a, c]).unwrap();
+    let out = model.wire_node("tanh", ops::math::tanh(), &out).unwrap();
+    model.select_output_outlets(&out).unwrap();
+    let report = check(model.clone(), vec![tensor(&[300, 100], 1)], &["add"]).unwrap();
+    assert!(parts(&report, "add") >= 2, "{report}");
+    assert!(parts(&report, "tanh") >= 2, "{report}");
+    assert!(report.to_string().contains("parts (binding limit)"));
+    // f16, 200-byte rows: parts of an odd length whose bindings round up.
+    let mut model = TypedModel::default();
+    let a = source(&mut model, "a", &[333, 111]);
+    let c = konst(&mut model, "c", tensor(&[1, 111], 2));
+    let out = model.wire_node("add", ops::math::add(), &[a, c]).unwrap();
+    model.select_output_outlets(&out).unwrap();
+    if let Some(report) = check_f16(model, vec![tensor(&[333, 111], 3)], &["add"]) {
+        assert!(parts(&report, "add") >= 2, "{report}");
+    }
+}
+
+#[test]
+fn a_gemm_with_its_fused_epilogue_is_cut_along_m() {
+    if capped().is_none() {
+        return;
+    }
+    // A [1000, 32] and C [1000, 48]: 128 and 192 KB; B and the bias whole.
+    let mut model = TypedModel::default();
+    let a = source(&mut model, "a", &[1000, 32]);
+    let w = konst(&mut model, "w", tensor(&[32, 48], 4));
+    let mm = model
+        .wire_node(
+            "mm",
+            EinSum {
+                axes: "mk,kn->mn".parse().unwrap(),
+                operating_dt: f32::datum_type(),
+                q_params: None,
+            },
+            &[a, w],
+        )
+        .unwrap();
+    let bias = konst(&mut model, "bias", tensor(&[1, 48], 5));
+    let added = model
+        .wire_node("bias_add", ops::math::add(), &[mm[0], bias])
+        .unwrap();
+    let zero = konst(
+        &mut model,
+        "zero",
+        Tensor::from_shape(&[1, 1], &[0f32]).unwrap(),
+    );
+    let relu = model
+        .wire_node("relu", ops::math::max(), &[added[0], zero])
+        .unwrap();
+    // A softmax over rows after it, cut as well: 192 KB.
+    let out = model
+        .wire_node(
+            "softmax",
+            Softmax::new(tvec![1], None, SoftmaxKind::Softmax),
+            &relu,
+        )
+        .unwrap();
+    model.select_output_outlets(&out).unwrap();
+    let report = check(model, vec![tensor(&[1000, 32], 6)], &["mm", "softmax"]).unwrap();
+    let fused: Vec<_> = report
+        .nodes
+        .iter()
+        .filter(|n| n.place == Place::Fused)
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(fused, ["bias_add", "relu"], "{report}");
+    let gemm = parts(&report, "mm");
+    assert!(gemm >= 3, "{report}");
+    assert!(parts(&report, "softmax") >= 3, "{report}");
+    // One dispatch a part, all in one submission.
+    assert_eq!(
+        report.dispatches,
+        gemm + parts(&report, "softmax"),
+        "{report}"
+    );
+    assert_eq!(report.submissions, 1, "{report}");
+}
+
+fn conv(input: [usize; 4], co: usize, kernel: usize, pad: usize) -> Option<Report> {
+    let mut model = TypedModel::default();
+    let x = source(&mut model, "x", &input);
+    let w = konst(&mut model, "w", tensor(&[co, input[1], kernel, kernel], 7));
+    let b = konst(&mut model, "b", tensor(&[co], 8));
+    let op = Conv {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![kernel, kernel],
+            padding: PaddingSpec::Explicit(tvec![pad, pad], tvec![pad, pad]),
+            dilations: None,
+            strides: None,
+            input_channels: input[1],
+            output_channels: co,
+        },
+        kernel_fmt: KernelFormat::OIHW,
+        group: 1,
+        q_params: None,
+    };
+    let out = model.wire_node("conv", op, &[x, w, b]).unwrap();
+    model.select_output_outlets(&out).unwrap();
+    check(model, vec![tensor(&input, 9)], &["conv"])
+}
+
+#[test]
+fn convolutions_are_cut_along_batch_or_output_channels() {
+    if capped().is_none() {
+        return;
+    }
+    // Batch 4 of 25.6 KB inputs into 46 KB outputs: along the batch.
+    let report = conv([4, 4, 40, 40], 8, 3, 0).unwrap();
+    assert!(parts(&report, "conv") >= 3, "{report}");
+    // Batch 1, a 16 KB input into 256 KB of 64 channels: along the output
+    // channels, slicing the kernel's rows and the bias with them.
+    let report = conv([1, 4, 32, 32], 64, 3, 1).unwrap();
+    assert!(parts(&report, "conv") >= 4, "{report}");
+    let report = conv([1, 4, 32, 32], 64, 1, 0).unwrap();
+    assert!(parts(&report, "conv") >= 4, "{report}");
+}
+
+#[test]
+fn reductions_are_cut_along_kept_axes() {
+    if capped().is_none() {
+        return;
+    }
+    let mut model = TypedModel::default();
+    let x = source(&mut model, "x", &[300, 100]);
+    let out = model
+        .wire_node(
+            "sum",
+            Reduce {
+                axes: tvec![1],
+                reducer: Reducer::Sum,
+            },
+            &[x],
+        )
+        .unwrap();
+    model.select_output_outlets(&out).unwrap();
+    let report = check(model, vec![tensor(&[300, 100], 10)], &["sum"]).unwrap();
+    assert!(parts(&report, "sum") >= 2, "{report}");
+}
+
+#[test]
+fn what_cannot_be_cut_stays_on_the_cpu_and_says_why() {
+    if capped().is_none() {
+        return;
+    }
+    // A softmax over the one long axis of 80 KB.
+    let mut model = TypedModel::default();
+    let x = source(&mut model, "x", &[20_000]);
+    let out = model
+        .wire_node(
+            "softmax",
+            Softmax::new(tvec![0], None, SoftmaxKind::Softmax),
+            &[x],
+        )
+        .unwrap();
+    model.select_output_outlets(&out).unwrap();
+    let report = check(model, vec![tensor(&[20_000], 11)], &[]).unwrap();
+    let node = report.nodes.iter().find(|n| n.name == "softmax").unwrap();
+    match &node.place {
+        Place::Cpu(why) => assert!(
+            why.contains("65536 byte binding limit") && why.contains("along axis 0"),
+            "{why}"
+        ),
+        other => panic!("softmax over 80 KB ran as {other:?}"),
+    }
+}
