@@ -30,14 +30,19 @@ pub fn set_memory_budget(bytes: Option<u64>) {
     *BUDGET.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes.unwrap_or(u64::MAX));
 }
 
-fn budget() -> u64 {
-    if let Some(b) = *BUDGET.lock().unwrap_or_else(|e| e.into_inner()) {
+/// A byte cap: what the process set, else the environment, else none.
+fn cap(set: &Mutex<Option<u64>>, env: &str) -> u64 {
+    if let Some(b) = *set.lock().unwrap_or_else(|e| e.into_inner()) {
         return b;
     }
-    std::env::var(MEMORY_ENV)
+    std::env::var(env)
         .ok()
         .and_then(|v| parse_bytes(&v))
         .unwrap_or(u64::MAX)
+}
+
+fn budget() -> u64 {
+    cap(&BUDGET, MEMORY_ENV)
 }
 
 /// `512MiB`, `2GiB`, `1000000` in `WEFT_GPU_MEMORY` (the CLI's flag parses
@@ -71,13 +76,7 @@ pub fn set_binding_limit(bytes: Option<u64>) {
 }
 
 fn binding_cap() -> u64 {
-    if let Some(b) = *BINDING_CAP.lock().unwrap_or_else(|e| e.into_inner()) {
-        return b;
-    }
-    std::env::var(BINDING_ENV)
-        .ok()
-        .and_then(|v| parse_bytes(&v))
-        .unwrap_or(u64::MAX)
+    cap(&BINDING_CAP, BINDING_ENV)
 }
 
 /// Device memory held by this process's plans and contexts.
