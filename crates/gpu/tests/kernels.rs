@@ -128,26 +128,7 @@ fn gemm_f16() {
 #[test]
 fn gemm_fuses_bias_and_relu() {
     let mut model = TypedModel::default();
-    let a = source(&mut model, "a", &[5, 12]);
-    let w = konst(&mut model, "w", tensor(&[12, 9], 1));
-    let op = EinSum {
-        axes: "mk,kn->mn".parse().unwrap(),
-        operating_dt: f32::datum_type(),
-        q_params: None,
-    };
-    let mm = model.wire_node("mm", op, &[a, w]).unwrap();
-    let bias = konst(&mut model, "bias", tensor(&[1, 9], 2));
-    let add = model
-        .wire_node("bias_add", ops::math::add(), &[mm[0], bias])
-        .unwrap();
-    let zero = konst(
-        &mut model,
-        "zero",
-        Tensor::from_shape(&[1, 1], &[0f32]).unwrap(),
-    );
-    let relu = model
-        .wire_node("relu", ops::math::max(), &[add[0], zero])
-        .unwrap();
+    let relu = gemm_bias_relu(&mut model, 5, 12, 9);
     model.select_output_outlets(&relu).unwrap();
     // In f32, and in f16 (the f16 GEMM's epilogue).
     let reports = [

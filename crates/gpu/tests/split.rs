@@ -11,7 +11,6 @@ use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
-use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::ops::nn::{DataFormat, Reduce, Reducer, Softmax, SoftmaxKind};
 use weft_gpu::{Place, Report};
 
@@ -72,31 +71,7 @@ fn a_gemm_with_its_fused_epilogue_is_cut_along_m() {
     }
     // A [1000, 32] and C [1000, 48]: 128 and 192 KB; B and the bias whole.
     let mut model = TypedModel::default();
-    let a = source(&mut model, "a", &[1000, 32]);
-    let w = konst(&mut model, "w", tensor(&[32, 48], 4));
-    let mm = model
-        .wire_node(
-            "mm",
-            EinSum {
-                axes: "mk,kn->mn".parse().unwrap(),
-                operating_dt: f32::datum_type(),
-                q_params: None,
-            },
-            &[a, w],
-        )
-        .unwrap();
-    let bias = konst(&mut model, "bias", tensor(&[1, 48], 5));
-    let added = model
-        .wire_node("bias_add", ops::math::add(), &[mm[0], bias])
-        .unwrap();
-    let zero = konst(
-        &mut model,
-        "zero",
-        Tensor::from_shape(&[1, 1], &[0f32]).unwrap(),
-    );
-    let relu = model
-        .wire_node("relu", ops::math::max(), &[added[0], zero])
-        .unwrap();
+    let relu = gemm_bias_relu(&mut model, 1000, 32, 48);
     // A softmax over rows after it, cut as well: 192 KB.
     let out = model
         .wire_node(

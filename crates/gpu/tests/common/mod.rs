@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::ops;
+use tract_onnx::tract_core::ops::einsum::EinSum;
 use weft_gpu::{GpuContext, GpuPlan, Place};
 
 /// f32 accumulation order differs between tract and the kernels.
@@ -150,4 +152,25 @@ pub fn weft_tests_skip(why: &str) {
         panic!("CI needs it: {why}");
     }
     eprintln!("SKIPPED: {why}");
+}
+
+/// `relu(a x w + bias)` on a source `a` of [m, k] (nodes `mm`, `bias_add`,
+/// `relu`), the pattern the GEMM epilogue fuses; returns the relu outlet.
+pub fn gemm_bias_relu(model: &mut TypedModel, m: usize, k: usize, n: usize) -> TVec<OutletId> {
+    let a = source(model, "a", &[m, k]);
+    let w = konst(model, "w", tensor(&[k, n], 1));
+    let op = EinSum {
+        axes: "mk,kn->mn".parse().unwrap(),
+        operating_dt: f32::datum_type(),
+        q_params: None,
+    };
+    let mm = model.wire_node("mm", op, &[a, w]).unwrap();
+    let bias = konst(model, "bias", tensor(&[1, n], 2));
+    let add = model
+        .wire_node("bias_add", ops::math::add(), &[mm[0], bias])
+        .unwrap();
+    let zero = konst(model, "zero", Tensor::from_shape(&[1, 1], &[0f32]).unwrap());
+    model
+        .wire_node("relu", ops::math::max(), &[add[0], zero])
+        .unwrap()
 }
