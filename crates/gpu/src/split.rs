@@ -12,11 +12,19 @@
 //! slices of their inputs are cut (element-wise and broadcast ops, GEMMs
 //! along a batch or `m` axis, convolutions along the batch or output
 //! channels, reductions and softmax over other axes, copies that keep the
-//! axis). Everything else is refused with the reason, and stays on the CPU.
+//! axis).
+//!
+//! A node that lowers to one GEMM and cannot be cut that way (weights over
+//! the limit, a batch-1 convolution with a large input) is cut as a GEMM
+//! instead: along m, n or k, or along m or n and k together, each part
+//! binding the strided window of every operand it touches, and the parts of
+//! a cut along k adding into the output. Everything else is refused with the
+//! reason, and stays on the CPU.
 //!
 //! Pure: no device. The planner supplies the limits and the lowering.
 
-use crate::lower::{Bind, Lowered, Spec};
+use crate::kernels::Kernel;
+use crate::lower::{Bind, Lowered, Spec, gp};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::array::{MultiBroadcastTo, Pad, Slice, TypedConcat};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
@@ -204,6 +212,9 @@ fn lcm(a: u64, b: u64) -> u64 {
 
 /// Cut a node with inputs `ins` and output `out` (elements of `elem`
 /// bytes) into parts within `limits`, each lowered by `lower`.
+///
+/// Along the output's outermost axis first; a node that lowers to one
+/// GEMM and cannot be cut that way is cut as a GEMM ([`cut_gemm`]).
 pub(crate) fn split(
     op: &dyn TypedOp,
     ins: &[Vec<usize>],
@@ -212,16 +223,39 @@ pub(crate) fn split(
     limits: Limits,
     lower: impl Fn(&[Vec<usize>], &[usize]) -> Result<Lowered, String>,
 ) -> Result<Split, String> {
-    let over = |why: String| {
-        format!(
-            "{why}: over this adapter's {} byte binding limit, and it cannot be cut into parts that fit",
-            limits.binding
-        )
+    let outer = outermost(op, ins, out, elem, limits, &lower);
+    let Err(why) = outer else {
+        return outer;
     };
+    let why = match lower(ins, out) {
+        Ok(Lowered::Kernels(list)) if list.len() == 1 && gemm(&list[0]).is_some() => {
+            match cut_gemm(&list[0], elem, limits) {
+                Ok(cut) => return Ok(cut),
+                Err(g) => format!("{why}; {g}"),
+            }
+        }
+        _ => why,
+    };
+    Err(format!(
+        "{why}: over this adapter's {} byte binding limit, and it cannot be cut into parts that fit",
+        limits.binding
+    ))
+}
+
+/// The cut along the output's outermost axis of extent above one, or why
+/// there is none.
+fn outermost(
+    op: &dyn TypedOp,
+    ins: &[Vec<usize>],
+    out: &[usize],
+    elem: usize,
+    limits: Limits,
+    lower: &impl Fn(&[Vec<usize>], &[usize]) -> Result<Lowered, String>,
+) -> Result<Split, String> {
     let Some(axis) = out.iter().position(|&d| d > 1) else {
-        return Err(over("a one-element output".into()));
+        return Err("a one-element output".into());
     };
-    let follows = follow(op, ins, out, axis).map_err(over)?;
+    let follows = follow(op, ins, out, axis)?;
     let bytes = |dims: &[usize]| (dims.iter().product::<usize>() * elem) as u64;
     // Bytes per index along the cut axis, for the output and each sliced
     // input; a slice is contiguous only when every axis before it is 1.
@@ -231,17 +265,15 @@ pub(crate) fn split(
         match *f {
             Some(a) => {
                 if shape[..a].iter().any(|&d| d > 1) || shape[a] != out[axis] {
-                    return Err(over(format!(
-                        "a {shape:?} input is not contiguous along the cut"
-                    )));
+                    return Err(format!("a {shape:?} input is not contiguous along the cut"));
                 }
                 in_rows.push(Some(bytes(&shape[a + 1..])));
             }
             None if bytes(shape) > limits.binding => {
-                return Err(over(format!(
+                return Err(format!(
                     "a {shape:?} input every part needs whole is {} bytes",
                     bytes(shape)
-                )));
+                ));
             }
             None => in_rows.push(None),
         }
@@ -258,17 +290,17 @@ pub(crate) fn split(
     let widest = rows.iter().copied().max().unwrap_or(0).max(1);
     let fit = (limits.binding / widest) / step * step;
     if fit == 0 {
-        return Err(over(format!(
+        return Err(format!(
             "a slice of {widest} bytes along axis {axis} (in steps of {step} for {align} byte alignment)"
-        )));
+        ));
     }
     let extent = out[axis];
     let chunk = (fit as usize).min(extent);
     let parts = extent.div_ceil(chunk);
     if parts > MAX_PARTS {
-        return Err(over(format!(
+        return Err(format!(
             "{parts} parts along axis {axis}, more than {MAX_PARTS}"
-        )));
+        ));
     }
     let mut specs = Vec::new();
     for p in 0..parts {
@@ -307,6 +339,238 @@ pub(crate) fn split(
         }
     }
     Ok(Split { specs, parts })
+}
+
+/// Whether `spec` is a GEMM dispatch, and if so whether it gathers B as
+/// an implicit im2col.
+fn gemm(spec: &Spec) -> Option<bool> {
+    match spec.kernel {
+        Kernel::Gemm { im2col, .. } => Some(im2col),
+        _ => None,
+    }
+}
+
+/// The GEMM axes, as indices into `[m, n, k]`.
+const M: usize = 0;
+const N: usize = 1;
+const K: usize = 2;
+
+/// One operand of an encoded GEMM: where it is bound, where its first
+/// element is set, and how it is addressed.
+struct Operand {
+    /// Its entry in `Spec::binds`.
+    slot: usize,
+    /// Its `gp::*_BASE` parameter.
+    base: usize,
+    /// Element strides along m, n and k.
+    strides: [u64; 3],
+    /// Element strides along the three batch axes.
+    batch: [u64; 3],
+    /// An im2col-gathered B: k runs over `(channel, ky, kx)`, so a range of
+    /// k is whole channels of `kk` indices and `hw` elements each.
+    channels: Option<(u64, u64)>,
+}
+
+impl Operand {
+    /// First and last element a part with ranges `r` (start, length along
+    /// m, n, k) reads or writes, all batches included.
+    fn span(&self, shape: [u64; 3], r: [(u64, u64); 3]) -> (u64, u64) {
+        let batches: u64 = (0..3).map(|i| (shape[i] - 1) * self.batch[i]).sum();
+        if let Some((kk, hw)) = self.channels {
+            let (k0, lk) = r[K];
+            let (c0, c1) = (k0 / kk, (k0 + lk).div_ceil(kk));
+            return (c0 * hw, c1 * hw - 1 + batches);
+        }
+        let first: u64 = (0..3).map(|a| r[a].0 * self.strides[a]).sum();
+        let extent: u64 = (0..3).map(|a| (r[a].1 - 1) * self.strides[a]).sum();
+        (first, first + extent + batches)
+    }
+}
+
+/// Cut an encoded GEMM (`spec`, elements of `elem` bytes) into parts that
+/// bind within `limits`: along m or n, along k, or along m or n and along
+/// k at once, whichever needs the fewest parts.
+///
+/// Every operand is bound as the byte window its part touches (from an
+/// aligned offset; the kernel starts at `gp::*_BASE` within it), so a part
+/// may read strided rows or columns: a GEMM whose weights exceed the limit
+/// is cut along n when they are stored n-major, along k when k-major. The
+/// parts of a cut along k add into C in order; only the last adds the bias
+/// and applies the activation. An im2col B (a convolution's input) is cut
+/// only along k, by whole input channels, and never along n.
+fn cut_gemm(spec: &Spec, elem: usize, limits: Limits) -> Result<Split, String> {
+    let im2col = gemm(spec).ok_or("not a GEMM")?;
+    let p = &spec.params;
+    let w = |i: usize| u64::from(p[i]);
+    let dims = [w(gp::M), w(gp::N), w(gp::K)];
+    let shape = [w(gp::BATCH), w(gp::BATCH + 1), w(gp::BATCH + 2)];
+    if dims.contains(&0) || shape.contains(&0) {
+        return Err("an empty GEMM".into());
+    }
+    let batch = |at: usize| [w(at), w(at + 1), w(at + 2)];
+    let mut operands = vec![
+        Operand {
+            slot: 0,
+            base: gp::A_BASE,
+            strides: [w(gp::A_RS), 0, w(gp::A_CS)],
+            batch: batch(gp::A_BATCH),
+            channels: None,
+        },
+        Operand {
+            slot: 1,
+            base: gp::B_BASE,
+            strides: [0, w(gp::B_CS), w(gp::B_RS)],
+            batch: batch(gp::B_BATCH),
+            channels: im2col.then(|| (w(gp::KH) * w(gp::KW), w(gp::HW))),
+        },
+        Operand {
+            slot: 3,
+            base: gp::C_BASE,
+            strides: [w(gp::C_RS), w(gp::C_CS), 0],
+            batch: batch(gp::C_BATCH),
+            channels: None,
+        },
+    ];
+    let mode = p[gp::MODE];
+    if mode & gp::ADD_BIAS != 0 {
+        operands.push(Operand {
+            slot: 2,
+            base: gp::BIAS_BASE,
+            strides: [w(gp::BIAS_RS), w(gp::BIAS_CS), 0],
+            batch: batch(gp::BIAS_BATCH),
+            channels: None,
+        });
+    }
+    let (elem, align) = (elem as u64, limits.align.max(4));
+    // A window starts at most `align - elem` bytes before its first element.
+    let fits = |r: [(u64, u64); 3]| {
+        operands.iter().all(|o| {
+            let (first, last) = o.span(shape, r);
+            (last - first + 1) * elem + align - elem <= limits.binding
+        })
+    };
+    let whole = |lens: [u64; 3]| fits([(0, lens[M]), (0, lens[N]), (0, lens[K])]);
+    // Along k, whole input channels for an im2col B; tile-sized steps along
+    // m and n (and BK along k) keep the parts' tiles full.
+    let tile = u64::from(spec.kernel.tile());
+    let unit = |axis: usize| match (axis, im2col) {
+        (K, true) => w(gp::KH) * w(gp::KW),
+        _ => 1,
+    };
+    let round = |axis: usize, len: u64| {
+        let step = match axis {
+            K if im2col => unit(K),
+            K => 16,
+            _ => tile,
+        };
+        if len >= step { len / step * step } else { len }
+    };
+    // The longest length along `axis` (in its units) that fits, the other
+    // lengths as in `lens`.
+    let longest = |axis: usize, lens: [u64; 3]| -> Option<u64> {
+        let u = unit(axis);
+        let at = |n: u64| {
+            let mut l = lens;
+            l[axis] = n * u;
+            whole(l)
+        };
+        let (mut lo, mut hi) = (0, dims[axis] / u);
+        if !at(1) {
+            return None;
+        }
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if at(mid) { lo = mid } else { hi = mid - 1 }
+        }
+        Some(round(axis, lo * u))
+    };
+    // Candidates: an output axis (or none) and whether k is cut; k first,
+    // with the output axis at its shortest.
+    let outs: &[Option<usize>] = if im2col {
+        &[None, Some(M)]
+    } else {
+        &[None, Some(M), Some(N)]
+    };
+    let mut best: Option<([u64; 3], u64)> = None;
+    for &out_axis in outs {
+        for cut_k in [false, true] {
+            let mut lens = dims;
+            if let Some(a) = out_axis {
+                lens[a] = unit(a);
+            }
+            if cut_k {
+                let Some(l) = longest(K, lens) else { continue };
+                lens[K] = l;
+            }
+            if let Some(a) = out_axis {
+                lens[a] = dims[a];
+                let Some(l) = longest(a, lens) else { continue };
+                lens[a] = l;
+            }
+            if !whole(lens) {
+                continue;
+            }
+            let parts: u64 = (0..3).map(|a| dims[a].div_ceil(lens[a])).product();
+            if best.is_none_or(|(_, p)| parts < p) {
+                best = Some((lens, parts));
+            }
+        }
+    }
+    let gemm_over = |why: String| format!("as a {}x{}x{} GEMM, {why}", dims[M], dims[N], dims[K]);
+    let Some((lens, parts)) = best else {
+        return Err(gemm_over(
+            "no cut along m, n or k keeps every operand's part within it".into(),
+        ));
+    };
+    if parts > MAX_PARTS as u64 {
+        return Err(gemm_over(format!("{parts} parts, more than {MAX_PARTS}")));
+    }
+    let starts = |a: usize| (0..dims[a]).step_by(lens[a] as usize);
+    let u = |x: u64| u32::try_from(x).map_err(|_| format!("{x} exceeds a u32 kernel parameter"));
+    let mut specs = Vec::with_capacity(parts as usize);
+    for m0 in starts(M) {
+        for n0 in starts(N) {
+            let kparts = dims[K].div_ceil(lens[K]);
+            for (ki, k0) in starts(K).enumerate() {
+                let r = [M, N, K].map(|a| {
+                    let s = [m0, n0, k0][a];
+                    (s, lens[a].min(dims[a] - s))
+                });
+                let mut part = spec.clone();
+                for a in [M, N, K] {
+                    part.params[[gp::M, gp::N, gp::K][a]] = u(r[a].1)?;
+                }
+                for o in &operands {
+                    let (first, last) = o.span(shape, r);
+                    let offset = first * elem / align * align;
+                    part.params[o.base] = u(first - offset / elem)?;
+                    let size = (last + 1) * elem - offset;
+                    part.binds[o.slot] = match part.binds[o.slot] {
+                        Bind::Input(i) => Bind::InputPart(i, offset, size),
+                        Bind::Output => Bind::OutputPart(offset, size),
+                        other => return Err(format!("a GEMM operand bound as {other:?}")),
+                    };
+                }
+                // Along k: the first part writes, the others add; the
+                // epilogue belongs to the last.
+                if kparts > 1 {
+                    let last = ki as u64 + 1 == kparts;
+                    let add = if ki > 0 { gp::ACCUMULATE } else { 0 };
+                    part.params[gp::MODE] = add | if last { mode } else { 0 };
+                    if !last {
+                        part.params[gp::ACT] = 0;
+                    }
+                }
+                part.groups[0] = u(r[N].1.div_ceil(tile).max(1))?;
+                part.groups[1] = u(r[M].1.div_ceil(tile).max(1))?;
+                specs.push(part);
+            }
+        }
+    }
+    Ok(Split {
+        specs,
+        parts: parts as usize,
+    })
 }
 
 #[cfg(test)]
@@ -417,6 +681,95 @@ mod tests {
         // Too many parts.
         let e = cut(&abs(), &[vec![MAX_PARTS * 2048]], &[MAX_PARTS * 2048]).unwrap_err();
         assert!(e.contains("parts along axis 0"), "{e}");
+    }
+
+    fn einsum(axes: &str) -> EinSum {
+        EinSum {
+            axes: axes.parse().unwrap(),
+            operating_dt: f32::datum_type(),
+            q_params: None,
+        }
+    }
+
+    /// Split `relu(a x b + bias)` fused, as the planner lowers it.
+    fn cut_fused(op: &EinSum, ins: &[Vec<usize>], out: &[usize]) -> Result<Split, String> {
+        let relu = lower::Activation {
+            op: 1,
+            a: 0.0,
+            b: 0.0,
+        };
+        split(op, ins, out, 4, LIMITS, |i, o| {
+            lower::lower_fused(op, &i[..2], o, Some(&i[2]), relu).ok_or("no fused lowering".into())
+        })
+    }
+
+    #[test]
+    fn k_major_weights_over_the_limit_cut_the_gemm_along_k() {
+        // B [64, 32] is 8 KiB; A [4, 64], C [4, 32] and the bias fit.
+        let op = einsum("mk,kn->mn");
+        let s = cut_fused(&op, &[vec![4, 64], vec![64, 32], vec![1, 32]], &[4, 32]).unwrap();
+        // 2048-byte slices of B's rows: 30 rows fit with the alignment
+        // slack, 16 (BK) a part.
+        assert_eq!(s.parts, 4);
+        let p = |i: usize, at: usize| s.specs[i].params[at];
+        for (i, spec) in s.specs.iter().enumerate() {
+            assert_eq!(p(i, gp::K), 16);
+            assert_eq!(spec.binds[1], Bind::InputPart(1, i as u64 * 2048, 2048));
+            // A's columns 16i.. are strided: the window runs from the
+            // aligned offset before the first to row 3's last.
+            let first = 16 * i as u64;
+            let offset = first * 4 / 256 * 256;
+            assert_eq!(u64::from(p(i, gp::A_BASE)), first - offset / 4);
+            assert_eq!(
+                spec.binds[0],
+                Bind::InputPart(0, offset, (first + 3 * 64 + 16) * 4 - offset)
+            );
+            assert_eq!(spec.binds[3], Bind::OutputPart(0, 4 * 32 * 4));
+        }
+        // Write, add, add, add with the bias and the ReLU.
+        let modes: Vec<(u32, u32)> = (0..4).map(|i| (p(i, gp::MODE), p(i, gp::ACT))).collect();
+        assert_eq!(modes, [(0, 0), (2, 0), (2, 0), (3, 1)]);
+    }
+
+    #[test]
+    fn n_major_weights_over_the_limit_cut_the_gemm_along_n() {
+        // B stored [n, k] = [64, 64] is 16 KiB.
+        let op = einsum("mk,nk->mn");
+        let s = cut_fused(&op, &[vec![4, 64], vec![64, 64], vec![1, 64]], &[4, 64]).unwrap();
+        // 256-byte rows of B: 15 a part, 5 parts, one k step each.
+        assert_eq!(s.parts, 5);
+        let last = &s.specs[4];
+        assert_eq!(last.params[gp::N], 4);
+        assert_eq!(last.params[gp::MODE], 1);
+        assert_eq!(last.binds[1], Bind::InputPart(1, 60 * 256, 4 * 256));
+        // C's columns 60..64 from the 256-byte boundary at column 0 of row
+        // 0 (element 60 is at byte 240), through row 3; the bias's from 0.
+        assert_eq!(last.params[gp::C_BASE], 60);
+        assert_eq!(last.binds[3], Bind::OutputPart(0, (3 * 64 + 64) * 4));
+        assert_eq!(last.params[gp::BIAS_BASE], 60);
+        assert_eq!(last.binds[2], Bind::InputPart(2, 0, 64 * 4));
+        assert_eq!(s.specs[1].params[gp::C_BASE], 15);
+        assert_eq!(s.specs[4].groups[0], 1);
+    }
+
+    #[test]
+    fn a_gemm_over_the_limit_everywhere_is_cut_along_m_and_k() {
+        // A, B and C are 16 KiB each: rows of C with columns of A.
+        let op = einsum("mk,kn->mn");
+        let s = cut(&op, &[vec![64, 64], vec![64, 64]], &[64, 64]).unwrap();
+        assert!(s.parts >= 8, "{}", s.parts);
+        assert!(s.specs.iter().any(|s| s.params[gp::MODE] == gp::ACCUMULATE));
+        assert!(
+            s.specs
+                .iter()
+                .all(|s| s.params[gp::M] < 64 && s.params[gp::K] < 64)
+        );
+        // One row of C past the limit leaves no cut.
+        let e = cut(&op, &[vec![2, 2], vec![2, 2048]], &[2, 2048]).unwrap_err();
+        assert!(
+            e.contains("as a 2x2048x2 GEMM, no cut along m, n or k") && e.contains("4096 byte"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -101,7 +101,52 @@ fn a_gemm_with_its_fused_epilogue_is_cut_along_m() {
     assert_eq!(report.submissions, 1, "{report}");
 }
 
-fn conv(input: [usize; 4], co: usize, kernel: usize, pad: usize) -> Option<Report> {
+/// relu(a x w + bias) whose weights alone exceed the limit, on the GPU in
+/// f32 and in f16 (f16 parts start at offsets that are not aligned).
+fn weights_over_the_limit(axes: &str, m: usize, k: usize, n: usize) -> usize {
+    let model = || {
+        let mut model = TypedModel::default();
+        let out = gemm_bias_relu_as(&mut model, axes, m, k, n);
+        model.select_output_outlets(&out).unwrap();
+        model
+    };
+    let report = check(model(), vec![tensor(&[m, k], 12)], &["mm"]).unwrap();
+    let fused = report
+        .nodes
+        .iter()
+        .filter(|n| n.place == Place::Fused)
+        .count();
+    assert_eq!(fused, 2, "the bias and ReLU must stay fused:\n{report}");
+    let cut = parts(&report, "mm");
+    if let Some(report) = check_f16(model(), vec![tensor(&[m, k], 12)], &["mm"]) {
+        assert!(parts(&report, "mm") >= 2, "{report}");
+    }
+    cut
+}
+
+#[test]
+fn k_major_weights_over_the_limit_are_cut_along_k() {
+    if capped().is_none() {
+        return;
+    }
+    // w [1024, 64] is 256 KiB: five slices of its rows, each part adding
+    // into C, the last with the bias and the ReLU.
+    assert!(weights_over_the_limit("mk,kn->mn", 8, 1024, 64) >= 4);
+}
+
+#[test]
+fn n_major_weights_over_the_limit_are_cut_along_n() {
+    if capped().is_none() {
+        return;
+    }
+    // w [n, k] = [64, 1024] is 256 KiB: slices of its 4 KiB rows, each
+    // part writing its columns of C, which start between aligned offsets.
+    assert!(weights_over_the_limit("mk,nk->mn", 8, 1024, 64) >= 4);
+}
+
+/// A `kernel` x `kernel` convolution (node `conv`) with a bias, checked
+/// against tract; `on_gpu` says whether it must run on the GPU.
+fn conv(input: [usize; 4], co: usize, kernel: usize, pad: usize, on_gpu: bool) -> Option<Report> {
     let mut model = TypedModel::default();
     let x = source(&mut model, "x", &input);
     let w = konst(&mut model, "w", tensor(&[co, input[1], kernel, kernel], 7));
@@ -122,7 +167,8 @@ fn conv(input: [usize; 4], co: usize, kernel: usize, pad: usize) -> Option<Repor
     };
     let out = model.wire_node("conv", op, &[x, w, b]).unwrap();
     model.select_output_outlets(&out).unwrap();
-    check(model, vec![tensor(&input, 9)], &["conv"])
+    let expect: &[&str] = if on_gpu { &["conv"] } else { &[] };
+    check(model, vec![tensor(&input, 9)], expect)
 }
 
 #[test]
@@ -131,14 +177,30 @@ fn convolutions_are_cut_along_batch_or_output_channels() {
         return;
     }
     // Batch 4 of 25.6 KB inputs into 46 KB outputs: along the batch.
-    let report = conv([4, 4, 40, 40], 8, 3, 0).unwrap();
+    let report = conv([4, 4, 40, 40], 8, 3, 0, true).unwrap();
     assert!(parts(&report, "conv") >= 3, "{report}");
     // Batch 1, a 16 KB input into 256 KB of 64 channels: along the output
     // channels, slicing the kernel's rows and the bias with them.
-    let report = conv([1, 4, 32, 32], 64, 3, 1).unwrap();
+    let report = conv([1, 4, 32, 32], 64, 3, 1, true).unwrap();
     assert!(parts(&report, "conv") >= 4, "{report}");
-    let report = conv([1, 4, 32, 32], 64, 1, 0).unwrap();
+    let report = conv([1, 4, 32, 32], 64, 1, 0, true).unwrap();
     assert!(parts(&report, "conv") >= 4, "{report}");
+}
+
+#[test]
+fn a_batch_one_convolution_over_the_limit_is_cut_along_its_input_channels() {
+    if capped().is_none() {
+        return;
+    }
+    // A 144 KiB input [1, 64, 24, 24] into 18 KiB: whole input channels a
+    // part (implicit GEMM and 1x1), each part adding into the output.
+    for kernel in [3, 1] {
+        let report = conv([1, 64, 24, 24], 8, kernel, kernel / 2, true).unwrap();
+        assert!(parts(&report, "conv") >= 3, "{report}");
+    }
+    // And into 144 KiB as well: output channels and input channels at once.
+    let report = conv([1, 64, 24, 24], 64, 3, 1, true).unwrap();
+    assert!(parts(&report, "conv") >= 6, "{report}");
 }
 
 #[test]
@@ -187,5 +249,16 @@ fn what_cannot_be_cut_stays_on_the_cpu_and_says_why() {
             "{why}"
         ),
         other => panic!("softmax over 80 KB ran as {other:?}"),
+    }
+    // A convolution whose one input channel is past the limit: no cut
+    // along its output or its input channels fits.
+    let report = conv([1, 1, 200, 200], 1, 3, 1, false).unwrap();
+    let node = report.nodes.iter().find(|n| n.name == "conv").unwrap();
+    match &node.place {
+        Place::Cpu(why) => assert!(
+            why.contains("as a 1x40000x9 GEMM, no cut") && why.contains("65536 byte"),
+            "{why}"
+        ),
+        other => panic!("a 160 KB channel ran as {other:?}"),
     }
 }

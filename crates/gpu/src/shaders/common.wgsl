@@ -28,14 +28,16 @@ fn activate(x: f32, op: u32, a: f32, b: f32) -> f32 {
 }
 
 // A batched GEMM's element offsets of batch z in A, B, C and the bias
-// (p[4..7] the batch shape, then per-operand batch strides; both GEMM
-// kernels share this parameter layout).
+// (p[4..7] the batch shape, then per-operand batch strides, and p[43..47]
+// each operand's first element within its binding, which a part of a cut
+// GEMM binds from an aligned offset before it; both GEMM kernels share
+// this parameter layout).
 fn batch_bases(z: u32) -> vec4<u32> {
     let b2 = z % p[6];
     let b1 = (z / p[6]) % p[5];
     let b0 = z / (p[6] * p[5]);
-    return vec4<u32>(b0 * p[7] + b1 * p[8] + b2 * p[9],
-                     b0 * p[10] + b1 * p[11] + b2 * p[12],
-                     b0 * p[13] + b1 * p[14] + b2 * p[15],
-                     b0 * p[40] + b1 * p[41] + b2 * p[42]);
+    return vec4<u32>(p[43] + b0 * p[7] + b1 * p[8] + b2 * p[9],
+                     p[44] + b0 * p[10] + b1 * p[11] + b2 * p[12],
+                     p[45] + b0 * p[13] + b1 * p[14] + b2 * p[15],
+                     p[46] + b0 * p[40] + b1 * p[41] + b2 * p[42]);
 }

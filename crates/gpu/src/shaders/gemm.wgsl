@@ -8,11 +8,12 @@
 // p: [M, N, K, batch, bshape[3], a_bstride[3], b_bstride[3], c_bstride[3],
 //     a_rs, a_cs, b_rs, b_cs, c_rs, c_cs, bias_mode, act, act_a, act_b,
 //     H, W, KH, KW, OW, sy, sx, dy, dx, pt, pl, HW,
-//     bias_rs, bias_cs, bias_bstride[3]]
+//     bias_rs, bias_cs, bias_bstride[3], a_base, b_base, c_base, bias_base]
 // Storage is f32, or f16 in the `shader-f16` variant; accumulation is
 // always f32.
-// bias_mode: 0 none, 1 a strided bias operand (a row or column vector, a
-// scalar, or a full matrix, by its strides).
+// bias_mode: bit 0 adds a strided bias operand (a row or column vector, a
+// scalar, or a full matrix, by its strides); bit 1 adds what C holds (the
+// partial sums of the earlier parts of a GEMM cut along K).
 const BM = {{BM}}u;
 const BN = {{BN}}u;
 const BK = 16u;
@@ -90,8 +91,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let gn = n0 + tx * TN + j;
             if (gn >= N) { continue; }
             var v = acc[i * TN + j];
-            if (mode == 1u) { v += f32(bias[biasbase + gm * p[38] + gn * p[39]]); }
-            c[cbase + gm * p[20] + gn * p[21]] = {{T}}(activate(v, p[23], pf(24u), pf(25u)));
+            let ci = cbase + gm * p[20] + gn * p[21];
+            if ((mode & 1u) != 0u) { v += f32(bias[biasbase + gm * p[38] + gn * p[39]]); }
+            if ((mode & 2u) != 0u) { v += f32(c[ci]); }
+            c[ci] = {{T}}(activate(v, p[23], pf(24u), pf(25u)));
         }
     }
 }

@@ -35,8 +35,10 @@ fn store_tile(s: u32, lane: u32, step: u32, row0: u32, col0: u32, cbase: u32, bi
         let gn = col0 + e % 16u;
         if (gm < M && gn < N) {
             var v = Cs[s * 256u + e];
-            if (p[22] == 1u) { v += f32(bias[biasbase + gm * p[38] + gn * p[39]]); }
-            c[cbase + gm * p[20] + gn * p[21]] = f16(activate(v, p[23], pf(24u), pf(25u)));
+            let ci = cbase + gm * p[20] + gn * p[21];
+            if ((p[22] & 1u) != 0u) { v += f32(bias[biasbase + gm * p[38] + gn * p[39]]); }
+            if ((p[22] & 2u) != 0u) { v += f32(c[ci]); }
+            c[ci] = f16(activate(v, p[23], pf(24u), pf(25u)));
         }
     }
 }

@@ -157,10 +157,27 @@ pub fn weft_tests_skip(why: &str) {
 /// `relu(a x w + bias)` on a source `a` of [m, k] (nodes `mm`, `bias_add`,
 /// `relu`), the pattern the GEMM epilogue fuses; returns the relu outlet.
 pub fn gemm_bias_relu(model: &mut TypedModel, m: usize, k: usize, n: usize) -> TVec<OutletId> {
+    gemm_bias_relu_as(model, "mk,kn->mn", m, k, n)
+}
+
+/// [`gemm_bias_relu`] with the weights laid out as `axes` says: `kn`
+/// (k-major, as MatMul stores them) or `nk` (n-major, as Gemm with
+/// `transB` and PyTorch's Linear do).
+pub fn gemm_bias_relu_as(
+    model: &mut TypedModel,
+    axes: &str,
+    m: usize,
+    k: usize,
+    n: usize,
+) -> TVec<OutletId> {
     let a = source(model, "a", &[m, k]);
-    let w = konst(model, "w", tensor(&[k, n], 1));
+    let w_shape: Vec<usize> = axes[3..5]
+        .chars()
+        .map(|c| if c == 'k' { k } else { n })
+        .collect();
+    let w = konst(model, "w", tensor(&w_shape, 1));
     let op = EinSum {
-        axes: "mk,kn->mn".parse().unwrap(),
+        axes: axes.parse().unwrap(),
         operating_dt: f32::datum_type(),
         q_params: None,
     };
