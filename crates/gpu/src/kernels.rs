@@ -108,6 +108,25 @@ impl Kernel {
         }
     }
 
+    /// The parameter word holding the first element, within its binding,
+    /// of the operand bound at `slot` (in `Spec::binds` order), where the
+    /// kernel has one: a part of a cut node binds such an operand from the
+    /// aligned offset before its slice.
+    pub(crate) fn base(self, slot: usize) -> Option<usize> {
+        use crate::lower::gp;
+        let words: &[usize] = match self {
+            Kernel::Unary { .. } => &[4, 5],
+            Kernel::Copy { .. } => &[1, 2],
+            Kernel::Binary { .. } => &[21, 22, 23],
+            Kernel::Conv { .. } => &[21, 22, 23, 24],
+            Kernel::Gemm { .. } | Kernel::CoopGemm { .. } => {
+                &[gp::A_BASE, gp::B_BASE, gp::BIAS_BASE, gp::C_BASE]
+            }
+            _ => &[],
+        };
+        words.get(slot).copied()
+    }
+
     /// The tile edge of a GEMM variant (rows and columns per workgroup).
     pub fn tile(self) -> u32 {
         match self {

@@ -122,7 +122,7 @@ fn f(x: f32) -> u32 {
 pub(crate) fn unary_spec(n: usize, op: u32, a: f32, b: f32) -> Result<Spec, String> {
     Ok(Spec {
         kernel: Kernel::Unary { half: false },
-        params: vec![u(n)?, op, f(a), f(b), 0],
+        params: vec![u(n)?, op, f(a), f(b), 0, 0],
         binds: vec![Bind::Input(0), Bind::Output],
         groups: grid(n)?,
     })
@@ -304,6 +304,7 @@ pub(crate) fn lower(
         params.extend(pad6(&strides[0], 0)?);
         params.extend(pad6(&strides[1], 0)?);
         params.push(shape.len() as u32);
+        params.extend([0; 3]);
         return Ok(Lowered::Kernels(vec![Spec {
             kernel: Kernel::Binary { half: false },
             params,
@@ -606,8 +607,16 @@ fn conv(op: &Conv, ins: &[Vec<usize>], out: &[usize], act: Activation) -> Result
     // From the output, not the op: a part of a split convolution computes
     // some of its channels.
     let co = out[usize::from(op.pool_spec.data_format == DataFormat::NCHW)];
-    let group = op.group;
-    let cig = g.c / group;
+    // And the groups from the kernel's shape (OIHW: I is a group's input
+    // channels): a part of a cut grouped convolution has fewer groups.
+    let cig = ins[1].get(1).copied().unwrap_or(0);
+    if cig == 0 || !g.c.is_multiple_of(cig) || !co.is_multiple_of(g.c / cig) {
+        return Err(format!(
+            "a {:?} kernel does not fit {} input and {co} output channels",
+            ins[1], g.c
+        ));
+    }
+    let group = g.c / cig;
     let cog = co / group;
     let bias_len: usize = ins[2].iter().product();
     if group == 1 {
@@ -671,6 +680,8 @@ fn conv(op: &Conv, ins: &[Vec<usize>], out: &[usize], act: Activation) -> Result
     .iter()
     .map(|&x| u(x))
     .chain([Ok(act.op), Ok(f(act.a)), Ok(f(act.b))])
+    // Operands start at their bindings' first element.
+    .chain(std::iter::repeat_n(Ok(0), 4))
     .collect::<Result<Vec<u32>, String>>()?;
     direct(Kernel::Conv { half: false }, params, n, bias_len)
 }

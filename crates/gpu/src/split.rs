@@ -156,18 +156,25 @@ pub(crate) fn follow(
             return Ok(vec![Some(0), None, None]);
         }
         // Output channels: rows of the kernel (OIHW) and of a per-channel
-        // bias, against the whole input.
+        // bias, against the whole input; for a grouped convolution whose
+        // groups have as many input as output channels (depthwise), whole
+        // groups with their own input channels.
         let channels = if batch { 1 } else { 0 };
-        if axis == channels && op.group == 1 {
+        if axis == channels {
             let bias = match ins[2].iter().product::<usize>() {
                 0 | 1 => None,
                 n if n == out[axis] && ins[2].len() == 1 => Some(0),
                 _ => return Err("a convolution bias of another shape".into()),
             };
-            return Ok(vec![None, Some(0), bias]);
+            if op.group == 1 {
+                return Ok(vec![None, Some(0), bias]);
+            }
+            if ins[0][channels] == out[axis] {
+                return Ok(vec![Some(channels), Some(0), bias]);
+            }
         }
         return Err(format!(
-            "a convolution is cut only along its batch or (ungrouped) output channels, not axis {axis}"
+            "a convolution is cut only along its batch or output channels (grouped: with as many input channels), not axis {axis}"
         ));
     }
     if let Some(op) = op.downcast_ref::<Deconv>() {
@@ -202,6 +209,17 @@ pub(crate) fn follow(
     Err(format!("{} cannot be cut into parts", op.name()))
 }
 
+/// The indices along output axis `axis` that must stay in one part: the
+/// output channels of one group of a grouped convolution.
+fn granule(op: &dyn TypedOp, out: &[usize], axis: usize) -> usize {
+    match op.downcast_ref::<Conv>() {
+        Some(conv) if conv.group > 1 && out[axis].is_multiple_of(conv.group) => {
+            out[axis] / conv.group
+        }
+        _ => 1,
+    }
+}
+
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
@@ -230,6 +248,12 @@ pub(crate) fn split(
     let why = match lower(ins, out) {
         Ok(Lowered::Kernels(list)) if list.len() == 1 && gemm(&list[0]).is_some() => {
             match cut_gemm(&list[0], elem, limits) {
+                Ok(cut) => return Ok(cut),
+                Err(g) => format!("{why}; {g}"),
+            }
+        }
+        Ok(Lowered::Kernels(list)) if let Some(concat) = op.downcast_ref::<TypedConcat>() => {
+            match concat_parts(concat.axis, out, list, elem, limits) {
                 Ok(cut) => return Ok(cut),
                 Err(g) => format!("{why}; {g}"),
             }
@@ -278,34 +302,69 @@ fn outermost(
             None => in_rows.push(None),
         }
     }
-    let rows: Vec<u64> = std::iter::once(out_row)
-        .chain(in_rows.iter().flatten().copied())
-        .collect();
+    // Operands whose kernels take a base offset in every dispatch bind
+    // from the aligned offset before their slice (a window up to
+    // `align - 4` bytes longer); only the others' slices must start
+    // aligned.
+    let whole = lower(ins, out).ok();
+    let based = |bind: Bind| match &whole {
+        Some(Lowered::Kernels(list)) => list.iter().all(|s| {
+            (s.binds.iter().enumerate())
+                .all(|(slot, b)| *b != bind || s.kernel.base(slot).is_some())
+        }),
+        _ => false,
+    };
     let align = limits.align.max(4);
-    // Every part's offset must be aligned: a multiple of `step` indices.
+    // (bytes per index, starts anywhere) of the output and each sliced input.
+    let rows: Vec<(u64, bool)> = std::iter::once((out_row, based(Bind::Output)))
+        .chain(
+            in_rows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.map(|r| (r, based(Bind::Input(i))))),
+        )
+        .collect();
+    // Every unbased part's offset must be aligned: a multiple of `step`
+    // indices.
     let step = rows
         .iter()
-        .filter(|&&r| r > 0)
-        .fold(1, |s, &r| lcm(s, align / gcd(r, align)));
-    let widest = rows.iter().copied().max().unwrap_or(0).max(1);
-    let fit = (limits.binding / widest) / step * step;
-    if fit == 0 {
-        return Err(format!(
-            "a slice of {widest} bytes along axis {axis} (in steps of {step} for {align} byte alignment)"
-        ));
+        .filter(|&&(r, based)| r > 0 && !based)
+        .fold(granule(op, out, axis) as u64, |s, &(r, _)| {
+            lcm(s, align / gcd(r, align))
+        });
+    // Parts as long as fit from where each starts: a based window carries
+    // the bytes from the aligned offset before its slice.
+    let extent = out[axis] as u64;
+    let mut cuts: Vec<(usize, usize)> = Vec::new();
+    let mut start = 0u64;
+    while start < extent {
+        let fit = rows
+            .iter()
+            .filter(|&&(r, _)| r > 0)
+            .map(|&(r, based)| {
+                let slack = if based { start * r % align } else { 0 };
+                limits.binding.saturating_sub(slack) / r
+            })
+            .min()
+            .unwrap_or(u64::MAX)
+            / step
+            * step;
+        if fit == 0 {
+            let widest = rows.iter().map(|r| r.0).max().unwrap_or(0);
+            return Err(format!(
+                "a slice of {widest} bytes along axis {axis} (in steps of {step} for {align} byte alignment)"
+            ));
+        }
+        if cuts.len() == MAX_PARTS {
+            return Err(format!("more than {MAX_PARTS} parts along axis {axis}"));
+        }
+        let len = fit.min(extent - start);
+        cuts.push((start as usize, len as usize));
+        start += len;
     }
-    let extent = out[axis];
-    let chunk = (fit as usize).min(extent);
-    let parts = extent.div_ceil(chunk);
-    if parts > MAX_PARTS {
-        return Err(format!(
-            "{parts} parts along axis {axis}, more than {MAX_PARTS}"
-        ));
-    }
+    let parts = cuts.len();
     let mut specs = Vec::new();
-    for p in 0..parts {
-        let start = p * chunk;
-        let len = chunk.min(extent - start);
+    for &(start, len) in &cuts {
         let range = |row: u64| (start as u64 * row, len as u64 * row);
         let mut part_out = out.to_vec();
         part_out[axis] = len;
@@ -325,20 +384,111 @@ fn outermost(
             return Err(format!("{} has no kernels to cut", op.name()));
         };
         for mut spec in list {
-            for b in &mut spec.binds {
-                *b = match *b {
+            for slot in 0..spec.binds.len() {
+                let (bind, (offset, size)) = match spec.binds[slot] {
                     Bind::Input(i) => match windows.get(i).copied().flatten() {
-                        Some((offset, size)) => Bind::InputPart(i, offset, size),
-                        None => Bind::Input(i),
+                        Some(w) => (Bind::InputPart(i, 0, 0), w),
+                        None => continue,
                     },
-                    Bind::Output => Bind::OutputPart(output.0, output.1),
-                    other => other,
+                    Bind::Output => (Bind::OutputPart(0, 0), output),
+                    _ => continue,
+                };
+                // From the aligned offset before, where the kernel can
+                // start inside the binding.
+                let (offset, size) = match spec.kernel.base(slot) {
+                    Some(word) => {
+                        let start = offset / align * align;
+                        let skip = u32::try_from((offset - start) / elem as u64)
+                            .map_err(|e| e.to_string())?;
+                        spec.params[word] += skip;
+                        (start, size + offset - start)
+                    }
+                    None if offset % align == 0 => (offset, size),
+                    None => {
+                        return Err(format!(
+                            "{}: a part's binding at byte {offset} is not {align}-byte aligned",
+                            op.name()
+                        ));
+                    }
+                };
+                spec.binds[slot] = match bind {
+                    Bind::InputPart(i, ..) => Bind::InputPart(i, offset, size),
+                    _ => Bind::OutputPart(offset, size),
                 };
             }
             specs.push(spec);
         }
     }
     Ok(Split { specs, parts })
+}
+
+/// A concatenation along `axis` with only axes of extent one before it
+/// (`list`: its copies, one per input): each input's copy is then one
+/// contiguous run into a contiguous window of the output, cut into pieces
+/// that fit, each bound from the aligned offset before it.
+fn concat_parts(
+    axis: usize,
+    out: &[usize],
+    list: Vec<Spec>,
+    elem: usize,
+    limits: Limits,
+) -> Result<Split, String> {
+    if out[..axis].iter().any(|&d| d > 1) {
+        return Err(format!(
+            "the concatenation axis {axis} is not the outermost"
+        ));
+    }
+    let align = limits.align.max(4);
+    let elem = elem as u64;
+    // Elements a piece may copy, its windows starting up to `align - 4`
+    // bytes before it.
+    let piece = limits.binding.saturating_sub(align - 4) / elem;
+    if piece == 0 {
+        return Err("no element fits".into());
+    }
+    // A window of `len` elements from element `first`: (offset, size,
+    // elements skipped inside it).
+    let window = |first: u64, len: u64| {
+        let start = first * elem / align * align;
+        (start, (first + len) * elem - start, first - start / elem)
+    };
+    let u = |x: u64| u32::try_from(x).map_err(|e| e.to_string());
+    let mut specs = Vec::new();
+    for spec in list {
+        // A 1-D contiguous copy: [n, src, dst, shape.., strides.., rank 1].
+        let p = &spec.params;
+        let contiguous = p.len() == 28 && p[27] == 1 && p[14] == 1 && p[20] == 1;
+        let (Kernel::Copy { .. }, [Bind::Input(i), Bind::Output], true) =
+            (spec.kernel, &spec.binds[..], contiguous)
+        else {
+            return Err("a concatenation that is not one contiguous copy per input".into());
+        };
+        let i = *i;
+        let (n, src, dst) = (u64::from(p[0]), u64::from(p[1]), u64::from(p[2]));
+        for a in (0..n).step_by(piece as usize) {
+            let len = piece.min(n - a);
+            let (s_off, s_size, s_skip) = window(src + a, len);
+            let (d_off, d_size, d_skip) = window(dst + a, len);
+            let mut part = spec.clone();
+            part.params[0] = u(len)?;
+            part.params[1] = u(s_skip)?;
+            part.params[2] = u(d_skip)?;
+            part.params[8] = u(len)?;
+            part.binds = vec![
+                Bind::InputPart(i, s_off, s_size),
+                Bind::OutputPart(d_off, d_size),
+            ];
+            part.groups = crate::lower::grid(len as usize)?;
+            specs.push(part);
+            if specs.len() > MAX_PARTS {
+                return Err(format!("more than {MAX_PARTS} parts"));
+            }
+        }
+    }
+    Ok(Split {
+        parts: specs.len(),
+        specs,
+    })
 }
 
 /// Whether `spec` is a GEMM dispatch, and if so whether it gathers B as
@@ -618,6 +768,48 @@ mod tests {
         );
         // Each part's parameters describe its own 32 rows.
         assert_eq!(s.specs[1].params[0], 32 * 32);
+    }
+
+    #[test]
+    fn operands_of_kernels_with_a_base_start_anywhere() {
+        // [64, 32] x [64, 1]: aligned slices of the 4-byte rows of the
+        // second would need parts of 64 rows, twice the limit; the binary
+        // kernel starts it at row 32 inside the 256 bytes from 0.
+        let op = tract_onnx::tract_core::ops::math::mul();
+        let s = cut(&op, &[vec![64, 32], vec![64, 1]], &[64, 32]).unwrap();
+        assert_eq!(s.parts, 2);
+        let second = &s.specs[1];
+        assert_eq!(second.binds[1], Bind::InputPart(1, 0, 256));
+        assert_eq!(second.params[22], 32);
+        assert_eq!(second.binds[0], Bind::InputPart(0, 4096, 4096));
+        assert_eq!((second.params[21], second.params[23]), (0, 0));
+    }
+
+    #[test]
+    fn a_concatenation_along_its_outermost_axis_is_one_part_an_input() {
+        let op = TypedConcat { axis: 1 };
+        let s = cut(&op, &[vec![1, 600], vec![1, 600]], &[1, 1200]).unwrap();
+        assert_eq!(s.parts, 2);
+        assert_eq!(
+            s.specs[0].binds,
+            [Bind::InputPart(0, 0, 2400), Bind::OutputPart(0, 2400)]
+        );
+        // Element 600 is 96 bytes past the boundary at 2304.
+        assert_eq!(
+            s.specs[1].binds,
+            [Bind::InputPart(1, 0, 2400), Bind::OutputPart(2304, 2496)]
+        );
+        assert_eq!(s.specs[1].params[2], 24);
+        // An input over the limit by itself: in pieces of 961 elements
+        // (3844 bytes, room for the windows' alignment).
+        let s = cut(&op, &[vec![1, 1100], vec![1, 100]], &[1, 1200]).unwrap();
+        assert_eq!(s.parts, 3);
+        let lens: Vec<u32> = s.specs.iter().map(|s| s.params[0]).collect();
+        assert_eq!(lens, [961, 139, 100]);
+        // The second piece: input elements 961.. from byte 3840, output
+        // likewise.
+        assert_eq!(s.specs[1].binds[0], Bind::InputPart(0, 3840, 4400 - 3840));
+        assert_eq!((s.specs[1].params[1], s.specs[1].params[2]), (1, 1));
     }
 
     #[test]

@@ -147,9 +147,25 @@ fn n_major_weights_over_the_limit_are_cut_along_n() {
 /// A `kernel` x `kernel` convolution (node `conv`) with a bias, checked
 /// against tract; `on_gpu` says whether it must run on the GPU.
 fn conv(input: [usize; 4], co: usize, kernel: usize, pad: usize, on_gpu: bool) -> Option<Report> {
+    grouped(input, co, 1, kernel, pad, on_gpu)
+}
+
+/// [`conv`] in `group` groups.
+fn grouped(
+    input: [usize; 4],
+    co: usize,
+    group: usize,
+    kernel: usize,
+    pad: usize,
+    on_gpu: bool,
+) -> Option<Report> {
     let mut model = TypedModel::default();
     let x = source(&mut model, "x", &input);
-    let w = konst(&mut model, "w", tensor(&[co, input[1], kernel, kernel], 7));
+    let w = konst(
+        &mut model,
+        "w",
+        tensor(&[co, input[1] / group, kernel, kernel], 7),
+    );
     let b = konst(&mut model, "b", tensor(&[co], 8));
     let op = Conv {
         pool_spec: PoolSpec {
@@ -162,7 +178,7 @@ fn conv(input: [usize; 4], co: usize, kernel: usize, pad: usize, on_gpu: bool) -
             output_channels: co,
         },
         kernel_fmt: KernelFormat::OIHW,
-        group: 1,
+        group,
         q_params: None,
     };
     let out = model.wire_node("conv", op, &[x, w, b]).unwrap();
@@ -185,6 +201,13 @@ fn convolutions_are_cut_along_batch_or_output_channels() {
     assert!(parts(&report, "conv") >= 4, "{report}");
     let report = conv([1, 4, 32, 32], 64, 1, 0, true).unwrap();
     assert!(parts(&report, "conv") >= 4, "{report}");
+    // Depthwise, 119 KiB in and out: channels with their own input
+    // channels. Groups of three: whole groups a part (parts of 32 channels
+    // would fit the limit and the alignment).
+    for group in [63, 21] {
+        let report = grouped([1, 63, 22, 22], 63, group, 3, 1, true).unwrap();
+        assert!(parts(&report, "conv") >= 2, "{report}");
+    }
 }
 
 #[test]
@@ -201,6 +224,56 @@ fn a_batch_one_convolution_over_the_limit_is_cut_along_its_input_channels() {
     // And into 144 KiB as well: output channels and input channels at once.
     let report = conv([1, 64, 24, 24], 64, 3, 1, true).unwrap();
     assert!(parts(&report, "conv") >= 6, "{report}");
+}
+
+#[test]
+fn per_channel_operands_and_concatenations_are_cut_where_alignment_would_not_allow() {
+    if capped().is_none() {
+        return;
+    }
+    // Batch-normalization-like scale and shift, a depthwise convolution
+    // and a concatenation along channels on [1, 16, 48, 48] (144 KiB,
+    // 9 KiB a channel): the [1, 16, 1, 1] operands' 4-byte rows and the
+    // kernel's 36-byte ones would need parts to start at aligned channels
+    // (8 at 32-byte alignment: 72 KiB), so the kernels start them inside
+    // their bindings instead.
+    let mut model = TypedModel::default();
+    let x = source(&mut model, "x", &[1, 16, 48, 48]);
+    let scale = konst(&mut model, "scale", tensor(&[1, 16, 1, 1], 13));
+    let shift = konst(&mut model, "shift", tensor(&[1, 16, 1, 1], 14));
+    let y = model
+        .wire_node("scale_mul", ops::math::mul(), &[x, scale])
+        .unwrap();
+    let y = model
+        .wire_node("shift_add", ops::math::add(), &[y[0], shift])
+        .unwrap();
+    let w = konst(&mut model, "w", tensor(&[16, 1, 3, 3], 15));
+    let b = konst(&mut model, "b", tensor(&[16], 16));
+    let dw = Conv {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![3, 3],
+            padding: PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]),
+            dilations: None,
+            strides: None,
+            input_channels: 16,
+            output_channels: 16,
+        },
+        kernel_fmt: KernelFormat::OIHW,
+        group: 16,
+        q_params: None,
+    };
+    let y = model.wire_node("depthwise", dw, &[y[0], w, b]).unwrap();
+    let y = model
+        .wire_node("concat", ops::array::TypedConcat { axis: 1 }, &[y[0], x])
+        .unwrap();
+    model.select_output_outlets(&y).unwrap();
+    let names = ["scale_mul", "shift_add", "depthwise", "concat"];
+    let report = check(model, vec![tensor(&[1, 16, 48, 48], 17)], &names).unwrap();
+    for name in names {
+        assert!(parts(&report, name) >= 2, "{report}");
+    }
+    assert_eq!(report.submissions, 1, "{report}");
 }
 
 #[test]

@@ -1,4 +1,5 @@
-// c = a (op) b with broadcasting (f32 arithmetic on f32 or f16 storage). p: [n, op, shape[6], a_strides[6], b_strides[6], rank]
+// c = a (op) b with broadcasting (f32 arithmetic on f32 or f16 storage). p: [n, op, shape[6], a_strides[6], b_strides[6], rank,
+// a_base, b_base, c_base] (the bases: first elements within the bindings)
 // (the host collapses dimensions first; only the last `rank` are walked)
 @group(0) @binding(1) var<storage, read> a: array<{{T}}>;
 @group(0) @binding(2) var<storage, read> b: array<{{T}}>;
@@ -10,8 +11,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let i = linear_id(wid, nwg, lid);
     if (i >= p[0]) { return; }
     var rest = i;
-    var ia = 0u;
-    var ib = 0u;
+    var ia = p[21];
+    var ib = p[22];
     for (var d = 5; d >= 6 - i32(p[20]); d--) {
         let dim = p[2 + d];
         let coord = rest % dim;
@@ -32,5 +33,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         case 6u: { r = pow(x, y); }
         default: { r = x; }
     }
-    c[i] = {{T}}(r);
+    c[p[23] + i] = {{T}}(r);
 }

@@ -1,6 +1,7 @@
 // Direct convolution on NCHW, one invocation per output element: depthwise
 // and grouped convolutions, whose per-output work is too small for a GEMM.
-// p: [n_out, Ci, H, W, Co, OH, OW, KH, KW, sy, sx, dy, dx, pt, pl, cig, cog, bias_len, act, a, b]
+// p: [n_out, Ci, H, W, Co, OH, OW, KH, KW, sy, sx, dy, dx, pt, pl, cig, cog, bias_len, act, a, b,
+//     x_base, k_base, bias_base, y_base] (the bases: first elements within the bindings)
 @group(0) @binding(1) var<storage, read> x: array<{{T}}>;
 @group(0) @binding(2) var<storage, read> k: array<{{T}}>;
 @group(0) @binding(3) var<storage, read> bias: array<{{T}}>;
@@ -20,8 +21,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var acc = 0.0;
     for (var c = 0u; c < cig; c++) {
         let ci = g * cig + c;
-        let xbase = (n * ci_n + ci) * p[2] * p[3];
-        let kbase = (co * cig + c) * kh * kw;
+        let xbase = p[21] + (n * ci_n + ci) * p[2] * p[3];
+        let kbase = p[22] + (co * cig + c) * kh * kw;
         for (var ky = 0u; ky < kh; ky++) {
             let iy = i32(oy * p[9] + ky * p[11]) - i32(p[13]);
             if (iy < 0 || iy >= h) { continue; }
@@ -32,6 +33,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             }
         }
     }
-    if (p[17] == 1u) { acc += f32(bias[0]); } else if (p[17] > 1u) { acc += f32(bias[co]); }
-    y[i] = {{T}}(activate(acc, p[18], pf(19u), pf(20u)));
+    if (p[17] == 1u) { acc += f32(bias[p[23]]); } else if (p[17] > 1u) { acc += f32(bias[p[23] + co]); }
+    y[p[24] + i] = {{T}}(activate(acc, p[18], pf(19u), pf(20u)));
 }

@@ -1,4 +1,5 @@
-// y = f(x), elementwise. p: [n, op, a, b, x_offset]
+// y = f(x), elementwise. p: [n, op, a, b, x_base, y_base] (the bases: first
+// elements within the bindings)
 @group(0) @binding(1) var<storage, read> x: array<{{T}}>;
 @group(0) @binding(2) var<storage, read_write> y: array<{{T}}>;
 
@@ -59,6 +60,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wid, nwg, lid);
     if (i >= p[0]) { return; }
-    if (p[1] == 116u) { y[i] = {{T}}(pf(2u)); return; }
-    y[i] = {{T}}(apply(f32(x[p[4] + i]), p[1], pf(2u), pf(3u)));
+    if (p[1] == 116u) { y[p[5] + i] = {{T}}(pf(2u)); return; }
+    y[p[5] + i] = {{T}}(apply(f32(x[p[4] + i]), p[1], pf(2u), pf(3u)));
 }
