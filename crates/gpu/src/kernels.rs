@@ -119,10 +119,13 @@ impl Kernel {
             Kernel::Copy { .. } => &[1, 2],
             Kernel::Binary { .. } => &[21, 22, 23],
             Kernel::Conv { .. } => &[21, 22, 23, 24],
+            Kernel::Deconv { .. } => &[18, 19, 20, 21],
+            Kernel::Softmax { .. } => &[5, 6],
+            Kernel::Reduce { .. } => &[21, 22],
+            Kernel::Pool { .. } => &[16, 17],
             Kernel::Gemm { .. } | Kernel::CoopGemm { .. } => {
                 &[gp::A_BASE, gp::B_BASE, gp::BIAS_BASE, gp::C_BASE]
             }
-            _ => &[],
         };
         words.get(slot).copied()
     }

@@ -427,6 +427,7 @@ pub(crate) fn lower(
         params.extend(pad6(out, 1)?);
         params.extend(pad6(&strides(shape), 0)?);
         params.extend(pad6(&red, 1)?);
+        params.extend([0, 0]);
         return Ok(Lowered::Kernels(vec![Spec {
             kernel: Kernel::Reduce { half: false },
             params,
@@ -481,7 +482,7 @@ fn row_kernel(shape: &[usize], axis: usize, mode: u32, eps: f32) -> Result<Lower
     let rows: usize = shape.iter().product::<usize>() / len.max(1);
     Ok(Lowered::Kernels(vec![Spec {
         kernel: Kernel::Softmax { half: false },
-        params: vec![u(rows)?, u(len)?, u(inner)?, mode, f(eps)],
+        params: vec![u(rows)?, u(len)?, u(inner)?, mode, f(eps), 0, 0],
         binds: vec![Bind::Input(0), Bind::Output],
         groups: rows_grid(rows)?,
     }]))
@@ -581,6 +582,8 @@ fn pool(
         g.dx,
         mode as usize,
         include_pad as usize,
+        0,
+        0,
     ]
     .iter()
     .map(|&x| u(x))
@@ -737,8 +740,17 @@ fn deconv(op: &Deconv, ins: &[Vec<usize>], out: &[usize]) -> Result<Lowered, Str
     let st = spec.strides();
     let dil = spec.dilations();
     let ci = if batched { input[1] } else { input[0] };
-    let co = spec.output_channels;
-    let group = op.group;
+    // From the output and the kernel (OIHW: [Co, Ci / group, ..]), as for
+    // a convolution: a part of a cut one has fewer channels and groups.
+    let co = if batched { out[1] } else { out[0] };
+    let cig = ins[1].get(1).copied().unwrap_or(0);
+    if cig == 0 || !ci.is_multiple_of(cig) || !co.is_multiple_of(ci / cig) {
+        return Err(format!(
+            "a {:?} kernel does not fit {ci} input and {co} output channels",
+            ins[1]
+        ));
+    }
+    let group = ci / cig;
     let bias_len: usize = ins[2].iter().product();
     let n: usize = out.iter().product();
     let params = [
@@ -760,6 +772,10 @@ fn deconv(op: &Deconv, ins: &[Vec<usize>], out: &[usize]) -> Result<Lowered, Str
         ci / group,
         co / group,
         bias_len,
+        0,
+        0,
+        0,
+        0,
     ]
     .iter()
     .map(|&x| u(x))

@@ -155,33 +155,25 @@ pub(crate) fn follow(
         if batch && axis == 0 {
             return Ok(vec![Some(0), None, None]);
         }
-        // Output channels: rows of the kernel (OIHW) and of a per-channel
-        // bias, against the whole input; for a grouped convolution whose
-        // groups have as many input as output channels (depthwise), whole
-        // groups with their own input channels.
-        let channels = if batch { 1 } else { 0 };
-        if axis == channels {
-            let bias = match ins[2].iter().product::<usize>() {
-                0 | 1 => None,
-                n if n == out[axis] && ins[2].len() == 1 => Some(0),
-                _ => return Err("a convolution bias of another shape".into()),
-            };
-            if op.group == 1 {
-                return Ok(vec![None, Some(0), bias]);
-            }
-            if ins[0][channels] == out[axis] {
-                return Ok(vec![Some(channels), Some(0), bias]);
-            }
+        if axis == usize::from(batch) {
+            return channel_axes(op.group, ins, out, axis);
         }
         return Err(format!(
             "a convolution is cut only along its batch or output channels (grouped: with as many input channels), not axis {axis}"
         ));
     }
     if let Some(op) = op.downcast_ref::<Deconv>() {
-        if batched(op.pool_spec.data_format) == Some(true) && axis == 0 {
+        let batch = batched(op.pool_spec.data_format) == Some(true);
+        if batch && axis == 0 {
             return Ok(vec![Some(0), None, None]);
         }
-        return Err("a transposed convolution is cut only along its batch".into());
+        // Output channels, as for a convolution (the kernel is OIHW too).
+        if axis == usize::from(batch) {
+            return channel_axes(op.group, ins, out, axis);
+        }
+        return Err(format!(
+            "a transposed convolution is cut only along its batch or output channels, not axis {axis}"
+        ));
     }
     if let Some(op) = op.downcast_ref::<EinSum>() {
         let letter = op
@@ -209,14 +201,44 @@ pub(crate) fn follow(
     Err(format!("{} cannot be cut into parts", op.name()))
 }
 
+/// A (transposed) convolution cut along its output channels `axis`: rows
+/// of the kernel (OIHW) and of a per-channel bias, against the whole input;
+/// in `group` groups with as many input as output channels each
+/// (depthwise), whole groups with their own input channels.
+fn channel_axes(
+    group: usize,
+    ins: &[Vec<usize>],
+    out: &[usize],
+    axis: usize,
+) -> Result<Vec<Option<usize>>, String> {
+    let bias = match ins[2].iter().product::<usize>() {
+        0 | 1 => None,
+        n if n == out[axis] && ins[2].len() == 1 => Some(0),
+        _ => return Err("a convolution bias of another shape".into()),
+    };
+    if group == 1 {
+        Ok(vec![None, Some(0), bias])
+    } else if ins[0][axis] == out[axis] {
+        Ok(vec![Some(axis), Some(0), bias])
+    } else {
+        Err(format!(
+            "a convolution in {group} groups with other than as many input as output channels each"
+        ))
+    }
+}
+
 /// The indices along output axis `axis` that must stay in one part: the
-/// output channels of one group of a grouped convolution.
+/// output channels of one group of a grouped (transposed) convolution.
 fn granule(op: &dyn TypedOp, out: &[usize], axis: usize) -> usize {
-    match op.downcast_ref::<Conv>() {
-        Some(conv) if conv.group > 1 && out[axis].is_multiple_of(conv.group) => {
-            out[axis] / conv.group
-        }
-        _ => 1,
+    let group = op
+        .downcast_ref::<Conv>()
+        .map(|c| c.group)
+        .or_else(|| op.downcast_ref::<Deconv>().map(|d| d.group))
+        .unwrap_or(1);
+    if group > 1 && out[axis].is_multiple_of(group) {
+        out[axis] / group
+    } else {
+        1
     }
 }
 

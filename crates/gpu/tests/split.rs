@@ -10,7 +10,9 @@
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+use tract_onnx::tract_core::ops::cnn::{
+    Conv, Deconv, KernelFormat, MaxPool, PaddingSpec, PoolSpec,
+};
 use tract_onnx::tract_core::ops::nn::{DataFormat, Reduce, Reducer, Softmax, SoftmaxKind};
 use weft_gpu::{Place, Report};
 
@@ -274,6 +276,87 @@ fn per_channel_operands_and_concatenations_are_cut_where_alignment_would_not_all
         assert!(parts(&report, name) >= 2, "{report}");
     }
     assert_eq!(report.submissions, 1, "{report}");
+}
+
+#[test]
+fn rows_and_pools_are_cut_between_aligned_offsets() {
+    if capped().is_none() {
+        return;
+    }
+    // [300, 111] f32 has 444-byte rows (aligned starts would take 8 at a
+    // time): a softmax and a sum over them.
+    let mut model = TypedModel::default();
+    let x = source(&mut model, "x", &[300, 111]);
+    let soft = model
+        .wire_node(
+            "softmax",
+            Softmax::new(tvec![1], None, SoftmaxKind::Softmax),
+            &[x],
+        )
+        .unwrap();
+    let sum = model
+        .wire_node(
+            "sum",
+            Reduce {
+                axes: tvec![1],
+                reducer: Reducer::Sum,
+            },
+            &[x],
+        )
+        .unwrap();
+    model.select_output_outlets(&[soft[0], sum[0]]).unwrap();
+    let report = check(model, vec![tensor(&[300, 111], 19)], &["softmax", "sum"]).unwrap();
+    assert!(parts(&report, "softmax") >= 2, "{report}");
+    // A 2x2 max pool over [1, 16, 47, 47]: 8836-byte channels, which
+    // aligned starts would take 8 at a time (70 KB).
+    let mut model = TypedModel::default();
+    let x = source(&mut model, "x", &[1, 16, 47, 47]);
+    let pool = MaxPool {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![2, 2],
+            padding: PaddingSpec::Valid,
+            dilations: None,
+            strides: Some(tvec![2, 2]),
+            input_channels: 16,
+            output_channels: 16,
+        },
+        with_index_outputs: None,
+    };
+    let out = model.wire_node("pool", pool, &[x]).unwrap();
+    model.select_output_outlets(&out).unwrap();
+    let report = check(model, vec![tensor(&[1, 16, 47, 47], 20)], &["pool"]).unwrap();
+    assert!(parts(&report, "pool") >= 3, "{report}");
+}
+
+#[test]
+fn a_transposed_convolution_is_cut_along_its_output_channels() {
+    if capped().is_none() {
+        return;
+    }
+    // [1, 16, 24, 24] up by two into [1, 16, 48, 48]: 144 KiB out.
+    let mut model = TypedModel::default();
+    let x = source(&mut model, "x", &[1, 16, 24, 24]);
+    let w = konst(&mut model, "w", tensor(&[16, 16, 2, 2], 21));
+    let b = konst(&mut model, "b", tensor(&[16], 22));
+    let op = Deconv {
+        pool_spec: PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![2, 2],
+            padding: PaddingSpec::Valid,
+            dilations: None,
+            strides: Some(tvec![2, 2]),
+            input_channels: 16,
+            output_channels: 16,
+        },
+        kernel_format: KernelFormat::OIHW,
+        adjustments: tvec![0, 0],
+        group: 1,
+    };
+    let out = model.wire_node("deconv", op, &[x, w, b]).unwrap();
+    model.select_output_outlets(&out).unwrap();
+    let report = check(model, vec![tensor(&[1, 16, 24, 24], 23)], &["deconv"]).unwrap();
+    assert!(parts(&report, "deconv") >= 3, "{report}");
 }
 
 #[test]

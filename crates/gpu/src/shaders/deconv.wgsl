@@ -1,7 +1,8 @@
 // Transposed convolution (ConvTranspose) on NCHW, one invocation per output
 // element gathering the input pixels whose kernel taps land on it.
 // Kernel layout OIHW: [Co, Ci/group, KH, KW] as tract's Deconv holds it.
-// p: [n_out, Ci, H, W, Co, OH, OW, KH, KW, sy, sx, dy, dx, pt, pl, cig, cog, bias_len]
+// p: [n_out, Ci, H, W, Co, OH, OW, KH, KW, sy, sx, dy, dx, pt, pl, cig, cog, bias_len,
+//     x_base, k_base, bias_base, y_base] (the bases: first elements within the bindings)
 @group(0) @binding(1) var<storage, read> x: array<{{T}}>;
 @group(0) @binding(2) var<storage, read> k: array<{{T}}>;
 @group(0) @binding(3) var<storage, read> bias: array<{{T}}>;
@@ -32,11 +33,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (ix >= w) { continue; }
             for (var c = 0u; c < cig; c++) {
                 let ci = g * cig + c;
-                acc += f32(x[((n * ci_n + ci) * p[2] + u32(iy)) * p[3] + u32(ix)])
-                    * f32(k[((co * cig + c) * kh + ky) * kw + kx]);
+                acc += f32(x[p[18] + ((n * ci_n + ci) * p[2] + u32(iy)) * p[3] + u32(ix)])
+                    * f32(k[p[19] + ((co * cig + c) * kh + ky) * kw + kx]);
             }
         }
     }
-    if (p[17] == 1u) { acc += f32(bias[0]); } else if (p[17] > 1u) { acc += f32(bias[co]); }
-    y[i] = {{T}}(acc);
+    if (p[17] == 1u) { acc += f32(bias[p[20]]); } else if (p[17] > 1u) { acc += f32(bias[p[20] + co]); }
+    y[p[21] + i] = {{T}}(acc);
 }

@@ -1,5 +1,6 @@
 // 2-D max or average pooling on NCHW (1-D pools have H = 1).
-// p: [n_out, NC, H, W, OH, OW, KH, KW, sy, sx, pt, pl, dy, dx, mode, include_pad]
+// p: [n_out, NC, H, W, OH, OW, KH, KW, sy, sx, pt, pl, dy, dx, mode, include_pad, x_base, y_base]
+// (the bases: first elements within the bindings)
 // mode 0 max, 1 average.
 @group(0) @binding(1) var<storage, read> x: array<{{T}}>;
 @group(0) @binding(2) var<storage, read_write> y: array<{{T}}>;
@@ -12,7 +13,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let h = i32(p[2]); let w = i32(p[3]);
     let oh = p[4]; let ow = p[5];
     let ox = i % ow; let oy = (i / ow) % oh; let nc = i / (ow * oh);
-    let base = nc * p[2] * p[3];
+    let base = p[16] + nc * p[2] * p[3];
     let is_max = p[14] == 0u;
     var acc = select(0.0, -3.4028235e38, is_max);
     var count = 0u;
@@ -31,5 +32,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         let n = select(count, p[6] * p[7], p[15] == 1u);
         acc = acc / f32(max(n, 1u));
     }
-    y[i] = {{T}}(acc);
+    y[p[17] + i] = {{T}}(acc);
 }

@@ -1,5 +1,6 @@
 // Reduction over some axes, one invocation per output element.
-// p: [n_out, op, n_red, out_shape[6], strides[6], red_shape[6]]
+// p: [n_out, op, n_red, out_shape[6], strides[6], red_shape[6], x_base, y_base]
+// (the bases: first elements within the bindings)
 // op: 0 sum, 1 max, 2 min, 3 prod, 4 mean of squares, 5 mean
 @group(0) @binding(1) var<storage, read> x: array<{{T}}>;
 @group(0) @binding(2) var<storage, read_write> y: array<{{T}}>;
@@ -12,7 +13,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let op = p[1];
     let n_red = p[2];
     var rest = i;
-    var base = 0u;
+    var base = p[21];
     for (var d = 5; d >= 0; d--) {
         let dim = p[3 + d];
         base += (rest % dim) * p[9 + d];
@@ -43,5 +44,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         }
     }
     if (op == 4u || op == 5u) { acc = acc / f32(n_red); }
-    y[i] = {{T}}(acc);
+    y[p[22] + i] = {{T}}(acc);
 }

@@ -1,6 +1,7 @@
 // Softmax (mode 0), log-softmax (1) or RMS normalization (2, y = x / sqrt(mean(x^2) + eps))
 // along one axis, one workgroup per row.
-// p: [rows, len, inner, mode, eps]; row r starts at (r / inner) * len * inner + r % inner.
+// p: [rows, len, inner, mode, eps, x_base, y_base]; row r starts at (r / inner) * len * inner + r % inner
+// after the bases (the first elements within the bindings).
 @group(0) @binding(1) var<storage, read> x: array<{{T}}>;
 @group(0) @binding(2) var<storage, read_write> y: array<{{T}}>;
 
@@ -38,13 +39,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (row >= p[0]) { return; }
     let len = p[1];
     let inner = p[2];
-    let base = (row / inner) * len * inner + row % inner;
+    let start = (row / inner) * len * inner + row % inner;
+    let base = p[5] + start;
+    let ybase = p[6] + start;
     if (p[3] == 2u) {
         var q = 0.0;
         for (var j = lid; j < len; j += 256u) { let v = f32(x[base + j * inner]); q += v * v; }
         q = reduce_sum(lid, q);
         let scale = inverseSqrt(q / f32(len) + pf(4u));
-        for (var j = lid; j < len; j += 256u) { y[base + j * inner] = {{T}}(f32(x[base + j * inner]) * scale); }
+        for (var j = lid; j < len; j += 256u) { y[ybase + j * inner] = {{T}}(f32(x[base + j * inner]) * scale); }
         return;
     }
     var m = -3.4028235e38;
@@ -55,9 +58,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     s = reduce_sum(lid, s);
     if (p[3] == 1u) {
         let ls = log(s);
-        for (var j = lid; j < len; j += 256u) { y[base + j * inner] = {{T}}(f32(x[base + j * inner]) - m - ls); }
+        for (var j = lid; j < len; j += 256u) { y[ybase + j * inner] = {{T}}(f32(x[base + j * inner]) - m - ls); }
     } else {
         let inv = 1.0 / s;
-        for (var j = lid; j < len; j += 256u) { y[base + j * inner] = {{T}}(exp(f32(x[base + j * inner]) - m) * inv); }
+        for (var j = lid; j < len; j += 256u) { y[ybase + j * inner] = {{T}}(exp(f32(x[base + j * inner]) - m) * inv); }
     }
 }
