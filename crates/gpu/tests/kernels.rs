@@ -10,11 +10,9 @@ use proptest::prelude::*;
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops;
-use tract_onnx::tract_core::ops::cnn::{
-    Conv, Deconv, KernelFormat, MaxPool, PaddingSpec, PoolSpec, SumPool,
-};
+use tract_onnx::tract_core::ops::cnn::{MaxPool, PoolSpec, SumPool};
 use tract_onnx::tract_core::ops::einsum::EinSum;
-use tract_onnx::tract_core::ops::nn::{DataFormat, Reduce, Reducer, RmsNorm, Softmax, SoftmaxKind};
+use tract_onnx::tract_core::ops::nn::{Reduce, Reducer, RmsNorm, Softmax, SoftmaxKind};
 use weft_gpu::{GpuContext, GpuPlan, Place};
 
 mod common;
@@ -165,20 +163,11 @@ fn conv(
         tensor(&[co, ci / group, kernel[0], kernel[1]], 5),
     );
     let b = konst(&mut model, "b", tensor(&[co], 6));
-    let op = Conv {
-        pool_spec: PoolSpec {
-            data_format: DataFormat::NCHW,
-            kernel_shape: kernel[..].into(),
-            padding: PaddingSpec::Explicit(pad[..].into(), pad[..].into()),
-            dilations: Some(dilation[..].into()),
-            strides: Some(stride[..].into()),
-            input_channels: ci,
-            output_channels: co,
-        },
-        kernel_fmt: KernelFormat::OIHW,
-        group,
-        q_params: None,
+    let spec = PoolSpec {
+        dilations: Some(dilation[..].into()),
+        ..nchw(kernel, stride, pad, ci, co)
     };
+    let op = conv_op(spec, group);
     let out = model.wire_node("conv", op, &[x, w, b]).unwrap();
     model.select_output_outlets(&out).unwrap();
     check(model.clone(), vec![tensor(&input, 8)], &["conv"]);
@@ -205,20 +194,7 @@ fn deconv_stride_two() {
     let x = source(&mut model, "x", &[1, 6, 5, 4]);
     let w = konst(&mut model, "w", tensor(&[3, 6, 2, 2], 9));
     let b = konst(&mut model, "b", tensor(&[3], 10));
-    let op = Deconv {
-        pool_spec: PoolSpec {
-            data_format: DataFormat::NCHW,
-            kernel_shape: tvec![2, 2],
-            padding: PaddingSpec::Valid,
-            dilations: None,
-            strides: Some(tvec![2, 2]),
-            input_channels: 6,
-            output_channels: 3,
-        },
-        kernel_format: KernelFormat::OIHW,
-        adjustments: tvec![0, 0],
-        group: 1,
-    };
+    let op = deconv_op(nchw([2, 2], [2, 2], [0, 0], 6, 3), 1);
     let out = model.wire_node("deconv", op, &[x, w, b]).unwrap();
     model.select_output_outlets(&out).unwrap();
     check(model.clone(), vec![tensor(&[1, 6, 5, 4], 11)], &["deconv"]);
@@ -315,15 +291,7 @@ fn reductions_softmax_and_norms() {
 }
 
 fn pool_spec(kernel: [usize; 2], stride: [usize; 2], pad: [usize; 2]) -> PoolSpec {
-    PoolSpec {
-        data_format: DataFormat::NCHW,
-        kernel_shape: kernel[..].into(),
-        padding: PaddingSpec::Explicit(pad[..].into(), pad[..].into()),
-        dilations: None,
-        strides: Some(stride[..].into()),
-        input_channels: 3,
-        output_channels: 3,
-    }
+    nchw(kernel, stride, pad, 3, 3)
 }
 
 #[test]

@@ -10,10 +10,8 @@
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops;
-use tract_onnx::tract_core::ops::cnn::{
-    Conv, Deconv, KernelFormat, MaxPool, PaddingSpec, PoolSpec,
-};
-use tract_onnx::tract_core::ops::nn::{DataFormat, Reduce, Reducer, Softmax, SoftmaxKind};
+use tract_onnx::tract_core::ops::cnn::MaxPool;
+use tract_onnx::tract_core::ops::nn::{Reduce, Reducer, Softmax, SoftmaxKind};
 use weft_gpu::{Place, Report};
 
 mod common;
@@ -169,20 +167,8 @@ fn grouped(
         tensor(&[co, input[1] / group, kernel, kernel], 7),
     );
     let b = konst(&mut model, "b", tensor(&[co], 8));
-    let op = Conv {
-        pool_spec: PoolSpec {
-            data_format: DataFormat::NCHW,
-            kernel_shape: tvec![kernel, kernel],
-            padding: PaddingSpec::Explicit(tvec![pad, pad], tvec![pad, pad]),
-            dilations: None,
-            strides: None,
-            input_channels: input[1],
-            output_channels: co,
-        },
-        kernel_fmt: KernelFormat::OIHW,
-        group,
-        q_params: None,
-    };
+    let spec = nchw([kernel; 2], [1, 1], [pad; 2], input[1], co);
+    let op = conv_op(spec, group);
     let out = model.wire_node("conv", op, &[x, w, b]).unwrap();
     model.select_output_outlets(&out).unwrap();
     let expect: &[&str] = if on_gpu { &["conv"] } else { &[] };
@@ -251,20 +237,7 @@ fn per_channel_operands_and_concatenations_are_cut_where_alignment_would_not_all
         .unwrap();
     let w = konst(&mut model, "w", tensor(&[16, 1, 3, 3], 15));
     let b = konst(&mut model, "b", tensor(&[16], 16));
-    let dw = Conv {
-        pool_spec: PoolSpec {
-            data_format: DataFormat::NCHW,
-            kernel_shape: tvec![3, 3],
-            padding: PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]),
-            dilations: None,
-            strides: None,
-            input_channels: 16,
-            output_channels: 16,
-        },
-        kernel_fmt: KernelFormat::OIHW,
-        group: 16,
-        q_params: None,
-    };
+    let dw = conv_op(nchw([3, 3], [1, 1], [1, 1], 16, 16), 16);
     let y = model.wire_node("depthwise", dw, &[y[0], w, b]).unwrap();
     let y = model
         .wire_node("concat", ops::array::TypedConcat { axis: 1 }, &[y[0], x])
@@ -312,15 +285,7 @@ fn rows_and_pools_are_cut_between_aligned_offsets() {
     let mut model = TypedModel::default();
     let x = source(&mut model, "x", &[1, 16, 47, 47]);
     let pool = MaxPool {
-        pool_spec: PoolSpec {
-            data_format: DataFormat::NCHW,
-            kernel_shape: tvec![2, 2],
-            padding: PaddingSpec::Valid,
-            dilations: None,
-            strides: Some(tvec![2, 2]),
-            input_channels: 16,
-            output_channels: 16,
-        },
+        pool_spec: nchw([2, 2], [2, 2], [0, 0], 16, 16),
         with_index_outputs: None,
     };
     let out = model.wire_node("pool", pool, &[x]).unwrap();
@@ -339,20 +304,7 @@ fn a_transposed_convolution_is_cut_along_its_output_channels() {
     let x = source(&mut model, "x", &[1, 16, 24, 24]);
     let w = konst(&mut model, "w", tensor(&[16, 16, 2, 2], 21));
     let b = konst(&mut model, "b", tensor(&[16], 22));
-    let op = Deconv {
-        pool_spec: PoolSpec {
-            data_format: DataFormat::NCHW,
-            kernel_shape: tvec![2, 2],
-            padding: PaddingSpec::Valid,
-            dilations: None,
-            strides: Some(tvec![2, 2]),
-            input_channels: 16,
-            output_channels: 16,
-        },
-        kernel_format: KernelFormat::OIHW,
-        adjustments: tvec![0, 0],
-        group: 1,
-    };
+    let op = deconv_op(nchw([2, 2], [2, 2], [0, 0], 16, 16), 1);
     let out = model.wire_node("deconv", op, &[x, w, b]).unwrap();
     model.select_output_outlets(&out).unwrap();
     let report = check(model, vec![tensor(&[1, 16, 24, 24], 23)], &["deconv"]).unwrap();

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops;
+use tract_onnx::tract_core::ops::cnn::{Conv, Deconv, KernelFormat, PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::einsum::EinSum;
+use tract_onnx::tract_core::ops::nn::DataFormat;
 use weft_gpu::{GpuContext, GpuPlan, Place};
 
 /// f32 accumulation order differs between tract and the kernels.
@@ -190,4 +192,44 @@ pub fn gemm_bias_relu_as(
     model
         .wire_node("relu", ops::math::max(), &[add[0], zero])
         .unwrap()
+}
+
+/// An NCHW spatial spec: `kernel`, `stride` and symmetric `pad` per axis,
+/// `ci` channels in and `co` out.
+pub fn nchw(
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    pad: [usize; 2],
+    ci: usize,
+    co: usize,
+) -> PoolSpec {
+    PoolSpec {
+        data_format: DataFormat::NCHW,
+        kernel_shape: kernel[..].into(),
+        padding: PaddingSpec::Explicit(pad[..].into(), pad[..].into()),
+        dilations: None,
+        strides: Some(stride[..].into()),
+        input_channels: ci,
+        output_channels: co,
+    }
+}
+
+/// A convolution with an OIHW kernel in `group` groups.
+pub fn conv_op(pool_spec: PoolSpec, group: usize) -> Conv {
+    Conv {
+        pool_spec,
+        kernel_fmt: KernelFormat::OIHW,
+        group,
+        q_params: None,
+    }
+}
+
+/// A transposed convolution with an OIHW kernel and no output adjustment.
+pub fn deconv_op(pool_spec: PoolSpec, group: usize) -> Deconv {
+    Deconv {
+        pool_spec,
+        kernel_format: KernelFormat::OIHW,
+        adjustments: tvec![0, 0],
+        group,
+    }
 }
