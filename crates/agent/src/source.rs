@@ -31,24 +31,28 @@ pub struct SourceError {
 impl SourceError {
     fn from_oci(e: &weft_oci::OciError) -> SourceError {
         let message = crate::error::chain(e);
-        let lower = message.to_ascii_lowercase();
-        let answered = matches!(e, weft_oci::OciError::NotWeftArtifact { .. })
-            || [
-                "unknown",
-                "not found",
-                "404",
-                "denied",
-                "unauthorized",
-                "401",
-                "403",
-            ]
-            .iter()
-            .any(|w| lower.contains(w));
         SourceError {
+            unreachable: !matches!(e, weft_oci::OciError::NotWeftArtifact { .. })
+                && !answered(&message),
             message,
-            unreachable: !answered,
         }
     }
+}
+
+/// Whether a registry error's text says the registry answered (no such
+/// version, no access) rather than that it could not be reached. Words are
+/// matched whole: a port such as `40381` in the reference or URL is not a
+/// 403.
+fn answered(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.windows(2).any(|w| w == ["not", "found"])
+        || words
+            .iter()
+            .any(|w| ["unknown", "denied", "unauthorized", "401", "403", "404"].contains(w))
 }
 
 /// What a module should run.
@@ -204,5 +208,32 @@ impl Source for StoreSource {
 
     fn watches(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answered;
+
+    #[test]
+    fn a_refused_connection_is_unreachable_whatever_the_port() {
+        // A port with 403 in it once read as "forbidden".
+        let refused = "registry request for 127.0.0.1:40381/tiny:stable failed: error sending \
+            request for url (http://127.0.0.1:40381/v2/): client error (Connect): tcp connect \
+            error: Connection refused (os error 111)";
+        assert!(!answered(refused));
+        assert!(!answered(
+            "registry request for 127.0.0.1:14040/x:1 failed: dns error"
+        ));
+        for said in [
+            "manifest unknown",
+            "404 Not Found",
+            "HTTP status client error (401 Unauthorized)",
+            "status 403",
+            "requested access to the resource is denied",
+            "tag not found",
+        ] {
+            assert!(answered(said), "{said}");
+        }
     }
 }
