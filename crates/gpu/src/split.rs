@@ -151,29 +151,17 @@ pub(crate) fn follow(
         return pool_axes(&op.pool_spec, axis);
     }
     if let Some(op) = op.downcast_ref::<Conv>() {
-        let batch = batched(op.pool_spec.data_format) == Some(true);
-        if batch && axis == 0 {
-            return Ok(vec![Some(0), None, None]);
-        }
-        if axis == usize::from(batch) {
-            return channel_axes(op.group, ins, out, axis);
-        }
-        return Err(format!(
-            "a convolution is cut only along its batch or output channels (grouped: with as many input channels), not axis {axis}"
-        ));
+        return conv_axes(&op.pool_spec, op.group, ins, out, axis, "a convolution");
     }
     if let Some(op) = op.downcast_ref::<Deconv>() {
-        let batch = batched(op.pool_spec.data_format) == Some(true);
-        if batch && axis == 0 {
-            return Ok(vec![Some(0), None, None]);
-        }
-        // Output channels, as for a convolution (the kernel is OIHW too).
-        if axis == usize::from(batch) {
-            return channel_axes(op.group, ins, out, axis);
-        }
-        return Err(format!(
-            "a transposed convolution is cut only along its batch or output channels, not axis {axis}"
-        ));
+        return conv_axes(
+            &op.pool_spec,
+            op.group,
+            ins,
+            out,
+            axis,
+            "a transposed convolution",
+        );
     }
     if let Some(op) = op.downcast_ref::<EinSum>() {
         let letter = op
@@ -199,6 +187,28 @@ pub(crate) fn follow(
             .collect();
     }
     Err(format!("{} cannot be cut into parts", op.name()))
+}
+
+/// A (transposed) convolution, `what`, cut along its batch (the input's
+/// batch with it) or its output channels ([`channel_axes`]).
+fn conv_axes(
+    spec: &PoolSpec,
+    group: usize,
+    ins: &[Vec<usize>],
+    out: &[usize],
+    axis: usize,
+    what: &str,
+) -> Result<Vec<Option<usize>>, String> {
+    let batch = batched(spec.data_format) == Some(true);
+    if batch && axis == 0 {
+        return Ok(vec![Some(0), None, None]);
+    }
+    if axis == usize::from(batch) {
+        return channel_axes(group, ins, out, axis);
+    }
+    Err(format!(
+        "{what} is cut only along its batch or output channels, not axis {axis}"
+    ))
 }
 
 /// A (transposed) convolution cut along its output channels `axis`: rows
