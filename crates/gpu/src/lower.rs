@@ -772,10 +772,16 @@ fn deconv(op: &Deconv, ins: &[Vec<usize>], out: &[usize]) -> Result<Lowered, Str
         ci / group,
         co / group,
         bias_len,
+        // Operands start at their bindings' first element.
         0,
         0,
         0,
         0,
+        // Written, not added; dense channels.
+        0,
+        spatial[0] * spatial[1],
+        (ci / group) * spec.kernel_shape[0] * spec.kernel_shape[1],
+        ospatial[0] * ospatial[1],
     ]
     .iter()
     .map(|&x| u(x))
@@ -804,9 +810,17 @@ pub(crate) mod gp {
     /// Bit 0: add the bias; bit 1: add what C holds.
     pub const MODE: usize = 22;
     pub const ACT: usize = 23;
-    /// The im2col gather's kernel height and width, and its input's H*W.
+    /// The im2col gather's input height and width, kernel height and
+    /// width, output width, vertical stride and dilation, padding above,
+    /// and its input's channel stride (H*W of the whole input).
+    pub const H: usize = 26;
+    pub const W: usize = 27;
     pub const KH: usize = 28;
     pub const KW: usize = 29;
+    pub const OW: usize = 30;
+    pub const SY: usize = 31;
+    pub const DY: usize = 33;
+    pub const PT: usize = 35;
     pub const HW: usize = 37;
     pub const BIAS_RS: usize = 38;
     pub const BIAS_CS: usize = 39;

@@ -311,6 +311,38 @@ fn a_transposed_convolution_is_cut_along_its_output_channels() {
     assert!(parts(&report, "deconv") >= 3, "{report}");
 }
 
+/// A transposed convolution from `input` into `co` channels (node
+/// `deconv`), checked against tract: `kernel`, `stride`, symmetric `pad`.
+fn deconv(input: [usize; 4], co: usize, kernel: usize, stride: usize, pad: usize) -> Report {
+    let mut model = TypedModel::default();
+    let x = source(&mut model, "x", &input);
+    let w = konst(&mut model, "w", tensor(&[co, input[1], kernel, kernel], 28));
+    let b = konst(&mut model, "b", tensor(&[co], 29));
+    let spec = nchw([kernel; 2], [stride; 2], [pad; 2], input[1], co);
+    let op = deconv_op(spec, 1);
+    let out = model.wire_node("deconv", op, &[x, w, b]).unwrap();
+    model.select_output_outlets(&out).unwrap();
+    check(model, vec![tensor(&input, 30)], &["deconv"]).unwrap()
+}
+
+#[test]
+fn a_transposed_convolution_over_the_limit_everywhere_is_cut_along_rows_and_input_channels() {
+    if capped().is_none() {
+        return;
+    }
+    // A 100 KB input every output channel needs: its input channels a
+    // part, the parts adding into the output.
+    let report = deconv([1, 16, 40, 40], 4, 2, 2, 0);
+    assert!(parts(&report, "deconv") >= 2, "{report}");
+    // Into one 100 KB channel: its rows, from the input rows under them.
+    let report = deconv([1, 8, 80, 80], 1, 2, 2, 0);
+    assert!(parts(&report, "deconv") >= 4, "{report}");
+    // Overlapping 3x3 taps at stride 2 with padding, batch 2: rows whose
+    // input windows overlap.
+    let report = deconv([2, 8, 60, 60], 2, 3, 2, 1);
+    assert!(parts(&report, "deconv") >= 4, "{report}");
+}
+
 #[test]
 fn reductions_are_cut_along_kept_axes() {
     if capped().is_none() {
@@ -358,15 +390,71 @@ fn what_cannot_be_cut_stays_on_the_cpu_and_says_why() {
         ),
         other => panic!("softmax over 80 KB ran as {other:?}"),
     }
-    // A convolution whose one input channel is past the limit: no cut
-    // along its output or its input channels fits.
-    let report = conv([1, 1, 200, 200], 1, 3, 1, false).unwrap();
+    // A convolution one of whose output rows is past the limit: no cut
+    // along its channels or rows fits.
+    let report = conv([1, 1, 3, 20_000], 1, 3, 1, false).unwrap();
     let node = report.nodes.iter().find(|n| n.name == "conv").unwrap();
     match &node.place {
         Place::Cpu(why) => assert!(
-            why.contains("as a 1x40000x9 GEMM, no cut") && why.contains("65536 byte"),
+            why.contains("as a 1x60000x9 GEMM, no cut") && why.contains("65536 byte"),
             "{why}"
         ),
-        other => panic!("a 160 KB channel ran as {other:?}"),
+        other => panic!("80 KB rows ran as {other:?}"),
     }
+}
+
+/// A `kernel` x `kernel` max pool with stride `stride` and padding `pad`
+/// (node `pool`), checked against tract.
+fn max_pool(input: [usize; 4], kernel: usize, stride: usize, pad: usize) -> Report {
+    let mut model = TypedModel::default();
+    let x = source(&mut model, "x", &input);
+    let spec = nchw([kernel; 2], [stride; 2], [pad; 2], input[1], input[1]);
+    let pool = MaxPool {
+        pool_spec: spec,
+        with_index_outputs: None,
+    };
+    let out = model.wire_node("pool", pool, &[x]).unwrap();
+    model.select_output_outlets(&out).unwrap();
+    check(model, vec![tensor(&input, 24)], &["pool"]).unwrap()
+}
+
+#[test]
+fn channels_over_the_limit_are_cut_along_their_rows() {
+    if capped().is_none() {
+        return;
+    }
+    // One 160 KB channel: parts of output rows, each reading the input
+    // rows under them with their halo, the padding only at the edges.
+    let report = conv([1, 1, 200, 200], 1, 3, 1, true).unwrap();
+    assert!(parts(&report, "conv") >= 3, "{report}");
+    // Three 117 KB channels into eight (an RGB stem): rows, input
+    // channels and output channels at once, the parts along the input
+    // channels adding into the output.
+    let report = conv([1, 3, 171, 171], 8, 3, 1, true).unwrap();
+    assert!(parts(&report, "conv") >= 3 * 8, "{report}");
+    // Strided and dilated: the windows step two rows an output row and
+    // reach four rows down.
+    let mut model = TypedModel::default();
+    let x = source(&mut model, "x", &[1, 2, 190, 190]);
+    let w = konst(&mut model, "w", tensor(&[4, 2, 3, 3], 25));
+    let b = konst(&mut model, "b", tensor(&[4], 26));
+    let mut spec = nchw([3, 3], [2, 2], [2, 2], 2, 4);
+    spec.dilations = Some(tvec![2, 2]);
+    let out = model
+        .wire_node("conv", conv_op(spec, 1), &[x, w, b])
+        .unwrap();
+    model.select_output_outlets(&out).unwrap();
+    let report = check(model, vec![tensor(&[1, 2, 190, 190], 27)], &["conv"]).unwrap();
+    assert!(parts(&report, "conv") >= 4, "{report}");
+    // Depthwise, two channels of 141 KB, one with a multiplier of two:
+    // one output channel and a run of its rows a part.
+    for (co, group) in [(2, 2), (4, 2)] {
+        let report = grouped([1, 2, 188, 188], co, group, 3, 1, true).unwrap();
+        assert!(parts(&report, "conv") >= 3 * co, "{report}");
+    }
+    // Pools: 3x3 stride 1 with padding, and 2x2 stride 2.
+    let report = max_pool([1, 2, 188, 188], 3, 1, 1);
+    assert!(parts(&report, "pool") >= 6, "{report}");
+    let report = max_pool([2, 1, 200, 200], 2, 2, 0);
+    assert!(parts(&report, "pool") >= 4, "{report}");
 }

@@ -2,7 +2,11 @@
 // element gathering the input pixels whose kernel taps land on it.
 // Kernel layout OIHW: [Co, Ci/group, KH, KW] as tract's Deconv holds it.
 // p: [n_out, Ci, H, W, Co, OH, OW, KH, KW, sy, sx, dy, dx, pt, pl, cig, cog, bias_len,
-//     x_base, k_base, bias_base, y_base] (the bases: first elements within the bindings)
+//     x_base, k_base, bias_base, y_base, accumulate, x_cs, k_os, y_cs]
+// (the bases: first elements within the bindings; x_cs and y_cs: the input's
+// and output's channel strides, k_os: the kernel's output-channel stride;
+// accumulate 1: add what y holds, the partial sums of a cut over input
+// channels)
 @group(0) @binding(1) var<storage, read> x: array<{{T}}>;
 @group(0) @binding(2) var<storage, read> k: array<{{T}}>;
 @group(0) @binding(3) var<storage, read> bias: array<{{T}}>;
@@ -33,11 +37,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             if (ix >= w) { continue; }
             for (var c = 0u; c < cig; c++) {
                 let ci = g * cig + c;
-                acc += f32(x[p[18] + ((n * ci_n + ci) * p[2] + u32(iy)) * p[3] + u32(ix)])
-                    * f32(k[p[19] + ((co * cig + c) * kh + ky) * kw + kx]);
+                acc += f32(x[p[18] + (n * ci_n + ci) * p[23] + u32(iy) * p[3] + u32(ix)])
+                    * f32(k[p[19] + co * p[24] + (c * kh + ky) * kw + kx]);
             }
         }
     }
     if (p[17] == 1u) { acc += f32(bias[p[20]]); } else if (p[17] > 1u) { acc += f32(bias[p[20] + co]); }
-    y[p[21] + i] = {{T}}(acc);
+    let yi = p[21] + (n * co_n + co) * p[25] + oy * ow + ox;
+    if (p[22] == 1u) { acc += f32(y[yi]); }
+    y[yi] = {{T}}(acc);
 }

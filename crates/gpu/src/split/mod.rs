@@ -16,15 +16,24 @@
 //!
 //! A node that lowers to one GEMM and cannot be cut that way (weights over
 //! the limit, a batch-1 convolution with a large input) is cut as a GEMM
-//! instead: along m, n or k, or along m or n and k together, each part
-//! binding the strided window of every operand it touches, and the parts of
-//! a cut along k adding into the output. Everything else is refused with the
-//! reason, and stays on the CPU.
+//! instead: along any of m, n and k, each part binding the strided window
+//! of every operand it touches, and the parts of a cut along k adding into
+//! the output. A convolution's gathered input is cut by whole channels and
+//! by the input rows under a range of output rows (their halo included)
+//! (`gemm`). Poolings and depthwise convolutions are cut by channel and
+//! output rows the same way, transposed convolutions by output channels,
+//! output rows and input channels (`spatial`). Everything else is refused
+//! with the reason, and stays on the CPU.
 //!
 //! Pure: no device. The planner supplies the limits and the lowering.
 
+mod gemm;
+mod spatial;
+
 use crate::kernels::Kernel;
-use crate::lower::{Bind, Lowered, Spec, gp};
+use crate::lower::{Bind, Lowered, Spec};
+use gemm::{cut_gemm, gemm};
+use spatial::{cut_deconv, cut_planes};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::array::{MultiBroadcastTo, Pad, Slice, TypedConcat};
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
@@ -260,6 +269,35 @@ fn lcm(a: u64, b: u64) -> u64 {
     a / gcd(a, b) * b
 }
 
+/// Bind operand `slot` of `part` (a dispatch of a kernel with base
+/// parameters) to elements `first..=last` of its tensor, of `elem` bytes:
+/// from the aligned offset before `first`, the kernel's base parameter
+/// for the slot saying where `first` is inside the binding.
+fn bind_window(
+    part: &mut Spec,
+    slot: usize,
+    (first, last): (u64, u64),
+    elem: u64,
+    limits: Limits,
+) -> Result<(), String> {
+    let align = limits.align.max(4);
+    let word =
+        (part.kernel.base(slot)).ok_or_else(|| format!("{:?} takes no base", part.kernel))?;
+    let offset = first * elem / align * align;
+    part.params[word] = u32::try_from(first - offset / elem)
+        .map_err(|_| format!("element {first} is past the kernels' 32-bit indexing"))?;
+    let size = (last + 1) * elem - offset;
+    if size > limits.binding {
+        return Err(format!("a part would bind {size} bytes of one operand"));
+    }
+    part.binds[slot] = match part.binds[slot] {
+        Bind::Input(i) => Bind::InputPart(i, offset, size),
+        Bind::Output => Bind::OutputPart(offset, size),
+        other => return Err(format!("an operand bound as {other:?}")),
+    };
+    Ok(())
+}
+
 /// Cut a node with inputs `ins` and output `out` (elements of `elem`
 /// bytes) into parts within `limits`, each lowered by `lower`.
 ///
@@ -280,6 +318,23 @@ pub(crate) fn split(
     let why = match lower(ins, out) {
         Ok(Lowered::Kernels(list)) if list.len() == 1 && gemm(&list[0]).is_some() => {
             match cut_gemm(&list[0], elem, limits) {
+                Ok(cut) => return Ok(cut),
+                Err(g) => format!("{why}; {g}"),
+            }
+        }
+        Ok(Lowered::Kernels(list))
+            if list.len() == 1
+                && matches!(list[0].kernel, Kernel::Conv { .. } | Kernel::Pool { .. }) =>
+        {
+            match cut_planes(&list[0], elem, limits) {
+                Ok(cut) => return Ok(cut),
+                Err(g) => format!("{why}; along its rows, {g}"),
+            }
+        }
+        Ok(Lowered::Kernels(list))
+            if list.len() == 1 && matches!(list[0].kernel, Kernel::Deconv { .. }) =>
+        {
+            match cut_deconv(&list[0], elem, limits) {
                 Ok(cut) => return Ok(cut),
                 Err(g) => format!("{why}; {g}"),
             }
@@ -523,242 +578,11 @@ fn concat_parts(
     })
 }
 
-/// Whether `spec` is a GEMM dispatch, and if so whether it gathers B as
-/// an implicit im2col.
-fn gemm(spec: &Spec) -> Option<bool> {
-    match spec.kernel {
-        Kernel::Gemm { im2col, .. } => Some(im2col),
-        _ => None,
-    }
-}
-
-/// The GEMM axes, as indices into `[m, n, k]`.
-const M: usize = 0;
-const N: usize = 1;
-const K: usize = 2;
-
-/// One operand of an encoded GEMM: where it is bound, where its first
-/// element is set, and how it is addressed.
-struct Operand {
-    /// Its entry in `Spec::binds`.
-    slot: usize,
-    /// Its `gp::*_BASE` parameter.
-    base: usize,
-    /// Element strides along m, n and k.
-    strides: [u64; 3],
-    /// Element strides along the three batch axes.
-    batch: [u64; 3],
-    /// An im2col-gathered B: k runs over `(channel, ky, kx)`, so a range of
-    /// k is whole channels of `kk` indices and `hw` elements each.
-    channels: Option<(u64, u64)>,
-}
-
-impl Operand {
-    /// First and last element a part with ranges `r` (start, length along
-    /// m, n, k) reads or writes, all batches included.
-    fn span(&self, shape: [u64; 3], r: [(u64, u64); 3]) -> (u64, u64) {
-        let batches: u64 = (0..3).map(|i| (shape[i] - 1) * self.batch[i]).sum();
-        if let Some((kk, hw)) = self.channels {
-            let (k0, lk) = r[K];
-            let (c0, c1) = (k0 / kk, (k0 + lk).div_ceil(kk));
-            return (c0 * hw, c1 * hw - 1 + batches);
-        }
-        let first: u64 = (0..3).map(|a| r[a].0 * self.strides[a]).sum();
-        let extent: u64 = (0..3).map(|a| (r[a].1 - 1) * self.strides[a]).sum();
-        (first, first + extent + batches)
-    }
-}
-
-/// Cut an encoded GEMM (`spec`, elements of `elem` bytes) into parts that
-/// bind within `limits`: along m or n, along k, or along m or n and along
-/// k at once, whichever needs the fewest parts.
-///
-/// Every operand is bound as the byte window its part touches (from an
-/// aligned offset; the kernel starts at `gp::*_BASE` within it), so a part
-/// may read strided rows or columns: a GEMM whose weights exceed the limit
-/// is cut along n when they are stored n-major, along k when k-major. The
-/// parts of a cut along k add into C in order; only the last adds the bias
-/// and applies the activation. An im2col B (a convolution's input) is cut
-/// only along k, by whole input channels, and never along n.
-fn cut_gemm(spec: &Spec, elem: usize, limits: Limits) -> Result<Split, String> {
-    let im2col = gemm(spec).ok_or("not a GEMM")?;
-    let p = &spec.params;
-    let w = |i: usize| u64::from(p[i]);
-    let dims = [w(gp::M), w(gp::N), w(gp::K)];
-    let shape = [w(gp::BATCH), w(gp::BATCH + 1), w(gp::BATCH + 2)];
-    if dims.contains(&0) || shape.contains(&0) {
-        return Err("an empty GEMM".into());
-    }
-    let batch = |at: usize| [w(at), w(at + 1), w(at + 2)];
-    let mut operands = vec![
-        Operand {
-            slot: 0,
-            base: gp::A_BASE,
-            strides: [w(gp::A_RS), 0, w(gp::A_CS)],
-            batch: batch(gp::A_BATCH),
-            channels: None,
-        },
-        Operand {
-            slot: 1,
-            base: gp::B_BASE,
-            strides: [0, w(gp::B_CS), w(gp::B_RS)],
-            batch: batch(gp::B_BATCH),
-            channels: im2col.then(|| (w(gp::KH) * w(gp::KW), w(gp::HW))),
-        },
-        Operand {
-            slot: 3,
-            base: gp::C_BASE,
-            strides: [w(gp::C_RS), w(gp::C_CS), 0],
-            batch: batch(gp::C_BATCH),
-            channels: None,
-        },
-    ];
-    let mode = p[gp::MODE];
-    if mode & gp::ADD_BIAS != 0 {
-        operands.push(Operand {
-            slot: 2,
-            base: gp::BIAS_BASE,
-            strides: [w(gp::BIAS_RS), w(gp::BIAS_CS), 0],
-            batch: batch(gp::BIAS_BATCH),
-            channels: None,
-        });
-    }
-    let (elem, align) = (elem as u64, limits.align.max(4));
-    // A window starts at most `align - elem` bytes before its first element.
-    let fits = |r: [(u64, u64); 3]| {
-        operands.iter().all(|o| {
-            let (first, last) = o.span(shape, r);
-            (last - first + 1) * elem + align - elem <= limits.binding
-        })
-    };
-    let whole = |lens: [u64; 3]| fits([(0, lens[M]), (0, lens[N]), (0, lens[K])]);
-    // Along k, whole input channels for an im2col B; tile-sized steps along
-    // m and n (and BK along k) keep the parts' tiles full.
-    let tile = u64::from(spec.kernel.tile());
-    let unit = |axis: usize| match (axis, im2col) {
-        (K, true) => w(gp::KH) * w(gp::KW),
-        _ => 1,
-    };
-    let round = |axis: usize, len: u64| {
-        let step = match axis {
-            K if im2col => unit(K),
-            K => 16,
-            _ => tile,
-        };
-        if len >= step { len / step * step } else { len }
-    };
-    // The longest length along `axis` (in its units) that fits, the other
-    // lengths as in `lens`.
-    let longest = |axis: usize, lens: [u64; 3]| -> Option<u64> {
-        let u = unit(axis);
-        let at = |n: u64| {
-            let mut l = lens;
-            l[axis] = n * u;
-            whole(l)
-        };
-        let (mut lo, mut hi) = (0, dims[axis] / u);
-        if !at(1) {
-            return None;
-        }
-        while lo < hi {
-            let mid = (lo + hi).div_ceil(2);
-            if at(mid) { lo = mid } else { hi = mid - 1 }
-        }
-        Some(round(axis, lo * u))
-    };
-    // Candidates: an output axis (or none) and whether k is cut; k first,
-    // with the output axis at its shortest.
-    let outs: &[Option<usize>] = if im2col {
-        &[None, Some(M)]
-    } else {
-        &[None, Some(M), Some(N)]
-    };
-    let mut best: Option<([u64; 3], u64)> = None;
-    for &out_axis in outs {
-        for cut_k in [false, true] {
-            let mut lens = dims;
-            if let Some(a) = out_axis {
-                lens[a] = unit(a);
-            }
-            if cut_k {
-                let Some(l) = longest(K, lens) else { continue };
-                lens[K] = l;
-            }
-            if let Some(a) = out_axis {
-                lens[a] = dims[a];
-                let Some(l) = longest(a, lens) else { continue };
-                lens[a] = l;
-            }
-            if !whole(lens) {
-                continue;
-            }
-            let parts: u64 = (0..3).map(|a| dims[a].div_ceil(lens[a])).product();
-            if best.is_none_or(|(_, p)| parts < p) {
-                best = Some((lens, parts));
-            }
-        }
-    }
-    let gemm_over = |why: String| format!("as a {}x{}x{} GEMM, {why}", dims[M], dims[N], dims[K]);
-    let Some((lens, parts)) = best else {
-        return Err(gemm_over(
-            "no cut along m, n or k keeps every operand's part within it".into(),
-        ));
-    };
-    if parts > MAX_PARTS as u64 {
-        return Err(gemm_over(format!("{parts} parts, more than {MAX_PARTS}")));
-    }
-    let starts = |a: usize| (0..dims[a]).step_by(lens[a] as usize);
-    let u = |x: u64| u32::try_from(x).map_err(|_| format!("{x} exceeds a u32 kernel parameter"));
-    let mut specs = Vec::with_capacity(parts as usize);
-    for m0 in starts(M) {
-        for n0 in starts(N) {
-            let kparts = dims[K].div_ceil(lens[K]);
-            for (ki, k0) in starts(K).enumerate() {
-                let r = [M, N, K].map(|a| {
-                    let s = [m0, n0, k0][a];
-                    (s, lens[a].min(dims[a] - s))
-                });
-                let mut part = spec.clone();
-                for a in [M, N, K] {
-                    part.params[[gp::M, gp::N, gp::K][a]] = u(r[a].1)?;
-                }
-                for o in &operands {
-                    let (first, last) = o.span(shape, r);
-                    let offset = first * elem / align * align;
-                    part.params[o.base] = u(first - offset / elem)?;
-                    let size = (last + 1) * elem - offset;
-                    part.binds[o.slot] = match part.binds[o.slot] {
-                        Bind::Input(i) => Bind::InputPart(i, offset, size),
-                        Bind::Output => Bind::OutputPart(offset, size),
-                        other => return Err(format!("a GEMM operand bound as {other:?}")),
-                    };
-                }
-                // Along k: the first part writes, the others add; the
-                // epilogue belongs to the last.
-                if kparts > 1 {
-                    let last = ki as u64 + 1 == kparts;
-                    let add = if ki > 0 { gp::ACCUMULATE } else { 0 };
-                    part.params[gp::MODE] = add | if last { mode } else { 0 };
-                    if !last {
-                        part.params[gp::ACT] = 0;
-                    }
-                }
-                part.groups[0] = u(r[N].1.div_ceil(tile).max(1))?;
-                part.groups[1] = u(r[M].1.div_ceil(tile).max(1))?;
-                specs.push(part);
-            }
-        }
-    }
-    Ok(Split {
-        specs,
-        parts: parts as usize,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::lower;
+    use crate::lower::gp;
     use tract_onnx::tract_core::ops::cnn::{KernelFormat, PaddingSpec};
     use tract_onnx::tract_core::ops::math::{abs, add};
     use tract_onnx::tract_core::ops::nn::SoftmaxKind;
@@ -988,10 +812,17 @@ mod tests {
                 .iter()
                 .all(|s| s.params[gp::M] < 64 && s.params[gp::K] < 64)
         );
-        // One row of C past the limit leaves no cut.
-        let e = cut(&op, &[vec![2, 2], vec![2, 2048]], &[2, 2048]).unwrap_err();
+        // One row of C past the limit: along m, n and k at once (B's two
+        // 8 KiB rows cannot be bound together).
+        let s = cut(&op, &[vec![2, 2], vec![2, 2048]], &[2, 2048]).unwrap();
+        assert_eq!(s.parts, 2 * 3 * 2);
+        assert!(s.specs.iter().all(|s| s.params[gp::N] <= 960));
+        // More parts than allowed: two rows of 2.2 M columns (34375 tiles,
+        // within the dispatch grid uncut), 2 x 2292 parts.
+        let n = 2_200_000;
+        let e = cut(&op, &[vec![2, 1], vec![1, n]], &[2, n]).unwrap_err();
         assert!(
-            e.contains("as a 2x2048x2 GEMM, no cut along m, n or k") && e.contains("4096 byte"),
+            e.contains(&format!("as a 2x{n}x1 GEMM, 4584 parts, more than 4096")),
             "{e}"
         );
     }
@@ -1023,5 +854,160 @@ mod tests {
         assert_eq!(conv_axes(0).unwrap(), vec![Some(0), None, None]);
         assert_eq!(conv_axes(1).unwrap(), vec![None, Some(0), Some(0)]);
         assert!(conv_axes(2).is_err());
+    }
+
+    fn conv(ci: usize, co: usize, group: usize) -> Conv {
+        Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec![3, 3],
+                padding: PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]),
+                dilations: None,
+                strides: None,
+                input_channels: ci,
+                output_channels: co,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group,
+            q_params: None,
+        }
+    }
+
+    #[test]
+    fn a_channel_over_the_limit_is_cut_into_rows_with_their_halo() {
+        // One 40x40 channel (6400 bytes) through a 3x3 kernel padded by 1,
+        // as an implicit GEMM: 22 output rows read 24 input rows (3840
+        // bytes with the alignment slack), so rows 0..22 and 22..40.
+        let op = conv(1, 1, 1);
+        let s = cut(
+            &op,
+            &[vec![1, 1, 40, 40], vec![1, 1, 3, 3], vec![1]],
+            &[1, 1, 40, 40],
+        )
+        .unwrap();
+        assert_eq!(s.parts, 2);
+        let p = |i: usize, at: usize| s.specs[i].params[at];
+        // The first reads input rows 0..23 below one row of padding.
+        assert_eq!((p(0, gp::N), p(0, gp::H), p(0, gp::PT)), (22 * 40, 23, 1));
+        assert_eq!(s.specs[0].binds[1], Bind::InputPart(0, 0, 23 * 160));
+        // The second, rows 21..40 with none: from the 256-byte boundary
+        // at 3328, element 840 eight elements in.
+        assert_eq!((p(1, gp::N), p(1, gp::H), p(1, gp::PT)), (18 * 40, 19, 0));
+        assert_eq!(s.specs[1].binds[1], Bind::InputPart(0, 3328, 6400 - 3328));
+        assert_eq!(p(1, gp::B_BASE), 8);
+        // Its output rows 22..40 from the same boundary.
+        assert_eq!(s.specs[1].binds[3], Bind::OutputPart(3328, 6400 - 3328));
+        assert_eq!(p(1, gp::C_BASE), 880 - 832);
+        // Its channel stride is the whole input's.
+        assert_eq!(p(1, gp::HW), 1600);
+    }
+
+    #[test]
+    fn depthwise_channels_and_pools_over_the_limit_are_cut_into_rows() {
+        // Two 40x40 channels, depthwise: an output channel and 22 of its
+        // rows a part.
+        let op = conv(2, 2, 2);
+        let s = cut(
+            &op,
+            &[vec![1, 2, 40, 40], vec![2, 1, 3, 3], vec![2]],
+            &[1, 2, 40, 40],
+        )
+        .unwrap();
+        assert_eq!(s.parts, 4);
+        let last = &s.specs[3];
+        // conv.wgsl: one channel in and out, 19 input rows, 18 output rows.
+        let at = |i: usize| last.params[i];
+        assert_eq!(
+            (at(0), at(1), at(2), at(4), at(5), at(13)),
+            (18 * 40, 1, 19, 1, 18, 0)
+        );
+        // Channel 1's rows 21.. from the boundary at 9728 (element 2440 is
+        // byte 9760), its kernel row (element 9) and its bias.
+        assert_eq!(last.binds[0], Bind::InputPart(0, 9728, 12800 - 9728));
+        assert_eq!((at(21), at(22), at(23), at(24)), (8, 9, 1, 2480 - 2432));
+        assert_eq!(last.binds[1], Bind::InputPart(1, 0, 72));
+        assert_eq!(last.binds[2], Bind::InputPart(2, 0, 8));
+        assert_eq!(last.binds[3], Bind::OutputPart(9728, 12800 - 9728));
+        // A 3x3 max pool padded by 1 likewise.
+        let pool = MaxPool {
+            pool_spec: op.pool_spec.clone(),
+            with_index_outputs: None,
+        };
+        let s = cut(&pool, &[vec![1, 2, 40, 40]], &[1, 2, 40, 40]).unwrap();
+        assert_eq!(s.parts, 4);
+        let first = &s.specs[0].params;
+        // pool.wgsl: 22 output rows from 23 input rows, padding 1 above.
+        assert_eq!(
+            (first[0], first[1], first[2], first[4], first[10]),
+            (22 * 40, 1, 23, 22, 1)
+        );
+        // A grouped convolution with two input channels a group is not
+        // cut along its rows.
+        let op = conv(4, 2, 2);
+        let e = cut(
+            &op,
+            &[vec![1, 4, 40, 40], vec![2, 2, 3, 3], vec![2]],
+            &[1, 2, 40, 40],
+        )
+        .unwrap_err();
+        assert!(e.contains("2 input channels a group"), "{e}");
+    }
+
+    #[test]
+    fn a_transposed_convolution_is_cut_along_rows_and_input_channels() {
+        // [1, 8, 16, 16] (8 KiB) up by two into one 32x32 channel (4 KiB).
+        let op = Deconv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec![2, 2],
+                padding: PaddingSpec::Valid,
+                dilations: None,
+                strides: Some(tvec![2, 2]),
+                input_channels: 8,
+                output_channels: 1,
+            },
+            kernel_format: KernelFormat::OIHW,
+            adjustments: tvec![0, 0],
+            group: 1,
+        };
+        let s = cut(
+            &op,
+            &[vec![1, 8, 16, 16], vec![1, 8, 2, 2], vec![1]],
+            &[1, 1, 32, 32],
+        )
+        .unwrap();
+        assert_eq!(s.parts, s.specs.len());
+        let mut written = vec![0u32; 32];
+        for spec in &s.specs {
+            let q = &spec.params;
+            // Input rows: two output rows a row, from the one under its
+            // first; an odd first row is its input row's second tap, one
+            // row of padding as the part sees it.
+            let (rows, y0) = (q[5], (q[21] + bound(spec.binds[3]).0 as u32 / 4) / 32);
+            assert_eq!(q[2], rows.div_ceil(2), "{q:?}");
+            assert_eq!(q[13], y0 % 2, "{q:?}");
+            // The first part over the input channels writes, the others
+            // add; only the last adds the bias.
+            let channels = q[1];
+            let c0 = (q[18] + bound(spec.binds[0]).0 as u32 / 4) / 256;
+            assert_eq!(q[22], u32::from(c0 > 0));
+            assert_eq!(q[17], u32::from(c0 + channels == 8));
+            for y in y0..y0 + rows {
+                written[y as usize] += channels;
+            }
+            for b in &spec.binds {
+                assert!(bound(*b).1 <= 4096, "{b:?}");
+            }
+        }
+        // Every output row sums all eight input channels once.
+        assert_eq!(written, vec![8; 32]);
+    }
+
+    /// A part binding's (offset, size).
+    fn bound(b: Bind) -> (u64, u64) {
+        match b {
+            Bind::InputPart(_, o, n) | Bind::OutputPart(o, n) => (o, n),
+            _ => (0, 0),
+        }
     }
 }
