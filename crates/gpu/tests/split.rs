@@ -159,6 +159,13 @@ fn grouped(
     pad: usize,
     on_gpu: bool,
 ) -> Option<Report> {
+    let model = conv_model(input, co, group, kernel, pad);
+    let expect: &[&str] = if on_gpu { &["conv"] } else { &[] };
+    check(model, vec![tensor(&input, 9)], expect)
+}
+
+/// The model of [`grouped`].
+fn conv_model(input: [usize; 4], co: usize, group: usize, kernel: usize, pad: usize) -> TypedModel {
     let mut model = TypedModel::default();
     let x = source(&mut model, "x", &input);
     let w = konst(
@@ -171,8 +178,7 @@ fn grouped(
     let op = conv_op(spec, group);
     let out = model.wire_node("conv", op, &[x, w, b]).unwrap();
     model.select_output_outlets(&out).unwrap();
-    let expect: &[&str] = if on_gpu { &["conv"] } else { &[] };
-    check(model, vec![tensor(&input, 9)], expect)
+    model
 }
 
 #[test]
@@ -314,6 +320,18 @@ fn a_transposed_convolution_is_cut_along_its_output_channels() {
 /// A transposed convolution from `input` into `co` channels (node
 /// `deconv`), checked against tract: `kernel`, `stride`, symmetric `pad`.
 fn deconv(input: [usize; 4], co: usize, kernel: usize, stride: usize, pad: usize) -> Report {
+    let model = deconv_model(input, co, kernel, stride, pad);
+    check(model, vec![tensor(&input, 30)], &["deconv"]).unwrap()
+}
+
+/// The model of [`deconv`].
+fn deconv_model(
+    input: [usize; 4],
+    co: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+) -> TypedModel {
     let mut model = TypedModel::default();
     let x = source(&mut model, "x", &input);
     let w = konst(&mut model, "w", tensor(&[co, input[1], kernel, kernel], 28));
@@ -322,7 +340,7 @@ fn deconv(input: [usize; 4], co: usize, kernel: usize, stride: usize, pad: usize
     let op = deconv_op(spec, 1);
     let out = model.wire_node("deconv", op, &[x, w, b]).unwrap();
     model.select_output_outlets(&out).unwrap();
-    check(model, vec![tensor(&input, 30)], &["deconv"]).unwrap()
+    model
 }
 
 #[test]
@@ -341,6 +359,12 @@ fn a_transposed_convolution_over_the_limit_everywhere_is_cut_along_rows_and_inpu
     // input windows overlap.
     let report = deconv([2, 8, 60, 60], 2, 3, 2, 1);
     assert!(parts(&report, "deconv") >= 4, "{report}");
+    // In f16, the partial sums over input channels added in f16.
+    let input = [1, 16, 60, 60];
+    let model = deconv_model(input, 2, 2, 2, 0);
+    if let Some(report) = check_f16(model, vec![tensor(&input, 30)], &["deconv"]) {
+        assert!(parts(&report, "deconv") >= 2, "{report}");
+    }
 }
 
 #[test]
@@ -451,6 +475,14 @@ fn channels_over_the_limit_are_cut_along_their_rows() {
     for (co, group) in [(2, 2), (4, 2)] {
         let report = grouped([1, 2, 188, 188], co, group, 3, 1, true).unwrap();
         assert!(parts(&report, "conv") >= 3 * co, "{report}");
+    }
+    // In f16 (2-byte elements, windows from offsets between the aligned
+    // ones): an RGB stem and a depthwise convolution.
+    for (input, co, group) in [([1, 3, 240, 240], 8, 1), ([1, 2, 260, 260], 2, 2)] {
+        let model = conv_model(input, co, group, 3, 1);
+        if let Some(report) = check_f16(model, vec![tensor(&input, 9)], &["conv"]) {
+            assert!(parts(&report, "conv") >= 3, "{report}");
+        }
     }
     // Pools: 3x3 stride 1 with padding, and 2x2 stride 2.
     let report = max_pool([1, 2, 188, 188], 3, 1, 1);
