@@ -490,3 +490,133 @@ fn channels_over_the_limit_are_cut_along_their_rows() {
     let report = max_pool([2, 1, 200, 200], 2, 2, 0);
     assert!(parts(&report, "pool") >= 4, "{report}");
 }
+
+/// Kernel, stride, dilation and padding before and after, per spatial
+/// axis, for one pseudo-random case.
+#[derive(Debug)]
+struct Geometry {
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    before: [usize; 2],
+    after: [usize; 2],
+}
+
+/// A deterministic stream of picks (a fixed seed, so a failure repeats).
+struct Picks(u64);
+
+impl Picks {
+    fn pick(&mut self, lo: usize, hi: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        lo + (self.0 >> 33) as usize % (hi - lo + 1)
+    }
+
+    /// Kernels of one to five taps, strides up to `stride`, dilations up to
+    /// two, padding up to the kernel's reach on either side.
+    fn geometry(&mut self, stride: usize) -> Geometry {
+        let kernel = [self.pick(1, 5), self.pick(1, 5)];
+        let dilation = [self.pick(1, 2), self.pick(1, 2)];
+        let reach = |i: usize| (kernel[i] - 1) * dilation[i];
+        Geometry {
+            kernel,
+            stride: [self.pick(1, stride), self.pick(1, stride)],
+            dilation,
+            before: [self.pick(0, reach(0)), self.pick(0, reach(1))],
+            after: [self.pick(0, reach(0)), self.pick(0, reach(1))],
+        }
+    }
+}
+
+impl Geometry {
+    fn spec(&self, ci: usize, co: usize) -> tract_onnx::tract_core::ops::cnn::PoolSpec {
+        let mut spec = nchw(self.kernel, self.stride, [0, 0], ci, co);
+        spec.dilations = Some(self.dilation[..].into());
+        spec.padding =
+            ops::cnn::PaddingSpec::Explicit(self.before[..].into(), self.after[..].into());
+        spec
+    }
+}
+
+/// One node `op` on a source of `input`, checked against tract on the GPU,
+/// cut into parts.
+fn cut_case(
+    input: &[usize],
+    case: &str,
+    wire: impl FnOnce(&mut TypedModel, OutletId) -> TVec<OutletId>,
+) {
+    eprintln!("case {case} on {input:?}");
+    let mut model = TypedModel::default();
+    let x = source(&mut model, "x", input);
+    let out = wire(&mut model, x);
+    model.select_output_outlets(&out).unwrap();
+    let report = check(model, vec![tensor(input, 32)], &["op"]).unwrap();
+    assert!(parts(&report, "op") >= 2, "{case}:\n{report}");
+}
+
+#[test]
+fn spatial_cuts_match_tract_over_varied_geometries() {
+    if capped().is_none() {
+        return;
+    }
+    let mut picks = Picks(0x5eed);
+    // Convolutions, plain and depthwise, on channels of 66 to 160 KB.
+    for i in 0..20 {
+        let g = picks.geometry(3);
+        let (h, w) = (picks.pick(130, 200), picks.pick(130, 200));
+        let depthwise = i % 2 == 1;
+        let ci = picks.pick(1, 3);
+        let co = if depthwise { ci } else { picks.pick(1, 4) };
+        let group = if depthwise { ci } else { 1 };
+        let case = format!("conv {ci}->{co} in {group} groups, {g:?}");
+        cut_case(&[1, ci, h, w], &case, |model, x| {
+            let k = konst(
+                model,
+                "w",
+                tensor(&[co, ci / group, g.kernel[0], g.kernel[1]], 33),
+            );
+            let b = konst(model, "b", tensor(&[co], 34));
+            let op = conv_op(g.spec(ci, co), group);
+            model.wire_node("op", op, &[x, k, b]).unwrap()
+        });
+    }
+    // Max and average pools (padding counted or not).
+    for i in 0..12 {
+        let g = picks.geometry(3);
+        let (h, w) = (picks.pick(130, 200), picks.pick(130, 200));
+        let c = picks.pick(1, 2);
+        let case = format!("pool {i} on {c} channels, {g:?}");
+        cut_case(&[1, c, h, w], &case, |model, x| {
+            let spec = g.spec(c, c);
+            if i % 2 == 0 {
+                let op = ops::cnn::MaxPool {
+                    pool_spec: spec,
+                    with_index_outputs: None,
+                };
+                model.wire_node("op", op, &[x]).unwrap()
+            } else {
+                let op = ops::cnn::SumPool {
+                    pool_spec: spec,
+                    count_include_pad: i % 4 == 1,
+                    normalize: true,
+                };
+                model.wire_node("op", op, &[x]).unwrap()
+            }
+        });
+    }
+    // Transposed convolutions from 72 KB and more of input.
+    for _ in 0..16 {
+        let g = picks.geometry(3);
+        let (h, w) = (picks.pick(60, 90), picks.pick(60, 90));
+        let (ci, co) = (picks.pick(5, 8), picks.pick(1, 3));
+        let case = format!("deconv {ci}->{co}, {g:?}");
+        cut_case(&[1, ci, h, w], &case, |model, x| {
+            let k = konst(model, "w", tensor(&[co, ci, g.kernel[0], g.kernel[1]], 35));
+            let b = konst(model, "b", tensor(&[co], 36));
+            let op = deconv_op(g.spec(ci, co), 1);
+            model.wire_node("op", op, &[x, k, b]).unwrap()
+        });
+    }
+}
