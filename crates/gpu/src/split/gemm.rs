@@ -20,8 +20,9 @@ pub(super) const M: usize = 0;
 pub(super) const N: usize = 1;
 pub(super) const K: usize = 2;
 
-/// One operand of an encoded GEMM: where it is bound, where its first
-/// element is set, and how it is addressed.
+/// One operand of an encoded GEMM: where it is bound and how it is
+/// addressed (its first element goes in the kernel's base parameter for
+/// the slot, `Kernel::base`).
 struct Operand {
     /// Its entry in `Spec::binds`.
     slot: usize,
