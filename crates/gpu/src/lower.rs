@@ -427,7 +427,8 @@ pub(crate) fn lower(
         params.extend(pad6(out, 1)?);
         params.extend(pad6(&strides(shape), 0)?);
         params.extend(pad6(&red, 1)?);
-        params.extend([0, 0]);
+        // Bases; written, not combined; the means' divisor.
+        params.extend([0, 0, 0, u(n_red)?]);
         return Ok(Lowered::Kernels(vec![Spec {
             kernel: Kernel::Reduce { half: false },
             params,

@@ -390,6 +390,34 @@ fn reductions_are_cut_along_kept_axes() {
 }
 
 #[test]
+fn reductions_over_runs_past_the_limit_are_cut_along_the_reduced_axis() {
+    if capped().is_none() {
+        return;
+    }
+    // (input, axes, reducer, at least this many parts): an 80 KB sum into
+    // one value; the max of three 120 KB rows; the per-channel mean of
+    // squares over 160 KB planes; a min over the outer of two reduced axes.
+    let cases = [
+        (vec![1, 20_000], vec![1], Reducer::Sum, 2),
+        (vec![3, 30_000], vec![1], Reducer::Max, 6),
+        (vec![1, 3, 200, 200], vec![2, 3], Reducer::MeanOfSquares, 9),
+        (vec![50, 400, 3], vec![0, 1], Reducer::Min, 2),
+    ];
+    for (shape, axes, reducer, at_least) in cases {
+        let mut model = TypedModel::default();
+        let x = source(&mut model, "x", &shape);
+        let op = Reduce {
+            axes: axes.into_iter().collect(),
+            reducer,
+        };
+        let out = model.wire_node("reduce", op, &[x]).unwrap();
+        model.select_output_outlets(&out).unwrap();
+        let report = check(model, vec![tensor(&shape, 37)], &["reduce"]).unwrap();
+        assert!(parts(&report, "reduce") >= at_least, "{shape:?}:\n{report}");
+    }
+}
+
+#[test]
 fn what_cannot_be_cut_stays_on_the_cpu_and_says_why() {
     if capped().is_none() {
         return;

@@ -1,6 +1,9 @@
 // Reduction over some axes, one invocation per output element.
-// p: [n_out, op, n_red, out_shape[6], strides[6], red_shape[6], x_base, y_base]
-// (the bases: first elements within the bindings)
+// p: [n_out, op, n_red, out_shape[6], strides[6], red_shape[6], x_base, y_base,
+//     combine, divisor]
+// (the bases: first elements within the bindings; combine 1: fold in what y
+// holds, the result of the earlier parts of a reduction cut along a reduced
+// axis; divisor: the whole reduction's count, for the means)
 // op: 0 sum, 1 max, 2 min, 3 prod, 4 mean of squares, 5 mean
 @group(0) @binding(1) var<storage, read> x: array<{{T}}>;
 @group(0) @binding(2) var<storage, read_write> y: array<{{T}}>;
@@ -43,6 +46,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
             default: { acc += v; }
         }
     }
-    if (op == 4u || op == 5u) { acc = acc / f32(n_red); }
+    if (op == 4u || op == 5u) { acc = acc / f32(p[24]); }
+    if (p[23] == 1u) {
+        let prev = f32(y[p[22] + i]);
+        switch op {
+            case 1u: { acc = max(acc, prev); }
+            case 2u: { acc = min(acc, prev); }
+            case 3u: { acc = acc * prev; }
+            default: { acc += prev; }
+        }
+    }
     y[p[22] + i] = {{T}}(acc);
 }

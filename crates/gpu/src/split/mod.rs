@@ -22,17 +22,20 @@
 //! by the input rows under a range of output rows (their halo included)
 //! (`gemm`). Poolings and depthwise convolutions are cut by channel and
 //! output rows the same way, transposed convolutions by output channels,
-//! output rows and input channels (`spatial`). Everything else is refused
-//! with the reason, and stays on the CPU.
+//! output rows and input channels (`spatial`), reductions along the
+//! reduced axis (`reduce`). Everything else is refused with the reason, and
+//! stays on the CPU.
 //!
 //! Pure: no device. The planner supplies the limits and the lowering.
 
 mod gemm;
+mod reduce;
 mod spatial;
 
 use crate::kernels::Kernel;
 use crate::lower::{Bind, Lowered, Spec};
 use gemm::{cut_gemm, gemm};
+use reduce::cut_reduce;
 use spatial::{cut_deconv, cut_planes};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::array::{MultiBroadcastTo, Pad, Slice, TypedConcat};
@@ -335,6 +338,14 @@ pub(crate) fn split(
             if list.len() == 1 && matches!(list[0].kernel, Kernel::Deconv { .. }) =>
         {
             match cut_deconv(&list[0], elem, limits) {
+                Ok(cut) => return Ok(cut),
+                Err(g) => format!("{why}; {g}"),
+            }
+        }
+        Ok(Lowered::Kernels(list))
+            if list.len() == 1 && matches!(list[0].kernel, Kernel::Reduce { .. }) =>
+        {
+            match cut_reduce(&list[0], elem, limits) {
                 Ok(cut) => return Ok(cut),
                 Err(g) => format!("{why}; {g}"),
             }
@@ -1009,5 +1020,29 @@ mod tests {
             Bind::InputPart(_, o, n) | Bind::OutputPart(o, n) => (o, n),
             _ => (0, 0),
         }
+    }
+
+    #[test]
+    fn a_reduction_past_the_limit_is_cut_along_its_reduced_axis() {
+        // The sum of 2048 values (8 KiB): parts of 961 (3844 bytes with
+        // the alignment slack), the later ones folded into the first's.
+        let op = Reduce {
+            axes: tvec![1],
+            reducer: tract_onnx::tract_core::ops::nn::Reducer::Sum,
+        };
+        let s = cut(&op, &[vec![1, 2048]], &[1, 1]).unwrap();
+        assert_eq!(s.parts, 3);
+        let p = |i: usize, at: usize| s.specs[i].params[at];
+        let counts: Vec<u32> = (0..3).map(|i| p(i, 2)).collect();
+        assert_eq!(counts, [961, 961, 126]);
+        let combine: Vec<u32> = (0..3).map(|i| p(i, 23)).collect();
+        assert_eq!(combine, [0, 1, 1]);
+        // The second reads elements 961.. from the boundary at byte 3840.
+        assert_eq!(
+            s.specs[1].binds[0],
+            Bind::InputPart(0, 3840, (961 + 961) * 4 - 3840)
+        );
+        assert_eq!(p(1, 21), 1);
+        assert!(s.specs.iter().all(|s| s.binds[1] == Bind::OutputPart(0, 4)));
     }
 }
