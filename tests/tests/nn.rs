@@ -283,3 +283,48 @@ fn gpu_contexts_match_the_cpu_across_batch_sizes_and_read_outputs_lazily() {
         .unwrap_err();
     assert!(matches!(err, NnError::InputShape { .. }), "{err}");
 }
+
+#[test]
+fn a_gpu_plan_being_built_holds_up_only_callers_of_the_same_shapes() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    if !gpu_or_skip() {
+        return;
+    }
+    let model = load_private("mlp_dynamic_batch.onnx", "gpu-plan-cells");
+    let types = [weft_nn::DatumType::F32];
+    let planned = model.gpu_plan(&[vec![2, 4]], &types).unwrap();
+    // A build of batch 7 that waits, mid-build, until released.
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let building = {
+        let model = model.clone();
+        std::thread::spawn(move || {
+            model.gpu_plan_with(&[vec![7, 4]], &types, |gpu, typed| {
+                entered_tx.send(()).unwrap();
+                released.recv().unwrap();
+                weft_nn::gpu::GpuPlan::build(gpu, typed)
+            })
+        })
+    };
+    entered.recv().unwrap();
+    // Meanwhile batch 2, planned already, comes straight back.
+    let (done_tx, done) = mpsc::channel();
+    {
+        let model = model.clone();
+        std::thread::spawn(move || {
+            let plan = model.gpu_plan(&[vec![2, 4]], &types).unwrap();
+            done_tx.send(Arc::as_ptr(&plan) as usize).unwrap();
+        });
+    }
+    let got = done.recv_timeout(Duration::from_secs(30));
+    release.send(()).unwrap();
+    let got = got.expect("a planned shape waited for another shape's plan to be built");
+    assert_eq!(got, Arc::as_ptr(&planned) as usize);
+    // The held build finishes and is kept: asking again builds nothing.
+    let built = building.join().unwrap().unwrap();
+    let again = model
+        .gpu_plan_with(&[vec![7, 4]], &types, |_, _| panic!("built twice"))
+        .unwrap();
+    assert!(Arc::ptr_eq(&built, &again));
+}

@@ -103,6 +103,11 @@ impl TensorInfo {
 
 type PlanCell = Arc<OnceLock<Result<Plan, String>>>;
 
+/// One input-shape set's GPU plan, built under its own lock (so a build
+/// holds up only callers of the same shapes) and replaced when the device
+/// it was built on is lost.
+type GpuPlanCell = Arc<Mutex<Option<Arc<weft_gpu::GpuPlan>>>>;
+
 /// A parsed ONNX model with its plan cache.
 pub struct OnnxModel {
     digest: String,
@@ -112,7 +117,7 @@ pub struct OnnxModel {
     metadata: BTreeMap<String, String>,
     plans: Mutex<PlanCache>,
     /// GPU plans per input-shape set; a plan of a lost device is rebuilt.
-    gpu_plans: Mutex<HashMap<Vec<Vec<usize>>, Arc<weft_gpu::GpuPlan>>>,
+    gpu_plans: Mutex<HashMap<Vec<Vec<usize>>, GpuPlanCell>>,
 }
 
 #[derive(Default)]
@@ -288,16 +293,47 @@ impl OnnxModel {
 
     /// The GPU plan for these concrete input shapes on the process's
     /// device, lowered once per device (weights uploaded once) and shared by
-    /// every context.
+    /// every context. Concurrent callers of the same shapes wait for the one
+    /// build; callers of other shapes do not.
     pub fn gpu_plan(
         &self,
         shapes: &[Vec<usize>],
         types: &[DatumType],
     ) -> Result<Arc<weft_gpu::GpuPlan>, NnError> {
+        self.gpu_plan_with(shapes, types, weft_gpu::GpuPlan::build)
+    }
+
+    /// [`OnnxModel::gpu_plan`], lowering with `build` (for tests that must
+    /// hold a build in progress).
+    #[doc(hidden)]
+    pub fn gpu_plan_with(
+        &self,
+        shapes: &[Vec<usize>],
+        types: &[DatumType],
+        build: impl FnOnce(
+            Arc<weft_gpu::Gpu>,
+            &TypedModel,
+        ) -> Result<weft_gpu::GpuPlan, weft_gpu::GpuError>,
+    ) -> Result<Arc<weft_gpu::GpuPlan>, NnError> {
         let gpu = weft_gpu::shared()?;
         let generation = gpu.generation();
-        let mut cache = self.gpu_plans.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(plan) = cache.get(shapes)
+        let cell = {
+            let mut cache = self.gpu_plans.lock().unwrap_or_else(|e| e.into_inner());
+            if !cache.contains_key(shapes) && cache.len() >= MAX_PLANS_PER_MODEL {
+                cache.clear();
+            }
+            // Plans of a lost device are of no further use (a cell being
+            // built is left to its builder).
+            cache.retain(|_, cell| match cell.try_lock() {
+                Ok(plan) => plan
+                    .as_ref()
+                    .is_none_or(|p| p.gpu().generation() == generation),
+                Err(_) => true,
+            });
+            cache.entry(shapes.to_vec()).or_default().clone()
+        };
+        let mut slot = cell.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(plan) = slot.as_ref()
             && plan.gpu().generation() == generation
         {
             return Ok(plan.clone());
@@ -315,13 +351,12 @@ impl OnnxModel {
         })
         .map_err(plan_error)?;
         let started = std::time::Instant::now();
-        let plan = catch_unwind(AssertUnwindSafe(|| weft_gpu::GpuPlan::build(gpu, &typed)))
-            .map_err(|panic| {
-                plan_error(format!(
-                    "the GPU lowering panicked: {}",
-                    panic_message(panic.as_ref())
-                ))
-            })??;
+        let plan = catch_unwind(AssertUnwindSafe(|| build(gpu, &typed))).map_err(|panic| {
+            plan_error(format!(
+                "the GPU lowering panicked: {}",
+                panic_message(panic.as_ref())
+            ))
+        })??;
         let report = plan.report();
         tracing::info!(
             model.digest = %self.digest,
@@ -338,12 +373,7 @@ impl OnnxModel {
         }
         tracing::debug!("GPU placement:\n{report}");
         let plan = Arc::new(plan);
-        if cache.len() >= MAX_PLANS_PER_MODEL {
-            cache.clear();
-        }
-        // Plans of a lost device are of no further use.
-        cache.retain(|_, p| p.gpu().generation() == generation);
-        cache.insert(shapes.to_vec(), plan.clone());
+        *slot = Some(plan.clone());
         Ok(plan)
     }
 
