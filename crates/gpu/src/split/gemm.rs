@@ -207,6 +207,7 @@ pub(super) fn cut_gemm(spec: &Spec, elem: usize, limits: Limits) -> Result<Split
         return Err("an empty GEMM".into());
     }
     let batch = |at: usize| [w(at), w(at + 1), w(at + 2)];
+    let gather = im2col.then(|| Gather::of(p));
     let mut operands = vec![
         Operand {
             slot: 0,
@@ -218,7 +219,7 @@ pub(super) fn cut_gemm(spec: &Spec, elem: usize, limits: Limits) -> Result<Split
             slot: 1,
             strides: [0, w(gp::B_CS), w(gp::B_RS)],
             batch: batch(gp::B_BATCH),
-            gather: im2col.then(|| Gather::of(p)),
+            gather,
         },
         Operand {
             slot: 3,
@@ -245,7 +246,6 @@ pub(super) fn cut_gemm(spec: &Spec, elem: usize, limits: Limits) -> Result<Split
     // output rows; tile-sized steps along m and n (and BK along k) keep
     // the parts' tiles full.
     let tile = u64::from(spec.kernel.tile());
-    let gather = im2col.then(|| Gather::of(p));
     let (unit, step) = match gather {
         Some(g) => ([1, g.ow, g.kk], [tile, g.ow, g.kk]),
         None => ([1, 1, 1], [tile, tile, 16]),
