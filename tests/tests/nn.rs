@@ -285,6 +285,26 @@ fn gpu_contexts_match_the_cpu_across_batch_sizes_and_read_outputs_lazily() {
 }
 
 #[test]
+fn a_models_gpu_plans_for_several_shapes_share_its_weights_on_the_device() {
+    if !gpu_or_skip() {
+        return;
+    }
+    let model = load_private("mlp_dynamic_batch.onnx", "gpu-plan-weights");
+    let types = [weft_nn::DatumType::F32];
+    let first = model.gpu_plan(&[vec![2, 4]], &types).unwrap();
+    assert!(first.report().weight_bytes > 0);
+    assert_eq!(first.report().shared_weight_bytes, 0);
+    // Each shape is typed and decluttered anew; its constants are still
+    // found to be the ones already on the device.
+    for batch in [7, 16] {
+        let plan = model.gpu_plan(&[vec![batch, 4]], &types).unwrap();
+        let report = plan.report();
+        assert_eq!(report.weight_bytes, first.report().weight_bytes, "{report}");
+        assert_eq!(report.shared_weight_bytes, report.weight_bytes, "{report}");
+    }
+}
+
+#[test]
 fn a_gpu_plan_being_built_holds_up_only_callers_of_the_same_shapes() {
     use std::sync::mpsc;
     use std::time::Duration;
@@ -300,10 +320,10 @@ fn a_gpu_plan_being_built_holds_up_only_callers_of_the_same_shapes() {
     let building = {
         let model = model.clone();
         std::thread::spawn(move || {
-            model.gpu_plan_with(&[vec![7, 4]], &types, |gpu, typed| {
+            model.gpu_plan_with(&[vec![7, 4]], &types, |gpu, typed, weights| {
                 entered_tx.send(()).unwrap();
                 released.recv().unwrap();
-                weft_nn::gpu::GpuPlan::build(gpu, typed)
+                weft_nn::gpu::GpuPlan::build_sharing(gpu, typed, weights)
             })
         })
     };
@@ -324,7 +344,7 @@ fn a_gpu_plan_being_built_holds_up_only_callers_of_the_same_shapes() {
     // The held build finishes and is kept: asking again builds nothing.
     let built = building.join().unwrap().unwrap();
     let again = model
-        .gpu_plan_with(&[vec![7, 4]], &types, |_, _| panic!("built twice"))
+        .gpu_plan_with(&[vec![7, 4]], &types, |_, _, _| panic!("built twice"))
         .unwrap();
     assert!(Arc::ptr_eq(&built, &again));
 }

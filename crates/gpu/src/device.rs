@@ -106,6 +106,14 @@ impl Reservation {
             }
         }
     }
+
+    /// Move `bytes` of this reservation (at most all of it) into one of
+    /// their own, released on its own.
+    pub(crate) fn split(&mut self, bytes: u64) -> Reservation {
+        let bytes = bytes.min(self.0);
+        self.0 -= bytes;
+        Reservation(bytes)
+    }
 }
 
 impl Drop for Reservation {

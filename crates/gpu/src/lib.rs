@@ -22,6 +22,7 @@ mod kernels;
 mod lower;
 mod plan;
 mod split;
+mod weights;
 
 pub use coop::COOP_ENV;
 pub use device::{
@@ -31,3 +32,4 @@ pub use device::{
 pub use error::GpuError;
 pub use kernels::Kernel;
 pub use plan::{GpuContext, GpuPlan, NodeReport, Place, Report};
+pub use weights::Weights;

@@ -17,6 +17,7 @@ use crate::error::GpuError;
 use crate::kernels::Kernel;
 use crate::lower::{self, Bind, Lowered, Spec};
 use crate::split;
+use crate::weights::{Resident, Weights, device_bytes};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
@@ -62,8 +63,11 @@ pub struct Report {
     pub dispatches: usize,
     /// Command-buffer submissions per run (before output reads).
     pub submissions: usize,
-    /// Bytes of constants resident on the device.
+    /// Bytes of constants on the device that this plan binds.
     pub weight_bytes: u64,
+    /// Of those, bytes an earlier plan of the same model uploaded (and
+    /// this one binds without uploading them again).
+    pub shared_weight_bytes: u64,
 }
 
 impl Report {
@@ -72,7 +76,7 @@ impl Report {
             .iter()
             .filter(|n| gpu == !matches!(n.place, Place::Cpu(_)))
             .map(|n| n.flops)
-            .sum()
+            .fold(0.0, |a, b| a + b)
     }
 
     /// Fraction of the model's multiply-accumulates that run on the GPU.
@@ -93,7 +97,7 @@ impl Report {
     pub fn summary(&self) -> String {
         let count = |f: fn(&Place) -> bool| self.nodes.iter().filter(|n| f(&n.place)).count();
         format!(
-            "{} nodes on the GPU ({}), {} views, {} fused, {} on the CPU; {:.1}% of FLOPs on the GPU; {} uploads, {} downloads, {} dispatches in {} submission(s) per run; {:.1} MiB of weights resident",
+            "{} nodes on the GPU ({}), {} views, {} fused, {} on the CPU; {:.1}% of FLOPs on the GPU; {} uploads, {} downloads, {} dispatches in {} submission(s) per run; {:.1} MiB of weights resident{}",
             count(|p| matches!(p, Place::Gpu(_))),
             self.adapter,
             count(|p| matches!(p, Place::View)),
@@ -105,6 +109,14 @@ impl Report {
             self.dispatches,
             self.submissions,
             self.weight_bytes as f64 / (1024.0 * 1024.0),
+            if self.shared_weight_bytes > 0 {
+                format!(
+                    " ({:.1} MiB shared with other shapes' plans)",
+                    self.shared_weight_bytes as f64 / (1024.0 * 1024.0)
+                )
+            } else {
+                String::new()
+            },
         )
     }
 }
@@ -184,10 +196,9 @@ pub struct GpuPlan {
     inputs: Vec<usize>,
     outputs: Vec<usize>,
     slot_bytes: Vec<u64>,
-    consts: Vec<wgpu::Buffer>,
+    consts: Vec<Arc<Resident>>,
     dummy: wgpu::Buffer,
     report: Report,
-    _memory: Reservation,
 }
 
 impl fmt::Debug for GpuPlan {
@@ -276,8 +287,19 @@ fn bias_of(
 impl GpuPlan {
     /// Lower a decluttered model whose input shapes are all concrete.
     pub fn build(gpu: Arc<Gpu>, model: &TypedModel) -> Result<GpuPlan, GpuError> {
+        Self::build_sharing(gpu, model, &Weights::new())
+    }
+
+    /// [`GpuPlan::build`], binding the constants earlier plans of the same
+    /// model left in `weights` rather than uploading them again (one
+    /// [`Weights`] per model, shared by the plans of all its shapes).
+    pub fn build_sharing(
+        gpu: Arc<Gpu>,
+        model: &TypedModel,
+        weights: &Weights,
+    ) -> Result<GpuPlan, GpuError> {
         let coop = gpu.cooperative_matrix().ok();
-        Self::build_with(gpu, model, coop)
+        Self::lower(gpu, model, coop, weights)
     }
 
     /// [`GpuPlan::build`] with f16 GEMMs on `coop` (a
@@ -287,6 +309,15 @@ impl GpuPlan {
         gpu: Arc<Gpu>,
         model: &TypedModel,
         coop: Option<Kernel>,
+    ) -> Result<GpuPlan, GpuError> {
+        Self::lower(gpu, model, coop, &Weights::new())
+    }
+
+    fn lower(
+        gpu: Arc<Gpu>,
+        model: &TypedModel,
+        coop: Option<Kernel>,
+        weights: &Weights,
     ) -> Result<GpuPlan, GpuError> {
         let order = model.eval_order().map_err(lowering)?;
         let max_binding = gpu.max_binding();
@@ -697,38 +728,58 @@ impl GpuPlan {
             }
         }
 
-        // Constants to the device, once, within the memory budget.
-        let weight_bytes: u64 = values
-            .iter()
-            .filter(|v| v.gpu == Some(Home::Const(usize::MAX)))
-            .map(|v| v.bytes.max(4))
-            .sum();
-        let memory = Reservation::take(weight_bytes)?;
-        let mut consts: Vec<wgpu::Buffer> = Vec::new();
+        // Constants to the device, once per model: those an earlier plan of
+        // this model's `weights` holds are bound, the rest uploaded within
+        // the memory budget (checked for all of them before any upload).
+        let mut consts: Vec<Arc<Resident>> = Vec::new();
         let mut const_index: HashMap<usize, usize> = HashMap::new();
         let dummy;
         {
             use wgpu::util::DeviceExt;
+            let mut store = weights.lock(gpu.generation());
+            let mut missing: Vec<usize> = Vec::new();
+            for (v, value) in values.iter().enumerate() {
+                if value.gpu == Some(Home::Const(usize::MAX)) {
+                    let k = value.konst.as_ref().expect("constant value");
+                    report.weight_bytes += device_bytes(k);
+                    match store.find(k) {
+                        Some(resident) => {
+                            report.shared_weight_bytes += device_bytes(k);
+                            consts.push(resident);
+                            const_index.insert(v, consts.len() - 1);
+                        }
+                        None => missing.push(v),
+                    }
+                }
+            }
+            let new_bytes = missing
+                .iter()
+                .map(|&v| device_bytes(values[v].konst.as_ref().expect("constant value")))
+                .sum();
+            let mut memory = Reservation::take(new_bytes)?;
             let device = &gpu.device;
             let built = gpu.scoped(|| {
-                for (v, value) in values.iter().enumerate() {
-                    if value.gpu == Some(Home::Const(usize::MAX)) {
-                        let k = value.konst.as_ref().expect("constant value");
+                for &v in &missing {
+                    let k = values[v].konst.as_ref().expect("constant value");
+                    // Two plans of one shape set could share a constant
+                    // twice over; upload it once.
+                    if let Some(resident) = store.find(k) {
+                        consts.push(resident);
+                    } else {
                         let bytes = if k.len() == 0 {
                             &[0u8; 4][..]
                         } else {
                             k.as_bytes()
                         };
-                        consts.push(
-                            device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                                label: Some("weft weights"),
-                                contents: bytes,
-                                usage: wgpu::BufferUsages::STORAGE,
-                            }),
-                        );
-                        report.weight_bytes += bytes.len() as u64;
-                        const_index.insert(v, consts.len() - 1);
+                        let buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                            label: Some("weft weights"),
+                            contents: bytes,
+                            usage: wgpu::BufferUsages::STORAGE,
+                        });
+                        let held = memory.split(device_bytes(k));
+                        consts.push(store.insert(k.clone(), buffer, held));
                     }
+                    const_index.insert(v, consts.len() - 1);
                 }
                 device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("weft dummy"),
@@ -832,7 +883,6 @@ impl GpuPlan {
             consts,
             dummy,
             report,
-            _memory: memory,
         })
     }
 
@@ -933,7 +983,7 @@ impl GpuContext {
                                         let value = &plan.values[*v];
                                         let buffer = match value.gpu {
                                             Some(Home::Slot(s)) => &slots[s],
-                                            Some(Home::Const(c)) => &plan.consts[c],
+                                            Some(Home::Const(c)) => &plan.consts[c].buffer,
                                             None => unreachable!("planned on the GPU"),
                                         };
                                         let (offset, bytes) = match *b {
@@ -999,7 +1049,7 @@ impl GpuContext {
     fn buffer(&self, v: usize) -> &wgpu::Buffer {
         match self.plan.values[v].gpu {
             Some(Home::Slot(s)) => &self.slots[s],
-            Some(Home::Const(c)) => &self.plan.consts[c],
+            Some(Home::Const(c)) => &self.plan.consts[c].buffer,
             None => unreachable!("value not on the GPU"),
         }
     }

@@ -395,3 +395,85 @@ fn unsupported_nodes_run_on_the_cpu_with_explicit_transfers() {
         assert!(report.gpu_flops_fraction() <= 1.0);
     }
 }
+
+/// The GPU's result of `model` on `x` through `plan` against the CPU's.
+fn agrees(model: &TypedModel, plan: &Arc<GpuPlan>, x: &Tensor) {
+    let cpu = model
+        .clone()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let want = cpu.run(tvec!(x.clone().into_tvalue())).unwrap();
+    let mut ctx = GpuContext::new(plan.clone()).unwrap();
+    ctx.run(vec![Arc::new(x.clone())]).unwrap();
+    let got = ctx.output(0).unwrap();
+    let got = got.to_plain_array_view::<f32>().unwrap();
+    let want = want[0].to_plain_array_view::<f32>().unwrap();
+    assert_eq!(got.shape(), want.shape());
+    for (a, b) in got.iter().zip(want.iter()) {
+        assert!((a - b).abs() <= ATOL + RTOL * b.abs(), "gpu {a} cpu {b}");
+    }
+}
+
+#[test]
+fn plans_of_one_model_at_two_shapes_upload_its_weights_once() {
+    let Some(gpu) = gpu() else { return };
+    let at = |m: usize| {
+        let mut model = TypedModel::default();
+        let relu = gemm_bias_relu(&mut model, m, 48, 40);
+        model.select_output_outlets(&relu).unwrap();
+        model
+    };
+    let weights = weft_gpu::Weights::new();
+    let (small, large) = (at(3), at(17));
+    let first = Arc::new(GpuPlan::build_sharing(gpu.clone(), &small, &weights).unwrap());
+    let resident = weights.resident_bytes();
+    // The weights [48, 40] and bias [1, 40] (the relu's zero is fused).
+    assert_eq!(first.report().weight_bytes, (48 * 40 + 40) * 4);
+    assert_eq!(resident, first.report().weight_bytes);
+    assert_eq!(first.report().shared_weight_bytes, 0);
+    let second = Arc::new(GpuPlan::build_sharing(gpu.clone(), &large, &weights).unwrap());
+    let report = second.report();
+    assert_eq!(report.shared_weight_bytes, report.weight_bytes, "{report}");
+    assert!(
+        report.summary().contains("shared with other shapes"),
+        "{report}"
+    );
+    assert_eq!(weights.resident_bytes(), resident, "uploaded again");
+    // A plan built without the store uploads its own.
+    let alone = GpuPlan::build(gpu.clone(), &large).unwrap();
+    assert_eq!(alone.report().shared_weight_bytes, 0);
+    assert_eq!(weights.resident_bytes(), resident);
+    drop(alone);
+
+    // Both compute right, and the shared buffers outlive the plan that
+    // uploaded them.
+    let x3 = tensor(&[3, 48], 5);
+    let x17 = tensor(&[17, 48], 6);
+    for (model, plan, x) in [(&small, &first, &x3), (&large, &second, &x17)] {
+        agrees(model, plan, x);
+    }
+    drop(first);
+    assert_eq!(weights.resident_bytes(), resident);
+    agrees(&large, &second, &x17);
+    drop(second);
+    assert_eq!(weights.resident_bytes(), 0, "freed with the last plan");
+
+    // Weights of equal shape and other values are not mistaken for them.
+    let mut other = TypedModel::default();
+    let a = source(&mut other, "a", &[3, 48]);
+    let w = konst(&mut other, "w", tensor(&[48, 40], 9));
+    let op = EinSum {
+        axes: "mk,kn->mn".parse().unwrap(),
+        operating_dt: f32::datum_type(),
+        q_params: None,
+    };
+    let mm = other.wire_node("mm", op, &[a, w]).unwrap();
+    other.select_output_outlets(&mm).unwrap();
+    let kept = Arc::new(GpuPlan::build_sharing(gpu.clone(), &small, &weights).unwrap());
+    let plan = Arc::new(GpuPlan::build_sharing(gpu, &other, &weights).unwrap());
+    assert_eq!(plan.report().shared_weight_bytes, 0);
+    agrees(&other, &plan, &x3);
+    drop(kept);
+}

@@ -48,9 +48,23 @@ fn device_loss_and_memory_budget_fail_one_request_then_recover() {
     };
     assert_eq!(run(4).unwrap(), 32.0);
 
+    // Plans of two shapes sharing a store reserve the weights once.
+    let weights = weft_gpu::Weights::new();
+    let plan = Arc::new(GpuPlan::build_sharing(gpu.clone(), &model(4), &weights).unwrap());
+    let held = weft_gpu::memory_in_use();
+    assert_eq!(held, 64 * 64 * 4);
+    let other = GpuPlan::build_sharing(gpu.clone(), &model(8), &weights).unwrap();
+    assert_eq!(other.report().shared_weight_bytes, 64 * 64 * 4);
+    assert_eq!(weft_gpu::memory_in_use(), held);
+    drop(other);
+    assert_eq!(
+        weft_gpu::memory_in_use(),
+        held,
+        "still bound by the first plan"
+    );
+
     // A context made before the loss fails with DeviceLost.
-    let plan = Arc::new(GpuPlan::build(gpu.clone(), &model(4)).unwrap());
-    let mut ctx = GpuContext::new(plan).unwrap();
+    let mut ctx = GpuContext::new(plan.clone()).unwrap();
     gpu.destroy_for_test();
     let err = ctx
         .run(vec![Arc::new(
@@ -68,6 +82,12 @@ fn device_loss_and_memory_budget_fail_one_request_then_recover() {
     assert_eq!(run(4).unwrap(), 32.0);
     let again = weft_gpu::shared().unwrap();
     assert!(again.generation() > gpu.generation());
+    // The lost device's weights are not bound on the new one.
+    let fresh = GpuPlan::build_sharing(again.clone(), &model(4), &weights).unwrap();
+    assert_eq!(fresh.report().shared_weight_bytes, 0);
+    drop(fresh);
+    drop(plan);
+    assert_eq!(weft_gpu::memory_in_use(), 0);
 
     // A budget smaller than the activations refuses the request clearly...
     weft_gpu::set_memory_budget(Some(64 * 64 * 4 + 1024));

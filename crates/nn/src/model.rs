@@ -118,6 +118,9 @@ pub struct OnnxModel {
     plans: Mutex<PlanCache>,
     /// GPU plans per input-shape set; a plan of a lost device is rebuilt.
     gpu_plans: Mutex<HashMap<Vec<Vec<usize>>, GpuPlanCell>>,
+    /// The constants those plans hold on the device, uploaded once for
+    /// all shapes.
+    gpu_weights: weft_gpu::Weights,
 }
 
 #[derive(Default)]
@@ -257,6 +260,7 @@ impl OnnxModel {
             metadata,
             plans: Mutex::default(),
             gpu_plans: Mutex::default(),
+            gpu_weights: weft_gpu::Weights::new(),
         };
         // A model with fully static inputs is compiled right away, so a model
         // tract cannot type or optimize fails at load, not at first compute.
@@ -300,7 +304,7 @@ impl OnnxModel {
         shapes: &[Vec<usize>],
         types: &[DatumType],
     ) -> Result<Arc<weft_gpu::GpuPlan>, NnError> {
-        self.gpu_plan_with(shapes, types, weft_gpu::GpuPlan::build)
+        self.gpu_plan_with(shapes, types, weft_gpu::GpuPlan::build_sharing)
     }
 
     /// [`OnnxModel::gpu_plan`], lowering with `build` (for tests that must
@@ -313,6 +317,7 @@ impl OnnxModel {
         build: impl FnOnce(
             Arc<weft_gpu::Gpu>,
             &TypedModel,
+            &weft_gpu::Weights,
         ) -> Result<weft_gpu::GpuPlan, weft_gpu::GpuError>,
     ) -> Result<Arc<weft_gpu::GpuPlan>, NnError> {
         let gpu = weft_gpu::shared()?;
@@ -351,12 +356,13 @@ impl OnnxModel {
         })
         .map_err(plan_error)?;
         let started = std::time::Instant::now();
-        let plan = catch_unwind(AssertUnwindSafe(|| build(gpu, &typed))).map_err(|panic| {
-            plan_error(format!(
-                "the GPU lowering panicked: {}",
-                panic_message(panic.as_ref())
-            ))
-        })??;
+        let plan = catch_unwind(AssertUnwindSafe(|| build(gpu, &typed, &self.gpu_weights)))
+            .map_err(|panic| {
+                plan_error(format!(
+                    "the GPU lowering panicked: {}",
+                    panic_message(panic.as_ref())
+                ))
+            })??;
         let report = plan.report();
         tracing::info!(
             model.digest = %self.digest,
