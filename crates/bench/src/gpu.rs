@@ -244,6 +244,12 @@ fn main() -> Result<()> {
         &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
     )?;
     let g = model_latency(&model, Device::Gpu, a.batch, a.rounds)?;
+    // Where it ran: a node left on the CPU shows up in the ratio.
+    let plan = model.gpu_plan(&[vec![a.batch, 3, 48, 320]], &[weft_nn::DatumType::F32])?;
+    println!("placement: {}", plan.report().summary());
+    for node in plan.report().cpu_nodes() {
+        println!("  on the CPU: {} ({})", node.name, node.op);
+    }
     let c = model_latency(&model, Device::Cpu, a.batch, a.rounds)?;
     println!(
         "weft gpu {:>9.2?} | weft cpu {:>9.2?} | cpu/gpu {:.1}x",

@@ -1002,9 +1002,16 @@ pub(crate) fn einsum(
             }
         }
     }
-    let m = merge_axes(m)?;
-    let n = merge_axes(n)?;
-    let k = merge_axes(k)?;
+    // An `m` or `n` axis that does not merge with the innermost ones (the
+    // batch of a batched 1x1 convolution, outside its channels) is a batch
+    // axis that one operand broadcasts along.
+    let (m, n, k) = (merge_axes(m), merge_axes(n), merge_axes(k));
+    if k.len() > 1 {
+        return Err("EinSum with two non-adjacent summed axes stays on the CPU".into());
+    }
+    batch.extend(m.iter().skip(1).copied());
+    batch.extend(n.iter().skip(1).copied());
+    let (m, n, k) = (m.first().copied(), n.first().copied(), k.first().copied());
     let (mm, ma, _, mc, md) = m.unwrap_or((1, 0, 0, 0, 0));
     let (nn, _, nb, nc, nd) = n.unwrap_or((1, 0, 0, 0, 0));
     let (kk, ka, kb, _, _) = k.unwrap_or((1, 0, 0, 0, 0));
@@ -1033,26 +1040,30 @@ pub(crate) fn einsum(
     )?]))
 }
 
-/// Several axes of one GEMM role (the `H` and `W` of a 1x1 convolution
-/// written as EinSum) become one when they are adjacent in memory in every
-/// operand.
-fn merge_axes(mut axes: Vec<Axis>) -> Result<Option<Axis>, String> {
-    // Outermost first: the largest stride in any operand.
+/// Several axes of one GEMM role become one where they are adjacent in
+/// memory in every operand (the `H` and `W` of a 1x1 convolution written as
+/// EinSum). Returns the merged groups, innermost first: more than one when
+/// some are not adjacent (the `N` and `HW` of a batched one, with the
+/// channels between them).
+fn merge_axes(mut axes: Vec<Axis>) -> Vec<Axis> {
+    // Innermost last: the smallest largest stride in any operand.
     axes.sort_by_key(|a| std::cmp::Reverse(a.1.max(a.2).max(a.3)));
-    let mut it = axes.into_iter();
-    let Some(mut cur) = it.next() else {
-        return Ok(None);
-    };
-    for next in it {
-        let fits = |outer: usize, inner: usize| outer == inner * next.0;
-        if fits(cur.1, next.1) && fits(cur.2, next.2) && fits(cur.3, next.3) && fits(cur.4, next.4)
-        {
-            cur = (cur.0 * next.0, next.1, next.2, next.3, next.4);
-        } else {
-            return Err("EinSum with two non-adjacent axes of one role stays on the CPU".into());
+    let mut groups: Vec<Axis> = Vec::new();
+    while let Some(outer) = axes.pop() {
+        let fits = |o: usize, i: usize, size: usize| o == i * size;
+        match groups.last_mut() {
+            Some(g)
+                if fits(outer.1, g.1, g.0)
+                    && fits(outer.2, g.2, g.0)
+                    && fits(outer.3, g.3, g.0)
+                    && fits(outer.4, g.4, g.0) =>
+            {
+                *g = (g.0 * outer.0, g.1, g.2, g.3, g.4);
+            }
+            _ => groups.push(outer),
         }
     }
-    Ok(Some(cur))
+    groups
 }
 
 /// Lower a convolution or EinSum with a fused activation (the planner

@@ -189,6 +189,34 @@ fn conv_as_gemm_implicit_gemm_and_direct() {
 }
 
 #[test]
+fn batched_pointwise_convs_decluttered_to_einsum_stay_one_gemm() {
+    // tract writes a 1x1 convolution as EinSum `NCHW,OC->NOHW`: its `m`
+    // axes N and HW are not adjacent (the channels lie between), so N is a
+    // batch axis the weights broadcast along.
+    for (input, co) in [([3, 8, 9, 7], 16), ([16, 5, 4, 40], 12)] {
+        let mut model = TypedModel::default();
+        let x = source(&mut model, "x", &input);
+        let w = konst(&mut model, "w", tensor(&[co, input[1], 1, 1], 5));
+        let b = konst(&mut model, "b", tensor(&[co], 6));
+        let op = conv_op(nchw([1, 1], [1, 1], [0, 0], input[1], co), 1);
+        let out = model.wire_node("conv", op, &[x, w, b]).unwrap();
+        model.select_output_outlets(&out).unwrap();
+        let model = model.into_decluttered().unwrap();
+        let einsum: Vec<String> = model
+            .nodes()
+            .iter()
+            .filter(|n| n.op_is::<EinSum>())
+            .map(|n| n.name.clone())
+            .collect();
+        assert_eq!(einsum.len(), 1, "{model}");
+        let names: Vec<&str> = einsum.iter().map(String::as_str).collect();
+        let report = check(model.clone(), vec![tensor(&input, 8)], &names).unwrap();
+        assert_eq!(report.cpu_nodes().count(), 0, "{report}");
+        check_f16(model, vec![tensor(&input, 8)], &names);
+    }
+}
+
+#[test]
 fn deconv_stride_two() {
     let mut model = TypedModel::default();
     let x = source(&mut model, "x", &[1, 6, 5, 4]);

@@ -69,6 +69,20 @@ fn the_ocr_recognizer_runs_whole_on_the_gpu_under_a_256_kib_binding_limit() {
 }
 
 #[test]
+fn a_batch_of_two_text_lines_each_over_the_limit_runs_whole_on_the_gpu() {
+    // One line's largest activations (480 KiB) are over the limit on their
+    // own: each node is cut line by line, then within the line; the
+    // pointwise convolutions, which tract writes as EinSum with the batch
+    // outside the channels, as GEMMs.
+    let shape = [2, 3, 48, 320];
+    let Some(model) = model("ch_PP-OCRv4_rec_infer.onnx", shape) else {
+        return;
+    };
+    let report = check(model, vec![tensor(&shape, 19)], &[]).unwrap();
+    whole_on_the_gpu(&report, &["Conv", "EinSum", "Mul", "Add"]);
+}
+
+#[test]
 fn the_ocr_detector_runs_whole_on_the_gpu_under_a_256_kib_binding_limit() {
     // 320x320: a 400 KiB RGB input (its channels over the limit), 100 KiB
     // planes of 16 channels at 160x160, and a one-channel 400 KiB output.

@@ -648,3 +648,48 @@ fn spatial_cuts_match_tract_over_varied_geometries() {
         });
     }
 }
+
+#[test]
+fn batches_each_of_whose_items_is_over_the_limit_are_cut_within_each_item() {
+    if capped().is_none() {
+        return;
+    }
+    // Three 80 KB images [4, 50, 100]: a per-channel scale (broadcast
+    // along the channels) and a ReLU, cut by image and then by channels.
+    let mut model = TypedModel::default();
+    let x = source(&mut model, "x", &[3, 4, 50, 100]);
+    let s = konst(&mut model, "s", tensor(&[1, 4, 1, 1], 3));
+    let y = model.wire_node("scale", ops::math::mul(), &[x, s]).unwrap();
+    let zero = konst(
+        &mut model,
+        "zero",
+        Tensor::from_shape(&[1, 1, 1, 1], &[0f32]).unwrap(),
+    );
+    let y = model
+        .wire_node("relu", ops::math::max(), &[y[0], zero])
+        .unwrap();
+    model.select_output_outlets(&y).unwrap();
+    let report = check(model.clone(), vec![tensor(&[3, 4, 50, 100], 4)], &["scale"]).unwrap();
+    assert!(parts(&report, "scale") >= 6, "{report}");
+    if let Some(report) = check_f16(model, vec![tensor(&[3, 4, 50, 100], 4)], &["scale"]) {
+        assert!(parts(&report, "scale") >= 3, "{report}");
+    }
+    // A batched 1x1 convolution as tract declutters it (EinSum with the
+    // batch a broadcast axis of the weights): each 96 KB image cut as a
+    // GEMM; and a 3x3 one, each image along rows or channels.
+    for (kernel, pad) in [(1, 0), (3, 1)] {
+        let model = conv_model([3, 6, 40, 100], 6, 1, kernel, pad)
+            .into_decluttered()
+            .unwrap();
+        let names: Vec<String> = model
+            .nodes()
+            .iter()
+            .filter(|n| n.op_is::<ops::einsum::EinSum>() || n.op_is::<ops::cnn::Conv>())
+            .map(|n| n.name.clone())
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let report = check(model, vec![tensor(&[3, 6, 40, 100], 5)], &names).unwrap();
+        assert_eq!(report.cpu_nodes().count(), 0, "{report}");
+        assert!(parts(&report, names[0]) >= 6, "{report}");
+    }
+}

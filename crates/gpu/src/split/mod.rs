@@ -314,7 +314,21 @@ pub(crate) fn split(
     limits: Limits,
     lower: impl Fn(&[Vec<usize>], &[usize]) -> Result<Lowered, String>,
 ) -> Result<Split, String> {
-    let outer = outermost(op, ins, out, elem, limits, &lower);
+    split_with(op, ins, out, elem, limits, &lower)
+}
+
+/// How a node is lowered for the shapes of a part.
+type Lower<'a> = &'a dyn Fn(&[Vec<usize>], &[usize]) -> Result<Lowered, String>;
+
+fn split_with(
+    op: &dyn TypedOp,
+    ins: &[Vec<usize>],
+    out: &[usize],
+    elem: usize,
+    limits: Limits,
+    lower: Lower<'_>,
+) -> Result<Split, String> {
+    let outer = outermost(op, ins, out, elem, limits, lower);
     let Err(why) = outer else {
         return outer;
     };
@@ -358,10 +372,135 @@ pub(crate) fn split(
         }
         _ => why,
     };
+    let why = match per_index(op, ins, out, elem, limits, lower) {
+        Ok(cut) => return Ok(cut),
+        Err(Refusal::Inapplicable) => why,
+        Err(Refusal::Because(e)) => format!("{why}; one index at a time, {e}"),
+    };
     Err(format!(
         "{why}: over this adapter's {} byte binding limit, and it cannot be cut into parts that fit",
         limits.binding
     ))
+}
+
+/// Why [`per_index`] made no cut.
+enum Refusal {
+    /// It does not apply (nothing of extent above one after the outermost
+    /// axis, or the op cannot be cut along that axis at all): the other
+    /// cuts' reasons say it.
+    Inapplicable,
+    Because(String),
+}
+
+/// A node one index of whose outermost axis is already over the limit
+/// (a batch of images, each too large for one binding) cut into one part
+/// per index, each split as a node of its own ([`split_with`]: along its
+/// next axis, as a GEMM, spatially...) and moved to its index: the
+/// windows of the output and of the inputs that follow the axis shift by
+/// a slice each, an input bound whole in the part binds its slice.
+fn per_index(
+    op: &dyn TypedOp,
+    ins: &[Vec<usize>],
+    out: &[usize],
+    elem: usize,
+    limits: Limits,
+    lower: Lower<'_>,
+) -> Result<Split, Refusal> {
+    use Refusal::{Because, Inapplicable};
+    let axis = out.iter().position(|&d| d > 1).ok_or(Inapplicable)?;
+    if out[axis + 1..].iter().all(|&d| d == 1) {
+        return Err(Inapplicable);
+    }
+    let follows = follow(op, ins, out, axis).map_err(|_| Inapplicable)?;
+    let bytes = |dims: &[usize]| (dims.iter().product::<usize>() * elem) as u64;
+    let mut sub_ins = ins.to_vec();
+    let mut in_rows: Vec<Option<u64>> = Vec::with_capacity(ins.len());
+    for (shape, f) in sub_ins.iter_mut().zip(&follows) {
+        match *f {
+            Some(a) if shape[..a].iter().all(|&d| d == 1) && shape[a] == out[axis] => {
+                in_rows.push(Some(bytes(&shape[a + 1..])));
+                shape[a] = 1;
+            }
+            Some(_) => {
+                return Err(Because(format!(
+                    "a {shape:?} input is not contiguous along axis {axis}"
+                )));
+            }
+            None => in_rows.push(None),
+        }
+    }
+    let mut sub_out = out.to_vec();
+    sub_out[axis] = 1;
+    let out_row = bytes(&out[axis + 1..]);
+    // A part that fits is the node lowered for one index; one that does not
+    // is cut further.
+    let fits = (sub_ins.iter().map(Vec::as_slice))
+        .chain([sub_out.as_slice()])
+        .all(|s| bytes(s) <= limits.binding);
+    let sub = match lower(&sub_ins, &sub_out) {
+        Ok(Lowered::Kernels(specs)) if fits => Split { specs, parts: 1 },
+        _ => split_with(op, &sub_ins, &sub_out, elem, limits, lower).map_err(Because)?,
+    };
+    let extent = out[axis];
+    if extent * sub.parts > MAX_PARTS {
+        return Err(Because(format!(
+            "more than {MAX_PARTS} parts ({extent} along axis {axis}, {} each)",
+            sub.parts
+        )));
+    }
+    let align = limits.align.max(4);
+    let elem = elem as u64;
+    let mut specs = Vec::with_capacity(extent * sub.specs.len());
+    for i in 0..extent as u64 {
+        for part in &sub.specs {
+            let mut spec = part.clone();
+            for slot in 0..spec.binds.len() {
+                // (the whole tensor's bind, the part's window, its shift)
+                let (offset, size, row) = match spec.binds[slot] {
+                    Bind::Input(k) => match in_rows[k] {
+                        Some(row) => (0, row, row),
+                        None => continue,
+                    },
+                    Bind::InputPart(k, offset, size) => match in_rows[k] {
+                        Some(row) => (offset, size, row),
+                        None => continue,
+                    },
+                    Bind::Output => (0, out_row, out_row),
+                    Bind::OutputPart(offset, size) => (offset, size, out_row),
+                    Bind::Dummy => continue,
+                };
+                let at = offset + i * row;
+                let (offset, size) = match spec.kernel.base(slot) {
+                    Some(word) => {
+                        let start = at / align * align;
+                        spec.params[word] += u32::try_from((at - start) / elem)
+                            .map_err(|e| Because(e.to_string()))?;
+                        (start, size + at - start)
+                    }
+                    None if at % align == 0 => (at, size),
+                    None => {
+                        return Err(Because(format!(
+                            "a part's binding at byte {at} is not {align}-byte aligned"
+                        )));
+                    }
+                };
+                if size > limits.binding {
+                    return Err(Because(format!(
+                        "a part would bind {size} bytes of one operand"
+                    )));
+                }
+                spec.binds[slot] = match spec.binds[slot] {
+                    Bind::Input(k) | Bind::InputPart(k, ..) => Bind::InputPart(k, offset, size),
+                    _ => Bind::OutputPart(offset, size),
+                };
+            }
+            specs.push(spec);
+        }
+    }
+    Ok(Split {
+        specs,
+        parts: extent * sub.parts,
+    })
 }
 
 /// The cut along the output's outermost axis of extent above one, or why
@@ -372,7 +511,7 @@ fn outermost(
     out: &[usize],
     elem: usize,
     limits: Limits,
-    lower: &impl Fn(&[Vec<usize>], &[usize]) -> Result<Lowered, String>,
+    lower: Lower<'_>,
 ) -> Result<Split, String> {
     let Some(axis) = out.iter().position(|&d| d > 1) else {
         return Err("a one-element output".into());
@@ -731,12 +870,18 @@ mod tests {
             cut(&softmax, &[vec![1, 2048]], &[1, 2048]).unwrap().parts,
             2
         );
-        // A row wider than the limit.
-        let e = cut(&abs(), &[vec![2, 2048]], &[2, 2048]).unwrap_err();
-        assert!(e.contains("a slice of 8192 bytes along axis 0"), "{e}");
+        // Rows wider than the limit are cut one at a time, each along its
+        // length, a broadcast operand with them.
+        let s = cut(&abs(), &[vec![2, 2048]], &[2, 2048]).unwrap();
+        assert_eq!(s.parts, 4);
+        assert_eq!(s.specs[3].binds[1], Bind::OutputPart(12288, 4096));
         let op = add();
-        let e = cut(&op, &[vec![2, 2048], vec![2048]], &[2, 2048]).unwrap_err();
-        assert!(e.contains("needs whole"), "{e}");
+        let s = cut(&op, &[vec![2, 2048], vec![2048]], &[2, 2048]).unwrap();
+        assert_eq!(s.parts, 4);
+        assert_eq!(s.specs[3].binds[1], Bind::InputPart(1, 4096, 4096));
+        // Not so a softmax's rows.
+        let e = cut(&rows, &[vec![2, 2048]], &[2, 2048]).unwrap_err();
+        assert!(e.contains("one index at a time"), "{e}");
         // Too many parts.
         let e = cut(&abs(), &[vec![MAX_PARTS * 2048]], &[MAX_PARTS * 2048]).unwrap_err();
         assert!(e.contains("parts along axis 0"), "{e}");
