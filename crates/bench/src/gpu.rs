@@ -207,7 +207,12 @@ fn main() -> Result<()> {
         o.zip(c)
             .map_or("n/a".to_string(), |(o, c)| format!("{:.0}%", 100.0 * o / c))
     };
-    let tflops = |t: Option<f64>| t.map_or("n/a".to_string(), |t| format!("{t:8.3} TFLOP/s"));
+    let tflops = |t: Option<f64>| {
+        t.map_or("n/a".to_string(), |t| match t {
+            t if t < 0.1 => format!("{:8.2} GFLOP/s", t * 1e3),
+            t => format!("{t:8.3} TFLOP/s"),
+        })
+    };
     for &n in &a.sizes {
         let (ours, kernel) = gemm_tflops(n, a.rounds, false, None)?;
         let cublas = torch.as_ref().and_then(|t| t[format!("fp32-{n}")].as_f64());
@@ -217,6 +222,17 @@ fn main() -> Result<()> {
             tflops(Some(ours)),
             tflops(cublas),
             pct(Some(ours), cublas),
+        );
+        // The same kernel compiled with wgpu's shader runtime checks (index
+        // clamps, loop counters), which Vulkan and DX12 runs leave out.
+        weft_gpu::set_shader_checks(Some(true));
+        let checked = gemm_tflops(n, a.rounds, false, None);
+        weft_gpu::set_shader_checks(None);
+        let (checked, _) = checked?;
+        println!(
+            "N={n:>5}: fp32 {kernel} with wgpu's runtime checks {} | without/with {:.2}x",
+            tflops(Some(checked)),
+            ours / checked,
         );
         if !gpu.has_f16() {
             println!("N={n:>5}: f16 n/a (no shader-f16)");

@@ -165,6 +165,13 @@ pub struct GpuArgs {
     /// larger tensors are cut into parts that fit, or run on the CPU.
     #[arg(long, value_name = "SIZE", env = "WEFT_GPU_BINDING_LIMIT", value_parser = parse::size)]
     pub nn_gpu_binding_limit: Option<usize>,
+
+    /// Compile the GPU kernels with all of wgpu's shader runtime checks
+    /// (index clamps, loop counters) even on Vulkan and DX12, whose drivers
+    /// keep buffer accesses in range themselves; Metal and GL always have
+    /// them.
+    #[arg(long, env = "WEFT_GPU_SHADER_CHECKS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub nn_gpu_shader_checks: bool,
 }
 
 impl GpuArgs {
@@ -175,6 +182,9 @@ impl GpuArgs {
         }
         weft_nn::gpu::set_memory_budget(self.nn_gpu_memory.map(|b| b as u64));
         weft_nn::gpu::set_binding_limit(self.nn_gpu_binding_limit.map(|b| b as u64));
+        if self.nn_gpu_shader_checks {
+            weft_nn::gpu::set_shader_checks(Some(true));
+        }
     }
 }
 

@@ -79,6 +79,33 @@ fn binding_cap() -> u64 {
     cap(&BINDING_CAP, BINDING_ENV)
 }
 
+/// The environment variable that, set to `1`, compiles kernels with all of
+/// wgpu's shader runtime checks (index clamping, loop bounding) even where
+/// the driver confines buffer accesses itself, like `set_shader_checks`.
+pub const SHADER_CHECKS_ENV: &str = "WEFT_GPU_SHADER_CHECKS";
+
+static SHADER_CHECKS: Mutex<Option<bool>> = Mutex::new(None);
+
+/// Force wgpu's shader runtime checks on (`Some(true)`), off where the
+/// backend allows it (`Some(false)`), or leave it to `WEFT_GPU_SHADER_CHECKS`
+/// (`None`). Takes effect for pipelines compiled from now on; plans built
+/// before keep theirs.
+pub fn set_shader_checks(on: Option<bool>) {
+    *SHADER_CHECKS.lock().unwrap_or_else(|e| e.into_inner()) = on;
+}
+
+/// Whether kernels for a device of `backend` are compiled with wgpu's
+/// runtime checks: always except on Vulkan and DX12, whose drivers keep
+/// out-of-range buffer accesses inside the binding (Metal and GL do not
+/// promise that), unless forced on.
+pub(crate) fn shader_checks(backend: wgpu::Backend) -> bool {
+    let forced = SHADER_CHECKS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(|| std::env::var(SHADER_CHECKS_ENV).is_ok_and(|v| v.trim() == "1"));
+    forced || !matches!(backend, wgpu::Backend::Vulkan | wgpu::Backend::Dx12)
+}
+
 /// Device memory held by this process's plans and contexts.
 pub fn memory_in_use() -> u64 {
     IN_USE.load(Ordering::Relaxed)
@@ -321,7 +348,7 @@ static COOP_LOST_DEVICE: AtomicBool = AtomicBool::new(false);
 pub struct Gpu {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
-    info: wgpu::AdapterInfo,
+    pub(crate) info: wgpu::AdapterInfo,
     features: wgpu::Features,
     pub(crate) limits: wgpu::Limits,
     generation: u64,

@@ -165,15 +165,15 @@ impl Kernel {
                 body.replace("{{T}}", "f32")
             }
             Kernel::Gemm { wide, im2col, half } => {
-                let (tile, block, scale) = if wide { (128, 8, 2) } else { (64, 4, 1) };
-                let load_b = load_b(im2col);
+                let (tile, block) = if wide { (128, 8) } else { (64, 4) };
+                let (acc, step, store) = gemm_block(block);
                 let source = include_str!("shaders/gemm.wgsl")
                     .replace("{{BM}}", &tile.to_string())
                     .replace("{{BN}}", &tile.to_string())
-                    .replace("{{TM}}", &block.to_string())
-                    .replace("{{TN}}", &block.to_string())
-                    .replace("{{SCALE}}", &scale.to_string())
-                    .replace("{{LOAD_B}}", load_b)
+                    .replace("{{ACC}}", &acc)
+                    .replace("{{STEP}}", &step)
+                    .replace("{{STORE}}", &store)
+                    .replace("{{LOAD_B}}", load_b(im2col))
                     .replace("{{T}}", if half { "f16" } else { "f32" });
                 if half {
                     // Extensions come first in a WGSL module.
@@ -190,6 +190,38 @@ impl Kernel {
         };
         format!("{COMMON}\n{body}")
     }
+}
+
+/// gemm.wgsl's `block` x `block` register block written out: the
+/// accumulators, one BK step (the invocation's column of As and row of Bs,
+/// then every product) and the stores. Rows are `ty + 16 i`, columns
+/// `tx + 16 j` (see gemm.wgsl).
+fn gemm_block(block: u32) -> (String, String, String) {
+    use std::fmt::Write;
+    let (mut acc, mut step, mut store) = (String::new(), String::new(), String::new());
+    for i in 0..block {
+        let _ = writeln!(
+            step,
+            "            let a{i} = As[ar + ((ty + {}u) ^ sw)];",
+            16 * i
+        );
+    }
+    for j in 0..block {
+        let _ = writeln!(step, "            let b{j} = Bs[br + tx + {}u];", 16 * j);
+    }
+    for i in 0..block {
+        for j in 0..block {
+            let _ = writeln!(acc, "    var r{i}_{j} = 0.0;");
+            let _ = writeln!(step, "            r{i}_{j} = fma(a{i}, b{j}, r{i}_{j});");
+            let _ = writeln!(
+                store,
+                "    put(m0 + ty + {}u, n0 + tx + {}u, r{i}_{j}, cbase, biasbase);",
+                16 * i,
+                16 * j
+            );
+        }
+    }
+    (acc, step, store)
 }
 
 /// The body of a GEMM's `load_b`: a strided read, or an implicit im2col
@@ -244,10 +276,11 @@ fn coop_source(subgroup: u32, bk: u32) -> String {
         .replace("{{EPILOGUE}}", &epilogue)
 }
 
-/// Compiled pipelines of one device, built on first use.
+/// Compiled pipelines of one device, built on first use, by kernel and by
+/// whether wgpu's shader runtime checks were compiled in.
 #[derive(Default)]
 pub(crate) struct Kernels {
-    pipelines: Mutex<HashMap<Kernel, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<(Kernel, bool), Arc<wgpu::ComputePipeline>>>,
 }
 
 impl Kernels {
@@ -256,29 +289,57 @@ impl Kernels {
         gpu: &crate::Gpu,
         kernel: Kernel,
     ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+        let checked = crate::device::shader_checks(gpu.info.backend);
         if let Some(p) = self
             .pipelines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&kernel)
+            .get(&(kernel, checked))
         {
             return Ok(p.clone());
         }
         let source = kernel.source();
         let pipeline = gpu.scoped(|| {
-            let module = gpu
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(kernel.name()),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                });
+            let desc = wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.name()),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            };
+            let module = if checked {
+                gpu.device.create_shader_module(desc)
+            } else {
+                // SAFETY: these are Weft's own kernels, not guest code. Every
+                // loop runs a count bounded by tensor sizes (which fit in a
+                // binding, so no counter wraps), and every buffer index is
+                // guarded by the kernel against its parameters; beyond that,
+                // this is only chosen where the driver itself keeps accesses
+                // inside the bound range (Vulkan's robustBufferAccess, which
+                // every Vulkan device supports and wgpu enables; DX12 buffer
+                // views). Workgroup and private array indices are loop
+                // constants (`kernels` tests run every variant). Integer
+                // division keeps its guards.
+                unsafe {
+                    gpu.device.create_shader_module_trusted(
+                        desc,
+                        wgpu::ShaderRuntimeChecks {
+                            bounds_checks: false,
+                            force_loop_bounding: false,
+                            ..wgpu::ShaderRuntimeChecks::checked()
+                        },
+                    )
+                }
+            };
             gpu.device
                 .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(kernel.name()),
                     layout: None,
                     module: &module,
                     entry_point: Some("main"),
-                    compilation_options: Default::default(),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        // The tiled GEMM writes all of its workgroup memory
+                        // before a barrier and any read (`gemm.wgsl`).
+                        zero_initialize_workgroup_memory: !matches!(kernel, Kernel::Gemm { .. }),
+                        ..Default::default()
+                    },
                     cache: None,
                 })
         })?;
@@ -286,7 +347,7 @@ impl Kernels {
         self.pipelines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(kernel, pipeline.clone());
+            .insert((kernel, checked), pipeline.clone());
         Ok(pipeline)
     }
 }

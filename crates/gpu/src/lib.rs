@@ -26,8 +26,9 @@ mod weights;
 
 pub use coop::COOP_ENV;
 pub use device::{
-    ADAPTER_ENV, AdapterReport, BINDING_ENV, Gpu, MEMORY_ENV, Selector, adapters, memory_in_use,
-    selector, set_binding_limit, set_memory_budget, set_selector, shared, usable_for_auto,
+    ADAPTER_ENV, AdapterReport, BINDING_ENV, Gpu, MEMORY_ENV, SHADER_CHECKS_ENV, Selector,
+    adapters, memory_in_use, selector, set_binding_limit, set_memory_budget, set_selector,
+    set_shader_checks, shared, usable_for_auto,
 };
 pub use error::GpuError;
 pub use kernels::Kernel;
