@@ -1,5 +1,7 @@
 //! Run an ONNX model on the GPU executor and on tract, compare outputs.
 //! `cargo run -p weft-gpu --example compare -- model.onnx 1,3,640,640 [report]`
+//! `PROFILE=1` times each node (the `TOP` slowest, default 12, and a total
+//! per kernel).
 use std::sync::Arc;
 use std::time::Instant;
 use tract_onnx::prelude::*;
@@ -54,9 +56,42 @@ fn main() -> anyhow::Result<()> {
             got.shape()
         );
     }
-    for (name, t) in ctx.profile().iter().take(12) {
+    for (name, t) in ctx.profile().iter().take(
+        std::env::var("TOP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(12),
+    ) {
         let node = plan.report().nodes.iter().find(|n| &n.name == name);
-        println!("{t:>12.2?} {name} {:?}", node.map(|n| (&n.op, &n.place)));
+        let flops = node.map_or(0.0, |n| 2.0 * n.flops);
+        println!(
+            "{t:>12.2?} {:>8.2} GFLOP/s {name} {typed_shape} {:?}",
+            flops / t.as_secs_f64() / 1e9,
+            node.map(|n| (&n.op, &n.place)),
+            typed_shape = typed
+                .node_by_name(name)
+                .ok()
+                .and_then(|n| typed.outlet_fact(n.id.into()).ok())
+                .map_or(String::new(), |f| format!("{:?}", f.shape)),
+        );
+    }
+    // Time and work per kernel, over every node.
+    let mut by_kernel: std::collections::BTreeMap<String, (std::time::Duration, f64)> =
+        Default::default();
+    for (name, t) in ctx.profile() {
+        if let Some(n) = plan.report().nodes.iter().find(|n| n.name == name)
+            && let weft_gpu::Place::Gpu(k) = &n.place
+        {
+            let e = by_kernel.entry(k.join("+")).or_default();
+            e.0 += t;
+            e.1 += 2.0 * n.flops;
+        }
+    }
+    for (kernel, (t, flops)) in by_kernel {
+        println!(
+            "{t:>12.2?} {:>8.2} GFLOP/s all {kernel}",
+            flops / t.as_secs_f64() / 1e9
+        );
     }
     Ok(())
 }
