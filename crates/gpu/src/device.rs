@@ -79,7 +79,7 @@ fn binding_cap() -> u64 {
     cap(&BINDING_CAP, BINDING_ENV)
 }
 
-/// The environment variable that, set to `1`, compiles kernels with all of
+/// The environment variable that, set to `1` (or `true`, `yes`, `on`), compiles kernels with all of
 /// wgpu's shader runtime checks (index clamping, loop bounding) even where
 /// the driver confines buffer accesses itself, like `set_shader_checks`.
 pub const SHADER_CHECKS_ENV: &str = "WEFT_GPU_SHADER_CHECKS";
@@ -102,7 +102,15 @@ pub(crate) fn shader_checks(backend: wgpu::Backend) -> bool {
     let forced = SHADER_CHECKS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .unwrap_or_else(|| std::env::var(SHADER_CHECKS_ENV).is_ok_and(|v| v.trim() == "1"));
+        .unwrap_or_else(|| {
+            // The spellings clap's boolish parser (the CLI flag) takes as on.
+            std::env::var(SHADER_CHECKS_ENV).is_ok_and(|v| {
+                matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "1" | "true" | "yes" | "y" | "on"
+                )
+            })
+        });
     forced || !matches!(backend, wgpu::Backend::Vulkan | wgpu::Backend::Dx12)
 }
 

@@ -1,14 +1,15 @@
 // Batched C = act(A x B + bias), tiled in workgroup memory with register
 // blocking: each workgroup computes a BM x BN tile of C, each of its 16 x 16
-// invocations a TM x TN block, stepping K by BK. An invocation's rows are
-// ty + 16 i and its columns tx + 16 j (interleaved, not a contiguous
-// block), so the 16 invocations of a row read 16 consecutive words of Bs
-// (no bank conflicts) and write 16 consecutive columns of C (coalesced).
-// As holds A transposed (k-major) with each row's index swizzled by
-// XOR 2 kk: the loads, 16 consecutive k of a row per 16 invocations, land
-// in 16 different banks instead of one, while reads stay one word per
-// invocation pair. The register block is written out by `kernels.rs`
-// (`gemm_block`): constant indices keep it in registers on every driver. Operands are addressed by strides, so transposed inputs
+// invocations a block of BM/16 x BN/16 elements, stepping K by BK. An
+// invocation's rows are ty + 16 i and its columns tx + 16 j (interleaved,
+// not a contiguous block), so the 16 invocations of a row read 16
+// consecutive words of Bs (no bank conflicts) and write 16 consecutive
+// columns of C (coalesced). As holds A transposed (k-major) with each row's
+// index swizzled by XOR 2 kk: the loads, 16 consecutive k of a row per 16
+// invocations, land in 16 different banks instead of one, while reads stay
+// one word per invocation pair. The register block is written out by
+// `kernels.rs` (`gemm_block`): constant indices keep it in registers on
+// every driver. Operands are addressed by strides, so transposed inputs
 // cost nothing; `load_b` is either a strided read or an implicit im2col
 // gather (convolution as GEMM without materializing patches).
 //
