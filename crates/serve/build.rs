@@ -15,6 +15,9 @@ fn main() {
     println!("cargo:rerun-if-changed=proto/grpc_predict_v2.proto");
     tonic_prost_build::configure()
         .build_client(true)
+        // Counts inputs, outputs and dimensions on the wire before prost
+        // builds any struct (src/wire.rs).
+        .codec_path("crate::wire::BoundedCodec")
         .compile_protos(&["proto/grpc_predict_v2.proto"], &["proto"])
         .expect("compiling grpc_predict_v2.proto");
 

@@ -32,6 +32,12 @@ pub const MAGIC: &[u8; 4] = b"WFT1";
 pub const MAX_TENSORS: u32 = 4096;
 /// Highest rank a tensor may have.
 pub const MAX_RANK: u8 = 16;
+/// Largest single dimension (wasi-nn carries dimensions as `u32`).
+pub const MAX_DIM: u64 = u32::MAX as u64;
+/// Most elements a tensor may have. A zero dimension counts as one here, so
+/// `[0, 2^40, 2^40]` (no elements, but strides no machine can hold) is
+/// refused as well as `[2^41]`.
+pub const MAX_ELEMENTS: u64 = 1 << 40;
 
 /// The Open Inference Protocol (V2) tensor data types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -145,11 +151,10 @@ impl Tensor {
         element_count(&self.shape)
     }
 
-    /// Check that `data` holds exactly what shape and type say.
+    /// Check that `data` holds exactly what shape and type say (and that
+    /// the shape is within [`check_shape`]'s bounds).
     pub fn check(&self) -> Result<(), String> {
-        let count = self
-            .element_count()
-            .ok_or_else(|| format!("tensor {:?}: shape {:?} overflows", self.name, self.shape))?;
+        let count = check_shape(&self.shape).map_err(|e| format!("tensor {:?}: {e}", self.name))?;
         match self.datatype.size() {
             Some(size) => {
                 let want = count.checked_mul(size as u64);
@@ -183,6 +188,35 @@ impl Tensor {
 /// Product of the dimensions, `None` on overflow.
 pub fn element_count(shape: &[u64]) -> Option<u64> {
     shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))
+}
+
+/// Check a shape against [`MAX_RANK`], [`MAX_DIM`] and [`MAX_ELEMENTS`]
+/// before anything is sized from it; returns its element count. The error
+/// says which bound the shape broke.
+pub fn check_shape(shape: &[u64]) -> Result<u64, String> {
+    if shape.len() > usize::from(MAX_RANK) {
+        return Err(format!(
+            "shape {shape:?} has rank {}; at most {MAX_RANK}",
+            shape.len()
+        ));
+    }
+    if let Some(d) = shape.iter().find(|&&d| d > MAX_DIM) {
+        return Err(format!(
+            "shape {shape:?}: dimension {d} is over the limit of {MAX_DIM}"
+        ));
+    }
+    // Zero dimensions count as one: the strides of the other dimensions
+    // must stay representable even when the tensor is empty.
+    let spread = shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d.max(1)))
+        .filter(|&n| n <= MAX_ELEMENTS);
+    if spread.is_none() {
+        return Err(format!(
+            "shape {shape:?} spans more than {MAX_ELEMENTS} elements"
+        ));
+    }
+    Ok(element_count(shape).unwrap_or(0))
 }
 
 /// Split Triton-layout `BYTES` data (4-byte length + bytes, repeated).
@@ -301,7 +335,9 @@ pub fn decode(buf: &[u8]) -> Result<Vec<Tensor>, DecodeError> {
             "{count} tensors; at most {MAX_TENSORS}"
         )));
     }
-    let mut out = Vec::with_capacity(count as usize);
+    // Each tensor takes at least 14 bytes (name length, type, rank, data
+    // length): reserve for what the bytes can hold, not what they claim.
+    let mut out = Vec::with_capacity((count as usize).min(buf.len() / 14));
     for i in 0..count {
         let name_len = r.u32("name length")? as usize;
         let name = std::str::from_utf8(r.take(name_len, "name")?)
@@ -319,6 +355,7 @@ pub fn decode(buf: &[u8]) -> Result<Vec<Tensor>, DecodeError> {
         let shape = (0..rank)
             .map(|_| r.u64("dimension"))
             .collect::<Result<Vec<_>, _>>()?;
+        check_shape(&shape).map_err(|e| DecodeError(format!("tensor {name:?}: {e}")))?;
         let len = usize::try_from(r.u64("data length")?)
             .map_err(|_| DecodeError(format!("tensor {name:?}: data length overflows")))?;
         let data = r.take(len, "tensor data")?.to_vec();
@@ -477,6 +514,28 @@ mod tests {
         wire.extend_from_slice(&1u32.to_le_bytes());
         wire.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode(&wire).unwrap_err().0.contains("name"));
+    }
+
+    #[test]
+    fn shapes_are_bounded_before_anything_is_sized_from_them() {
+        assert_eq!(check_shape(&[2, 3]), Ok(6));
+        assert_eq!(check_shape(&[]), Ok(1));
+        assert_eq!(check_shape(&[0, 5]), Ok(0));
+        // A huge dimension, alone or next to a zero.
+        assert!(check_shape(&[1 << 40]).unwrap_err().contains("dimension"));
+        let e = check_shape(&[0, 1 << 30, 1 << 30]).unwrap_err();
+        assert!(e.contains("spans more than"), "{e}");
+        assert!(check_shape(&[1 << 21, 1 << 20]).is_err());
+        assert!(check_shape(&[1; 17]).unwrap_err().contains("rank 17"));
+        // decode refuses such a shape even when the data is empty.
+        let t = Tensor::new("z", DataType::Fp64, vec![0, 1 << 31, 1 << 31], vec![]);
+        assert!(
+            decode(&encode(std::slice::from_ref(&t)))
+                .unwrap_err()
+                .0
+                .contains("spans")
+        );
+        assert!(t.check().unwrap_err().contains("spans"));
     }
 
     #[test]

@@ -290,18 +290,34 @@ impl TractContext {
 
     /// Run the model on the inputs set so far.
     pub fn run(&mut self) -> Result<(), NnError> {
-        let mut values = TVec::with_capacity(self.inputs.len());
-        for (index, input) in self.inputs.iter().enumerate() {
-            let t = input.as_ref().ok_or_else(|| NnError::MissingInput {
+        if let Some(index) = self.inputs.iter().position(Option::is_none) {
+            return Err(NnError::MissingInput {
                 name: self.model.inputs()[index].name.clone(),
                 index,
-            })?;
-            values.push(t.clone().into_tvalue());
+            });
         }
         if self.device == Device::Gpu {
-            let tensors = values.into_iter().map(|v| v.into_arc_tensor()).collect();
-            return self.run_gpu(tensors);
+            let tensors = self
+                .inputs
+                .iter()
+                .flatten()
+                .map(|t| Arc::new(t.clone()))
+                .collect();
+            match self.run_gpu(tensors) {
+                // Shapes past the model's GPU plans run on the CPU's
+                // shape-generic plan rather than fail.
+                Err(NnError::ShapeLimit { .. }) => {
+                    tracing::debug!("shape set past the GPU plan limit: running on the CPU");
+                }
+                other => return other,
+            }
         }
+        let values: TVec<TValue> = self
+            .inputs
+            .iter()
+            .flatten()
+            .map(|t| t.clone().into_tvalue())
+            .collect();
         let shapes: Vec<Vec<usize>> = values.iter().map(|v| v.shape().to_vec()).collect();
         let slot = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         if slot.as_ref().is_none_or(|(s, _)| *s != shapes) {

@@ -34,6 +34,14 @@ pub enum NnError {
     UnsupportedOperators { ops: Vec<String> },
     #[error("model could not be prepared for input shapes {shapes}: {message}")]
     Plan { shapes: String, message: String },
+    #[error(
+        "input shapes {shapes}: the model already holds plans for {limit} input-shape sets and keeps no more ({reason}); send shapes it has seen, or pad to one"
+    )]
+    ShapeLimit {
+        shapes: String,
+        limit: usize,
+        reason: String,
+    },
     #[error("execution target {target} is not available: {reason}")]
     TargetUnavailable { target: String, reason: String },
     #[error("encoding {encoding} is not supported; supported encodings: onnx, autodetect")]
@@ -83,6 +91,14 @@ pub enum NnError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "model file {path} has digest {actual}, expected {expected}: it was changed or corrupted"
+    )]
+    ModelDigest {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
     #[error("no preloaded model is named `{0}`")]
     UnknownModel(String),
     #[error(transparent)]
@@ -108,8 +124,10 @@ impl NnError {
             | NotComputed
             | PreloadSpec { .. } => ErrorKind::InvalidArgument,
             TensorName { .. } | UnknownModel(_) | ModelFile { .. } => ErrorKind::NotFound,
+            ModelDigest { .. } => ErrorKind::InvalidArgument,
             TooLarge { .. } => ErrorKind::TooLarge,
             Plan { .. } | Compute { .. } => ErrorKind::Runtime,
+            ShapeLimit { .. } => ErrorKind::TooLarge,
             Gpu(e) => match e {
                 weft_gpu::GpuError::OutOfMemory { .. } | weft_gpu::GpuError::Budget { .. } => {
                     ErrorKind::TooLarge

@@ -33,7 +33,7 @@ pub use backend::{
     BackendOptions, Device, GpuPolicy, Target, TractBackend, TractContext, graph, graph_on, resolve,
 };
 pub use error::{ErrorKind, NnError, kind_of};
-pub use model::{Dim, OnnxModel, Plan, TensorInfo, digest};
+pub use model::{Dim, MAX_PLANS_PER_MODEL, OnnxModel, Plan, TensorInfo, digest};
 pub use registry::{Models, Preload};
 pub use tensor::{from_tract, to_tract, type_name, wire_type};
 /// Element types as tract (and [`TensorInfo`]) name them.

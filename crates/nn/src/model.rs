@@ -19,9 +19,13 @@ use tract_onnx::tract_hir::infer::Factoid;
 /// A compiled, optimized tract plan for one set of input shapes.
 pub type Plan = Arc<TypedRunnableModel>;
 
-/// How many plans (distinct input shapes) one model keeps before evicting the
-/// oldest. Each plan holds its own packed weights, so this bounds memory.
-const MAX_PLANS_PER_MODEL: usize = 16;
+/// How many shape-specific plans (distinct input-shape sets) one model
+/// compiles, on the CPU and on the GPU each. Each CPU plan holds its own
+/// packed weights, so this bounds the model's memory to this many copies
+/// (plus one shape-generic plan); plans are never evicted, so a client
+/// cycling through shapes cannot make the host rebuild them either. Shapes
+/// past the limit run on the shape-generic plan.
+pub const MAX_PLANS_PER_MODEL: usize = 16;
 
 /// One dimension of a declared tensor shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +130,11 @@ pub struct OnnxModel {
 #[derive(Default)]
 struct PlanCache {
     cells: HashMap<Vec<Vec<usize>>, PlanCell>,
-    order: Vec<Vec<Vec<usize>>>,
+    /// One plan with the model's dynamic dimensions left symbolic, built
+    /// once for every shape set past [`MAX_PLANS_PER_MODEL`].
+    generic: PlanCell,
+    /// Plans compiled so far (shape-specific and generic).
+    builds: usize,
 }
 
 impl fmt::Debug for OnnxModel {
@@ -179,7 +187,11 @@ impl OnnxModel {
     /// Parse ONNX bytes, or return the already-parsed model with the same
     /// digest. Fails with the names of operators tract cannot run.
     pub fn load(bytes: &[u8]) -> Result<Arc<OnnxModel>, NnError> {
-        let digest = digest(bytes);
+        Self::load_hashed(bytes, digest(bytes))
+    }
+
+    /// [`OnnxModel::load`] for bytes whose [`digest`] the caller computed.
+    pub(crate) fn load_hashed(bytes: &[u8], digest: String) -> Result<Arc<OnnxModel>, NnError> {
         if let Some(model) = models()
             .lock()
             .unwrap()
@@ -210,6 +222,9 @@ impl OnnxModel {
             .graph
             .as_ref()
             .ok_or_else(|| bad("the file holds no graph".into()))?;
+        // Structure tract's parser assumes (and panics without): caught
+        // here with the name of what is wrong.
+        check_graph(graph, &std::collections::HashSet::new(), 0).map_err(bad)?;
         let mut missing = Vec::new();
         unsupported_ops(graph, &mut missing);
         if !missing.is_empty() {
@@ -324,9 +339,6 @@ impl OnnxModel {
         let generation = gpu.generation();
         let cell = {
             let mut cache = self.gpu_plans.lock().unwrap_or_else(|e| e.into_inner());
-            if !cache.contains_key(shapes) && cache.len() >= MAX_PLANS_PER_MODEL {
-                cache.clear();
-            }
             // Plans of a lost device are of no further use (a cell being
             // built is left to its builder).
             cache.retain(|_, cell| match cell.try_lock() {
@@ -335,6 +347,15 @@ impl OnnxModel {
                     .is_none_or(|p| p.gpu().generation() == generation),
                 Err(_) => true,
             });
+            if !cache.contains_key(shapes) && cache.len() >= MAX_PLANS_PER_MODEL {
+                // No eviction: a client cycling through shapes would make
+                // the device rebuild (and re-upload) plans forever.
+                return Err(NnError::ShapeLimit {
+                    shapes: format!("{shapes:?}"),
+                    limit: MAX_PLANS_PER_MODEL,
+                    reason: "the device holds no more plans for this model".into(),
+                });
+            }
             cache.entry(shapes.to_vec()).or_default().clone()
         };
         let mut slot = cell.lock().unwrap_or_else(|e| e.into_inner());
@@ -401,9 +422,15 @@ impl OnnxModel {
         &self.metadata
     }
 
-    /// Number of compiled plans currently cached.
+    /// Number of shape-specific plans currently cached.
     pub fn plan_count(&self) -> usize {
         self.plans.lock().unwrap().cells.len()
+    }
+
+    /// Plans compiled since the model was loaded (shape-specific and
+    /// generic): at most [`MAX_PLANS_PER_MODEL`] + 1.
+    pub fn plan_builds(&self) -> usize {
+        self.plans.lock().unwrap().builds
     }
 
     /// Check a guest-supplied input against the model's declaration.
@@ -430,38 +457,95 @@ impl OnnxModel {
 
     /// The optimized plan for these concrete input shapes and types,
     /// compiling it once; concurrent callers of the same shapes wait for the
-    /// one compilation instead of repeating it.
+    /// one compilation instead of repeating it. Past [`MAX_PLANS_PER_MODEL`]
+    /// shape sets, the shape-generic plan (compiled once) runs them.
     pub fn plan(&self, shapes: &[Vec<usize>], types: &[DatumType]) -> Result<Plan, NnError> {
-        let cell = {
+        let (cell, generic) = {
             let mut cache = self.plans.lock().unwrap();
-            let key = shapes.to_vec();
-            if !cache.cells.contains_key(&key) {
-                if cache.order.len() >= MAX_PLANS_PER_MODEL {
-                    let oldest = cache.order.remove(0);
-                    cache.cells.remove(&oldest);
+            match cache.cells.get(shapes) {
+                Some(cell) => (cell.clone(), false),
+                None if cache.cells.len() < MAX_PLANS_PER_MODEL => {
+                    let cell = PlanCell::default();
+                    cache.cells.insert(shapes.to_vec(), cell.clone());
+                    (cell, false)
                 }
-                cache.order.push(key.clone());
+                None => (cache.generic.clone(), true),
             }
-            cache.cells.entry(key).or_default().clone()
         };
         let result = cell.get_or_init(|| {
-            let span = tracing::info_span!("plan", model.digest = %self.digest, shapes = ?shapes);
+            let span =
+                tracing::info_span!("plan", model.digest = %self.digest, shapes = ?shapes, generic);
             let _enter = span.enter();
             let started = std::time::Instant::now();
-            let plan = guarded("optimizing the model", || {
-                let mut m = self.inference.clone();
-                for (ix, (shape, dt)) in shapes.iter().zip(types).enumerate() {
-                    m.set_input_fact(ix, InferenceFact::dt_shape(*dt, shape.as_slice()))?;
-                }
-                m.into_optimized()?.into_runnable()
-            });
+            self.plans.lock().unwrap().builds += 1;
+            let plan = if generic {
+                tracing::warn!(
+                    limit = MAX_PLANS_PER_MODEL,
+                    "the model has plans for as many input shapes as it may hold; \
+                     further shapes run on its shape-generic plan"
+                );
+                self.generic_facts(types).and_then(|facts| {
+                    guarded("optimizing the model for any shape", || {
+                        let mut m = self.inference.clone();
+                        for (ix, fact) in facts.into_iter().enumerate() {
+                            m.set_input_fact(ix, fact)?;
+                        }
+                        m.into_optimized()?.into_runnable()
+                    })
+                })
+            } else {
+                guarded("optimizing the model", || {
+                    let mut m = self.inference.clone();
+                    for (ix, (shape, dt)) in shapes.iter().zip(types).enumerate() {
+                        m.set_input_fact(ix, InferenceFact::dt_shape(*dt, shape.as_slice()))?;
+                    }
+                    m.into_optimized()?.into_runnable()
+                })
+            };
             tracing::debug!(elapsed = ?started.elapsed(), ok = plan.is_ok(), "compiled plan");
             plan
         });
-        result.clone().map_err(|message| NnError::Plan {
-            shapes: format!("{shapes:?}"),
-            message,
+        result.clone().map_err(|message| {
+            if generic {
+                NnError::ShapeLimit {
+                    shapes: format!("{shapes:?}"),
+                    limit: MAX_PLANS_PER_MODEL,
+                    reason: format!("its shape-generic plan cannot be built: {message}"),
+                }
+            } else {
+                NnError::Plan {
+                    shapes: format!("{shapes:?}"),
+                    message,
+                }
+            }
         })
+    }
+
+    /// Input facts with every dynamic dimension symbolic: the model's own
+    /// symbols where it names them, a fresh one per unnamed dimension.
+    fn generic_facts(&self, types: &[DatumType]) -> Result<Vec<InferenceFact>, String> {
+        let symbols = &self.inference.symbols;
+        self.inputs
+            .iter()
+            .zip(types)
+            .enumerate()
+            .map(|(ix, (info, dt))| {
+                let dims = info
+                    .shape
+                    .as_ref()
+                    .ok_or_else(|| format!("input `{}` does not declare its rank", info.name))?;
+                let dims: TVec<TDim> = dims
+                    .iter()
+                    .enumerate()
+                    .map(|(j, d)| match d {
+                        Dim::Fixed(n) => TDim::Val(*n as i64),
+                        Dim::Symbol(s) => symbols.sym(s).into(),
+                        Dim::Unknown => symbols.sym(&format!("weft_in{ix}_d{j}")).into(),
+                    })
+                    .collect();
+                Ok(InferenceFact::dt_shape(*dt, dims))
+            })
+            .collect()
     }
 }
 
@@ -527,6 +611,100 @@ fn declared_fact(v: &pb::ValueInfoProto) -> (Option<DatumType>, Option<Vec<Dim>>
             .collect()
     });
     (dt, shape)
+}
+
+/// Deepest nesting of subgraphs (`If`/`Loop`/`Scan` bodies) accepted.
+const MAX_SUBGRAPH_DEPTH: usize = 32;
+
+/// Check what tract's parser takes for granted: every graph output is
+/// produced in its graph (by an input, an initializer or a node) or, for a
+/// subgraph, visible from an outer one; subgraphs nest a bounded depth.
+fn check_graph(
+    graph: &pb::GraphProto,
+    outer: &std::collections::HashSet<&str>,
+    depth: usize,
+) -> Result<(), String> {
+    if depth > MAX_SUBGRAPH_DEPTH {
+        return Err(format!(
+            "subgraphs nest deeper than {MAX_SUBGRAPH_DEPTH} levels"
+        ));
+    }
+    let mut names: std::collections::HashSet<&str> = outer.clone();
+    names.extend(graph.input.iter().map(|v| v.name.as_str()));
+    names.extend(graph.initializer.iter().map(|t| t.name.as_str()));
+    for node in &graph.node {
+        names.extend(node.output.iter().map(String::as_str));
+    }
+    for t in &graph.initializer {
+        check_tensor(t)?;
+    }
+    for node in &graph.node {
+        for attr in &node.attribute {
+            for t in attr.t.iter().chain(&attr.tensors) {
+                check_tensor(t)?;
+            }
+        }
+    }
+    for out in &graph.output {
+        if !names.contains(out.name.as_str()) {
+            return Err(format!(
+                "graph `{}` declares output `{}`, which nothing in it produces",
+                graph.name, out.name
+            ));
+        }
+    }
+    for node in &graph.node {
+        for attr in &node.attribute {
+            for g in attr.g.iter().chain(&attr.graphs) {
+                check_graph(g, &names, depth + 1)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Bytes per element of the ONNX data types tract can read from
+/// `raw_data` (`TensorProto.DataType` numbers).
+fn raw_element_size(data_type: i32) -> Option<usize> {
+    Some(match data_type {
+        2 | 3 | 9 => 1,   // u8, i8, bool
+        4 | 5 | 10 => 2,  // u16, i16, f16
+        1 | 6 | 12 => 4,  // f32, i32, u32
+        7 | 11 | 13 => 8, // i64, f64, u64
+        _ => return None,
+    })
+}
+
+/// A constant tensor's claimed shape against the data it carries: bounded
+/// like every shape, and raw data of a type tract can read, of exactly the
+/// size the shape says.
+fn check_tensor(t: &pb::TensorProto) -> Result<(), String> {
+    let dims: Vec<u64> = t
+        .dims
+        .iter()
+        .map(|&d| u64::try_from(d))
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("tensor `{}` has a negative dimension", t.name))?;
+    let count = weft_abi::check_shape(&dims).map_err(|e| format!("tensor `{}`: {e}", t.name))?;
+    if t.raw_data.is_empty() {
+        return Ok(());
+    }
+    let size = raw_element_size(t.data_type).ok_or_else(|| {
+        format!(
+            "tensor `{}` stores data type {} as raw bytes, which the CPU backend cannot read",
+            t.name, t.data_type
+        )
+    })?;
+    let want = count.checked_mul(size as u64);
+    if want != Some(t.raw_data.len() as u64) {
+        return Err(format!(
+            "tensor `{}` of shape {dims:?} needs {} bytes of raw data, has {}",
+            t.name,
+            want.map_or_else(|| "too many".into(), |w| w.to_string()),
+            t.raw_data.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Collect the op types in `graph` (and its subgraphs) that tract lacks.

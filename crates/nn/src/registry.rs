@@ -18,6 +18,17 @@ pub struct Preload {
     pub encoding: GraphEncoding,
     pub target: Target,
     pub path: PathBuf,
+    /// `sha256:<hex>` the bytes read from `path` must hash to (set for
+    /// weights from a content store); `None`: not checked.
+    pub digest: Option<String>,
+}
+
+impl Preload {
+    /// Require the file's bytes to hash to `digest` when they are read.
+    pub fn verified(mut self, digest: impl Into<String>) -> Preload {
+        self.digest = Some(digest.into());
+        self
+    }
 }
 
 const PRELOAD_EXAMPLE: &str = "for example ocr-det:onnx:cpu:models/det.onnx";
@@ -69,6 +80,7 @@ impl FromStr for Preload {
             encoding,
             target,
             path: path.into(),
+            digest: None,
         })
     }
 }
@@ -92,7 +104,17 @@ impl Models {
     fn insert_file(&mut self, p: &Preload, options: BackendOptions) -> Result<(), NnError> {
         let device = resolve(p.target, options)?;
         let bytes = read(&p.path)?;
-        let model = OnnxModel::load(&bytes)?;
+        let actual = crate::model::digest(&bytes);
+        if let Some(expected) = &p.digest
+            && *expected != actual
+        {
+            return Err(NnError::ModelDigest {
+                path: p.path.clone(),
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        let model = OnnxModel::load_hashed(&bytes, actual)?;
         if device == Device::Gpu {
             model.prepare_gpu()?;
         }

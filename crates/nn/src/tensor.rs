@@ -54,6 +54,12 @@ pub fn type_name(ty: TensorType) -> &'static str {
 /// allocated: dims come straight from an untrusted guest.
 pub fn to_tract(t: &Tensor) -> Result<TractTensor, NnError> {
     let dt = datum_type(t.ty)?;
+    // A zero dimension next to huge ones holds nothing but gives strides
+    // no machine can hold: bounded like every other shape.
+    let dims: Vec<u64> = t.dimensions.iter().map(|&d| u64::from(d)).collect();
+    weft_abi::check_shape(&dims).map_err(|_| NnError::TooLarge {
+        dims: t.dimensions.clone(),
+    })?;
     let shape: Vec<usize> = t.dimensions.iter().map(|&d| d as usize).collect();
     let expected = shape
         .iter()

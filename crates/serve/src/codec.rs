@@ -6,7 +6,6 @@
 use crate::error::ApiError;
 use crate::proto::InferTensorContents;
 use serde::Serialize;
-use serde_json::Value;
 use weft_abi::{DataType, Tensor, bytes_data, bytes_elements};
 
 /// Parse a V2 datatype name.
@@ -18,7 +17,9 @@ pub fn datatype(input: &str, name: &str) -> Result<DataType, ApiError> {
     })
 }
 
-/// Check a V2 shape (non-negative) and turn it into dimensions.
+/// Check a V2 shape (non-negative, within [`weft_abi::check_shape`]'s
+/// bounds) and turn it into dimensions. Nothing is sized from a shape
+/// before this passes.
 pub fn shape(input: &str, shape: &[i64]) -> Result<Vec<u64>, ApiError> {
     let dims = shape
         .iter()
@@ -29,16 +30,7 @@ pub fn shape(input: &str, shape: &[i64]) -> Result<Vec<u64>, ApiError> {
                 "input '{input}': shape {shape:?} has a negative dimension"
             ))
         })?;
-    if dims.len() > usize::from(weft_abi::MAX_RANK) {
-        return Err(ApiError::bad(format!(
-            "input '{input}': rank {} is over the limit of {}",
-            dims.len(),
-            weft_abi::MAX_RANK
-        )));
-    }
-    weft_abi::element_count(&dims)
-        .filter(|&n| n <= 1 << 40)
-        .ok_or_else(|| ApiError::bad(format!("input '{input}': shape {shape:?} is too large")))?;
+    weft_abi::check_shape(&dims).map_err(|e| ApiError::bad(format!("input '{input}': {e}")))?;
     Ok(dims)
 }
 
@@ -46,57 +38,78 @@ fn element_count(dims: &[u64]) -> usize {
     weft_abi::element_count(dims).unwrap_or(0) as usize
 }
 
-/// Visit the leaves of flat or nested JSON arrays in row-major order.
-fn walk(v: &Value, visit: &mut dyn FnMut(&Value) -> Result<(), String>) -> Result<(), String> {
-    match v {
-        Value::Array(items) => items.iter().try_for_each(|i| walk(i, visit)),
-        leaf => visit(leaf),
+/// Most elements reserved ahead of a JSON tensor's data: the buffer grows
+/// with the values that actually arrive, never to what a shape claims.
+const JSON_RESERVE: usize = 1 << 16;
+
+/// One JSON scalar of a tensor's `data`.
+enum Leaf<'a> {
+    Bool(bool),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Str(&'a str),
+}
+
+impl std::fmt::Display for Leaf<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Leaf::Bool(b) => write!(f, "{b}"),
+            Leaf::I64(i) => write!(f, "{i}"),
+            Leaf::U64(u) => write!(f, "{u}"),
+            Leaf::F64(x) => write!(f, "{x}"),
+            Leaf::Str(s) => write!(f, "{s:?}"),
+        }
     }
 }
 
-fn int_in<T: TryFrom<i64> + TryFrom<u64>>(v: &Value, dt: DataType) -> Result<T, String> {
+fn int_in<T: TryFrom<i64> + TryFrom<u64>>(v: &Leaf<'_>, dt: DataType) -> Result<T, String> {
     let bad = || format!("{v} is not a valid {dt} value");
-    if let Some(i) = v.as_i64() {
-        T::try_from(i).map_err(|_| bad())
-    } else if let Some(u) = v.as_u64() {
-        T::try_from(u).map_err(|_| bad())
-    } else {
-        Err(bad())
+    match *v {
+        Leaf::I64(i) => T::try_from(i).map_err(|_| bad()),
+        Leaf::U64(u) => T::try_from(u).map_err(|_| bad()),
+        _ => Err(bad()),
     }
 }
 
-/// JSON `data` to raw bytes of `dt` with `dims`.
-pub fn from_json(
-    input: &str,
+/// Writes the leaves of flat or nested JSON arrays, in row-major order,
+/// as raw bytes of one datatype, stopping at the first bad value.
+struct Sink<'o> {
     dt: DataType,
-    dims: &[u64],
-    data: &Value,
-) -> Result<Vec<u8>, ApiError> {
-    let count = element_count(dims);
-    let mut out = Vec::with_capacity(count * dt.size().unwrap_or(8));
-    let mut n = 0usize;
-    let mut push = |v: &Value| -> Result<(), String> {
-        n += 1;
-        if n > count {
+    count: usize,
+    seen: usize,
+    out: &'o mut Vec<u8>,
+}
+
+impl Sink<'_> {
+    fn push(&mut self, v: Leaf<'_>) -> Result<(), String> {
+        self.seen += 1;
+        if self.seen > self.count {
+            // Only counted from here on: the error names the total.
             return Ok(());
         }
+        let dt = self.dt;
+        let out = &mut *self.out;
         match dt {
             DataType::Bool => out.push(match v {
-                Value::Bool(b) => u8::from(*b),
+                Leaf::Bool(b) => u8::from(b),
                 _ => return Err(format!("{v} is not a BOOL (true or false)")),
             }),
-            DataType::Uint8 => out.push(int_in::<u8>(v, dt)?),
-            DataType::Int8 => out.extend(int_in::<i8>(v, dt)?.to_le_bytes()),
-            DataType::Uint16 => out.extend(int_in::<u16>(v, dt)?.to_le_bytes()),
-            DataType::Int16 => out.extend(int_in::<i16>(v, dt)?.to_le_bytes()),
-            DataType::Uint32 => out.extend(int_in::<u32>(v, dt)?.to_le_bytes()),
-            DataType::Int32 => out.extend(int_in::<i32>(v, dt)?.to_le_bytes()),
-            DataType::Uint64 => out.extend(int_in::<u64>(v, dt)?.to_le_bytes()),
-            DataType::Int64 => out.extend(int_in::<i64>(v, dt)?.to_le_bytes()),
+            DataType::Uint8 => out.push(int_in::<u8>(&v, dt)?),
+            DataType::Int8 => out.extend(int_in::<i8>(&v, dt)?.to_le_bytes()),
+            DataType::Uint16 => out.extend(int_in::<u16>(&v, dt)?.to_le_bytes()),
+            DataType::Int16 => out.extend(int_in::<i16>(&v, dt)?.to_le_bytes()),
+            DataType::Uint32 => out.extend(int_in::<u32>(&v, dt)?.to_le_bytes()),
+            DataType::Int32 => out.extend(int_in::<i32>(&v, dt)?.to_le_bytes()),
+            DataType::Uint64 => out.extend(int_in::<u64>(&v, dt)?.to_le_bytes()),
+            DataType::Int64 => out.extend(int_in::<i64>(&v, dt)?.to_le_bytes()),
             DataType::Fp16 | DataType::Fp32 | DataType::Fp64 => {
-                let f = v
-                    .as_f64()
-                    .ok_or_else(|| format!("{v} is not a number ({dt})"))?;
+                let f = match v {
+                    Leaf::I64(i) => i as f64,
+                    Leaf::U64(u) => u as f64,
+                    Leaf::F64(x) => x,
+                    _ => return Err(format!("{v} is not a number ({dt})")),
+                };
                 match dt {
                     DataType::Fp16 => out.extend(half::f16::from_f64(f).to_le_bytes()),
                     DataType::Fp32 => out.extend((f as f32).to_le_bytes()),
@@ -104,19 +117,81 @@ pub fn from_json(
                 }
             }
             DataType::Bytes => {
-                let s = v
-                    .as_str()
-                    .ok_or_else(|| format!("{v} is not a string (BYTES)"))?;
-                out.extend((s.len() as u32).to_le_bytes());
+                let Leaf::Str(s) = v else {
+                    return Err(format!("{v} is not a string (BYTES)"));
+                };
+                let len = u32::try_from(s.len())
+                    .map_err(|_| format!("a BYTES element of {} bytes is too long", s.len()))?;
+                out.extend(len.to_le_bytes());
                 out.extend(s.as_bytes());
             }
         }
         Ok(())
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for &mut Sink<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a (nested) array of {} values", self.dt)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(Leaf::Bool(v)).map_err(E::custom)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(Leaf::I64(v)).map_err(E::custom)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<(), E> {
+        self.push(Leaf::U64(v)).map_err(E::custom)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(Leaf::F64(v)).map_err(E::custom)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.push(Leaf::Str(v)).map_err(E::custom)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Err(E::custom("null is not a tensor value"))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(serde::de::Error::custom("an object is not a tensor value"))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(&mut *self)?.is_some() {}
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for &mut Sink<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// JSON `data` (the raw text of a flat or nested array, or one scalar) to
+/// raw bytes of `dt` with `dims`. The text is read once, straight into the
+/// bytes: no JSON tree is built.
+pub fn from_json(input: &str, dt: DataType, dims: &[u64], data: &str) -> Result<Vec<u8>, ApiError> {
+    let count = element_count(dims);
+    let mut out = Vec::with_capacity(count.min(JSON_RESERVE) * dt.size().unwrap_or(8));
+    let mut sink = Sink {
+        dt,
+        count,
+        seen: 0,
+        out: &mut out,
     };
-    walk(data, &mut push).map_err(|e| ApiError::bad(format!("input '{input}': {e}")))?;
-    if n != count {
+    let mut de = serde_json::Deserializer::from_str(data);
+    serde::de::DeserializeSeed::deserialize(&mut sink, &mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| ApiError::bad(format!("input '{input}': {e}")))?;
+    if sink.seen != count {
         return Err(ApiError::bad(format!(
-            "input '{input}': shape {dims:?} needs {count} elements, data has {n}"
+            "input '{input}': shape {dims:?} needs {count} elements, data has {}",
+            sink.seen
         )));
     }
     Ok(out)
@@ -314,15 +389,19 @@ mod tests {
 
     #[test]
     fn flat_and_nested_json_give_the_same_bytes() {
-        let flat = from_json("x", DataType::Fp32, &[2, 2], &json!([1, 2, 3.5, 4])).unwrap();
-        let nested = from_json("x", DataType::Fp32, &[2, 2], &json!([[1, 2], [3.5, 4]])).unwrap();
+        let flat = from_json("x", DataType::Fp32, &[2, 2], "[1, 2, 3.5, 4]").unwrap();
+        let nested = from_json("x", DataType::Fp32, &[2, 2], "[[1, 2], [3.5, 4]]").unwrap();
         assert_eq!(flat, nested);
         assert_eq!(&flat[8..12], &3.5f32.to_le_bytes());
     }
 
     #[test]
     fn json_errors_say_what_is_wrong() {
-        let e = |dt, dims: &[u64], v| from_json("x", dt, dims, &v).unwrap_err().message;
+        let e = |dt, dims: &[u64], v: serde_json::Value| {
+            from_json("x", dt, dims, &v.to_string())
+                .unwrap_err()
+                .message
+        };
         assert!(e(DataType::Fp32, &[3], json!([1, 2])).contains("needs 3 elements, data has 2"));
         assert!(e(DataType::Fp32, &[1], json!([1, 2])).contains("data has 2"));
         assert!(e(DataType::Uint8, &[1], json!([300])).contains("not a valid UINT8"));
@@ -349,7 +428,7 @@ mod tests {
             (DataType::Bytes, json!(["héllo", ""])),
         ];
         for (dt, v) in cases {
-            let raw = from_json("x", dt, &[2], &v).unwrap();
+            let raw = from_json("x", dt, &[2], &v.to_string()).unwrap();
             let t = Tensor::new("x", dt, vec![2], raw);
             t.check().unwrap();
             assert_eq!(serde_json::to_value(to_json(&t)).unwrap(), v, "{dt}");

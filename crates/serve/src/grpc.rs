@@ -38,6 +38,20 @@ fn metadata(t: &crate::TensorMeta) -> model_metadata_response::TensorMetadata {
     }
 }
 
+/// Decode a `ModelInferRequest`'s wire bytes as the service does: the
+/// counts checked on the wire ([`crate::wire`]), then prost, then the
+/// inputs converted. Returns the inputs and the outputs asked for. Never
+/// panics, whatever the bytes (the fuzz target `v2_grpc` holds it to that).
+pub fn decode_request(bytes: &[u8]) -> Result<(Vec<Tensor>, Vec<String>), ApiError> {
+    use prost::Message as _;
+    crate::wire::check_infer_request(bytes)
+        .map_err(|e| ApiError::bad(format!("refusing the request: {}", e.0)))?;
+    let mut req = ModelInferRequest::decode(bytes)
+        .map_err(|e| ApiError::bad(format!("malformed ModelInferRequest: {e}")))?;
+    let inputs = decode_inputs(&mut req)?;
+    Ok((inputs, req.outputs.iter().map(|o| o.name.clone()).collect()))
+}
+
 fn decode_inputs(req: &mut ModelInferRequest) -> Result<Vec<Tensor>, ApiError> {
     let raw = std::mem::take(&mut req.raw_input_contents);
     if !raw.is_empty() && raw.len() != req.inputs.len() {

@@ -127,13 +127,12 @@ impl Interface {
     /// Check request inputs against the declared inputs and put them in
     /// declaration order (wasip1 modules set inputs by position). With no
     /// declared inputs, the request passes as it is.
-    pub fn order_inputs(
-        &self,
-        model: &str,
-        mut given: Vec<Tensor>,
-    ) -> Result<Vec<Tensor>, ApiError> {
-        for (i, t) in given.iter().enumerate() {
-            if given[..i].iter().any(|o| o.name == t.name) {
+    pub fn order_inputs(&self, model: &str, given: Vec<Tensor>) -> Result<Vec<Tensor>, ApiError> {
+        // One pass over a hash set: a request of thousands of inputs costs
+        // thousands of lookups, not millions of comparisons.
+        let mut seen = std::collections::HashSet::with_capacity(given.len());
+        for t in &given {
+            if !seen.insert(t.name.as_str()) {
                 return Err(ApiError::bad(format!("input '{}' is given twice", t.name)));
             }
             t.check().map_err(ApiError::bad)?;
@@ -141,26 +140,26 @@ impl Interface {
         if self.inputs.is_empty() {
             return Ok(given);
         }
-        if let Some(extra) = given
-            .iter()
-            .find(|t| !self.inputs.iter().any(|m| m.name == t.name))
-        {
+        let declared: std::collections::HashSet<&str> =
+            self.inputs.iter().map(|m| m.name.as_str()).collect();
+        if let Some(extra) = given.iter().find(|t| !declared.contains(t.name.as_str())) {
             return Err(ApiError::bad(format!(
                 "model '{model}' has no input '{}'; its inputs are {}",
                 extra.name,
                 names(&self.inputs)
             )));
         }
+        let mut by_name: std::collections::HashMap<String, Tensor> =
+            given.into_iter().map(|t| (t.name.clone(), t)).collect();
         let mut ordered = Vec::with_capacity(self.inputs.len());
         for m in &self.inputs {
-            let Some(pos) = given.iter().position(|t| t.name == m.name) else {
+            let Some(t) = by_name.remove(&m.name) else {
                 return Err(ApiError::bad(format!(
                     "missing input '{}' for model '{model}' (inputs: {})",
                     m.name,
                     names(&self.inputs)
                 )));
             };
-            let t = given.swap_remove(pos);
             if let Some(want) = m.datatype
                 && want != t.datatype
             {

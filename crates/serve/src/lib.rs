@@ -23,6 +23,7 @@ mod interface;
 mod metrics;
 mod pool;
 pub mod rest;
+pub mod wire;
 
 /// Types generated from `proto/grpc_predict_v2.proto` (package `inference`).
 pub mod proto {
@@ -35,7 +36,7 @@ pub use metrics::Metrics;
 pub use pool::PoolConfig;
 
 use pool::Pool;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -390,9 +391,14 @@ impl Server {
         requested: &[String],
     ) -> Result<Inferred, ApiError> {
         let model = m.name.as_str();
-        for r in requested {
-            if !m.interface.outputs.is_empty() && !m.interface.outputs.iter().any(|o| &o.name == r)
-            {
+        if !m.interface.outputs.is_empty() {
+            let declared: HashSet<&str> = m
+                .interface
+                .outputs
+                .iter()
+                .map(|o| o.name.as_str())
+                .collect();
+            if let Some(r) = requested.iter().find(|r| !declared.contains(r.as_str())) {
                 return Err(ApiError::bad(format!(
                     "model '{model}' has no output '{r}'; its outputs are {}",
                     m.interface
@@ -416,16 +422,25 @@ impl Server {
             })?;
         }
         if !requested.is_empty() {
-            for r in requested {
-                if !outputs.iter().any(|o| &o.name == r) {
-                    return Err(ApiError::new(
-                        Kind::ModuleFailed,
-                        format!("model '{model}' did not produce the requested output '{r}'"),
-                    ));
-                }
+            // Requested order, first mention wins; linear in both lists.
+            let mut at: HashMap<&str, usize> = HashMap::with_capacity(requested.len());
+            for (i, r) in requested.iter().enumerate() {
+                at.entry(r.as_str()).or_insert(i);
             }
-            outputs.retain(|o| requested.contains(&o.name));
-            outputs.sort_by_key(|o| requested.iter().position(|r| r == &o.name));
+            let produced: HashSet<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+            if let Some(r) = requested.iter().find(|r| !produced.contains(r.as_str())) {
+                return Err(ApiError::new(
+                    Kind::ModuleFailed,
+                    format!("model '{model}' did not produce the requested output '{r}'"),
+                ));
+            }
+            let mut kept: Vec<(usize, Tensor)> = outputs
+                .into_iter()
+                .filter_map(|o| at.get(o.name.as_str()).map(|&i| (i, o)))
+                .collect();
+            kept.sort_by_key(|(i, _)| *i);
+            kept.dedup_by_key(|(i, _)| *i);
+            outputs = kept.into_iter().map(|(_, o)| o).collect();
         }
         Ok(Inferred {
             model: m.name.clone(),

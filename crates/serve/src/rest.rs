@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use weft_abi::Tensor;
@@ -165,25 +166,29 @@ async fn metrics(State(s): State<Arc<Server>>) -> Response {
 }
 
 #[derive(Deserialize)]
-struct InferRequest {
+struct InferRequest<'a> {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    inputs: Vec<InputTensor>,
-    #[serde(default)]
+    #[serde(borrow, deserialize_with = "bounded::tensors")]
+    inputs: Vec<InputTensor<'a>>,
+    #[serde(default, deserialize_with = "bounded::some_tensors")]
     outputs: Option<Vec<RequestedOutput>>,
 }
 
 #[derive(Deserialize)]
-struct InputTensor {
+struct InputTensor<'a> {
     name: String,
+    #[serde(deserialize_with = "bounded::shape")]
     shape: Vec<i64>,
     datatype: String,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    #[serde(default)]
-    data: Option<Value>,
+    /// The raw JSON text, decoded once the datatype and shape are known
+    /// (they may come after it), straight into tensor bytes.
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -191,6 +196,87 @@ struct RequestedOutput {
     name: String,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
+}
+
+/// Lists capped while they are decoded, so a request cannot make the
+/// server hold (or compare) more tensors or dimensions than the serving
+/// contract carries.
+mod bounded {
+    use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
+    use std::marker::PhantomData;
+    use weft_abi::{MAX_RANK, MAX_TENSORS};
+
+    struct Capped<T> {
+        max: usize,
+        what: &'static str,
+        item: PhantomData<T>,
+    }
+
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Capped<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "a list of at most {} {}", self.max, self.what)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(v) = seq.next_element()? {
+                if out.len() == self.max {
+                    return Err(A::Error::custom(format!(
+                        "more than {} {}; at most {} are accepted",
+                        self.max, self.what, self.max
+                    )));
+                }
+                out.push(v);
+            }
+            Ok(out)
+        }
+    }
+
+    fn capped<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+        max: usize,
+        what: &'static str,
+    ) -> Result<Vec<T>, D::Error> {
+        d.deserialize_seq(Capped {
+            max,
+            what,
+            item: PhantomData,
+        })
+    }
+
+    pub fn tensors<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Vec<T>, D::Error> {
+        capped(d, MAX_TENSORS as usize, "tensors")
+    }
+
+    pub fn some_tensors<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<T>>, D::Error> {
+        struct Opt<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Opt<T> {
+            type Value = Option<Vec<T>>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "null or a list of at most {MAX_TENSORS} tensors")
+            }
+            fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                tensors(d).map(Some)
+            }
+        }
+        d.deserialize_option(Opt(PhantomData))
+    }
+
+    pub fn shape<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
+        capped(d, usize::from(MAX_RANK), "dimensions")
+    }
 }
 
 #[derive(Serialize)]
@@ -242,9 +328,27 @@ async fn infer_v(
 /// Decode a V2 JSON inference request (no binary part) as the REST
 /// endpoint does: its inputs and the outputs it asks for.
 pub fn decode_json_request(body: &[u8]) -> Result<(Vec<Tensor>, Vec<String>), ApiError> {
-    let mut req: InferRequest = serde_json::from_slice(body)
+    decode_request(None, body)
+}
+
+/// A tensor's data as the REST endpoint writes it (`data` of an output).
+pub fn tensor_json(t: &Tensor) -> Value {
+    serde_json::to_value(codec::to_json(t)).unwrap_or(Value::Null)
+}
+
+/// Decode a whole REST inference request as the endpoint does: the JSON
+/// part (all of `body`, or its first `header_length` bytes, Triton's
+/// binary extension) and the binary tensors after it. Returns the inputs
+/// and the names of the outputs asked for. Never panics, whatever the bytes
+/// (the fuzz target `v2_rest` holds it to that).
+pub fn decode_request(
+    header_length: Option<&[u8]>,
+    body: &[u8],
+) -> Result<(Vec<Tensor>, Vec<String>), ApiError> {
+    let (json, binary) = split_at_header(header_length, body)?;
+    let mut req: InferRequest = serde_json::from_slice(json)
         .map_err(|e| ApiError::bad(format!("malformed inference request JSON: {e}")))?;
-    let inputs = decode_inputs(&mut req, &[])?;
+    let inputs = decode_inputs(&mut req, binary)?;
     let requested = req
         .outputs
         .iter()
@@ -254,21 +358,27 @@ pub fn decode_json_request(body: &[u8]) -> Result<(Vec<Tensor>, Vec<String>), Ap
     Ok((inputs, requested))
 }
 
-/// A tensor's data as the REST endpoint writes it (`data` of an output).
-pub fn tensor_json(t: &Tensor) -> Value {
-    serde_json::to_value(codec::to_json(t)).unwrap_or(Value::Null)
-}
-
 /// Split a body into its JSON header and binary tail.
 fn split_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), ApiError> {
-    let Some(v) = headers.get(HEADER_LENGTH) else {
+    split_at_header(headers.get(HEADER_LENGTH).map(|v| v.as_bytes()), body)
+}
+
+fn split_at_header<'a>(
+    header: Option<&[u8]>,
+    body: &'a [u8],
+) -> Result<(&'a [u8], &'a [u8]), ApiError> {
+    let Some(v) = header else {
         return Ok((body, &[]));
     };
-    let n: usize = v
-        .to_str()
+    let n: usize = std::str::from_utf8(v)
         .ok()
         .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| ApiError::bad(format!("{HEADER_LENGTH} is not a byte count: {v:?}")))?;
+        .ok_or_else(|| {
+            ApiError::bad(format!(
+                "{HEADER_LENGTH} is not a byte count: {:?}",
+                String::from_utf8_lossy(v)
+            ))
+        })?;
     if n > body.len() {
         return Err(ApiError::bad(format!(
             "{HEADER_LENGTH} says the JSON header is {n} bytes, but the body has only {}",
@@ -279,7 +389,7 @@ fn split_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<(&'a [u8], &'a 
 }
 
 /// Decode the request's inputs: JSON data or binary sections, in order.
-fn decode_inputs(req: &mut InferRequest, mut binary: &[u8]) -> Result<Vec<Tensor>, ApiError> {
+fn decode_inputs(req: &mut InferRequest<'_>, mut binary: &[u8]) -> Result<Vec<Tensor>, ApiError> {
     let mut out = Vec::with_capacity(req.inputs.len());
     for input in &mut req.inputs {
         let name = &input.name;
@@ -315,7 +425,7 @@ fn decode_inputs(req: &mut InferRequest, mut binary: &[u8]) -> Result<Vec<Tensor
                 codec::check_raw(name, dt, &dims, mine)?;
                 mine.to_vec()
             }
-            (None, Some(data)) => codec::from_json(name, dt, &dims, data)?,
+            (None, Some(data)) => codec::from_json(name, dt, &dims, data.get())?,
             (None, None) => {
                 return Err(ApiError::bad(format!(
                     "input '{name}' has no `data` (and no `binary_data_size` parameter)"

@@ -625,3 +625,103 @@ async fn models_are_replaced_atomically_and_can_be_put_back() {
     let (status, _) = post(&s, "/v2/models/m/infer", v1_body).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// Issue 21: a ~90-byte request claiming `shape: [2^40]` of FP64 made the
+/// server reserve 8 TiB before looking at the data; a zero dimension next
+/// to huge ones slipped past the element count. Both are 400s now, and the
+/// server answers the next request.
+#[tokio::test]
+async fn claimed_shapes_are_bounded_before_anything_is_allocated() {
+    let s = server(1 << 20);
+    let body = |shape: Value| json!({"inputs": [{"name": "x", "shape": shape, "datatype": "FP64", "data": [1]}]});
+    let (st, e) = bad(&s, "/v2/models/mlp/infer", body(json!([1099511627776u64]))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        e.contains("dimension 1099511627776 is over the limit"),
+        "{e}"
+    );
+    let (st, e) = bad(
+        &s,
+        "/v2/models/mlp/infer",
+        body(json!([0, 4294967295u64, 4294967295u64])),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(e.contains("spans more than"), "{e}");
+    // A binary body claiming more than it carries is refused the same way.
+    let hdr = json!({"inputs": [{"name": "x", "shape": [4294967295u64, 4], "datatype": "FP32", "parameters": {"binary_data_size": 16}}]}).to_string();
+    let mut raw = hdr.clone().into_bytes();
+    raw.extend([0u8; 16]);
+    let req = Request::post("/v2/models/mlp/infer")
+        .header(HEADER_LENGTH, hdr.len())
+        .body(Body::from(raw))
+        .unwrap();
+    let (st, _, b) = call(&s, req).await;
+    assert_eq!(
+        st,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    let (st, _) = post(
+        &s,
+        "/v2/models/mlp/infer",
+        json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}).to_string(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+/// Issue 21: inputs and outputs per request are capped while the JSON is
+/// decoded, and duplicate names are found with one hash set.
+#[tokio::test]
+async fn inputs_and_outputs_per_request_are_capped_at_decode() {
+    let s = server(8 << 20);
+    let input =
+        |i: usize| json!({"name": format!("x{i}"), "shape": [1], "datatype": "FP32", "data": [1]});
+    let many: Vec<Value> = (0..=weft_abi::MAX_TENSORS as usize).map(input).collect();
+    let (st, e) = bad(&s, "/v2/models/mlp/infer", json!({ "inputs": many })).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(e.contains("more than 4096 tensors"), "{e}");
+    let outputs: Vec<Value> = (0..=weft_abi::MAX_TENSORS as usize)
+        .map(|i| json!({ "name": format!("y{i}") }))
+        .collect();
+    let (st, e) = bad(
+        &s,
+        "/v2/models/mlp/infer",
+        json!({ "inputs": [input(0)], "outputs": outputs }),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(e.contains("more than 4096 tensors"), "{e}");
+    // Exactly at the cap, every name distinct but one: the duplicate is
+    // named (and found without comparing every pair).
+    let mut at_cap: Vec<Value> = (0..weft_abi::MAX_TENSORS as usize - 1).map(input).collect();
+    at_cap.push(input(7));
+    let (st, e) = bad(&s, "/v2/models/mlp/infer", json!({ "inputs": at_cap })).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(e.contains("'x7' is given twice"), "{e}");
+    // gRPC: the same caps, checked on the wire before prost builds anything.
+    let g = crate::grpc::Grpc { server: s.clone() };
+    let req = ModelInferRequest {
+        model_name: "mlp".into(),
+        inputs: vec![Default::default(); weft_abi::MAX_TENSORS as usize + 1],
+        ..Default::default()
+    };
+    let e = crate::grpc::decode_request(&prost::Message::encode_to_vec(&req)).unwrap_err();
+    assert!(e.message.contains("more than 4096 inputs"), "{e}");
+    let r = g.model_infer(tonic::Request::new(ModelInferRequest {
+        model_name: "mlp".into(),
+        inputs: vec![model_infer_request::InferInputTensor {
+            name: "x".into(),
+            datatype: "FP64".into(),
+            shape: vec![0, 1 << 31, 1 << 31],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![vec![]],
+        ..Default::default()
+    }));
+    let status = r.await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("spans more than"), "{status:?}");
+}
