@@ -47,7 +47,7 @@ pub enum RuntimeError {
     #[error("module used up its fuel ({fuel} units) and was stopped; raise it with --fuel")]
     OutOfFuel { fuel: u64 },
     #[error(
-        "module tried to grow its memory to {requested} bytes, past its limit of {limit} bytes; raise it with --max-memory"
+        "module needed {requested} bytes (its linear memory and the tensors and graphs wasi-nn holds for it, together), past its limit of {limit} bytes; raise it with --max-memory"
     )]
     MemoryLimit { limit: usize, requested: usize },
     #[error("module trapped: {message}")]

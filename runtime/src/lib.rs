@@ -20,12 +20,15 @@
 //! # Ok::<(), weft_runtime::RuntimeError>(())
 //! ```
 
+mod budget;
 mod cache;
 mod error;
+pub mod nn_wit;
 pub mod nn_witx;
 mod serve;
 pub mod units;
 
+pub use budget::{Budget, OverBudget};
 pub use cache::{CacheOutcome, ModuleCache};
 pub use error::RuntimeError;
 pub use serve::{InferError, Instance, ServeAbi};
@@ -44,13 +47,13 @@ use wasmtime::{Config, Engine, InstancePre, Linker, Module, ResourceLimiter, Sto
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::sync::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_nn::wit::{WasiNnCtx, WasiNnView};
 use weft_nn::{BackendOptions, Models};
 
 /// How often the epoch ticker advances; deadlines are rounded up to it.
 const TICK: Duration = Duration::from_millis(5);
 
-/// Default linear-memory cap per module instance.
+/// Default cap on what one module instance holds on the host: its linear
+/// memories and the tensors and graphs its wasi-nn calls keep, together.
 pub const DEFAULT_MAX_MEMORY: usize = 1 << 30;
 /// Default wall-clock deadline of one run.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -83,7 +86,9 @@ impl Default for RuntimeConfig {
 /// Per-run sandbox limits.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Largest linear memory, in bytes.
+    /// Most bytes the guest may hold on the host: all its linear memories
+    /// (every instance of a component) plus the tensors, contexts' inputs
+    /// and graphs wasi-nn keeps for it ([`Budget`]).
     pub max_memory: usize,
     /// Wall-clock deadline; `None` for none.
     pub timeout: Option<Duration>,
@@ -262,8 +267,11 @@ impl Runtime {
 
         let mut component_linker = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut component_linker).map_err(engine_err)?;
-        wasmtime_wasi_nn::wit::add_to_linker(&mut component_linker, |s: &mut ComponentState| {
-            WasiNnView::new(&mut s.table, &mut s.nn)
+        nn_wit::add_to_linker(&mut component_linker, |s: &mut ComponentState| {
+            nn_wit::NnView {
+                st: &mut s.nn,
+                table: &mut s.table,
+            }
         })
         .map_err(engine_err)?;
 
@@ -568,13 +576,13 @@ impl Runtime {
         let span =
             tracing::info_span!("run", module = program.name(), module.digest = %program.digest());
         let _enter = span.enter();
-        let limiter = Limiter::new(opts.limits.max_memory);
+        let budget = Arc::new(Budget::new(opts.limits.max_memory));
         let wasi = self.wasi_builder(program, &opts)?;
         let backends = weft_nn::backends(self.nn);
         let models = Models::clone(&opts.models);
         let result = match &program.pre {
             Pre::Core(pre) => {
-                let state = CoreState::new(wasi, backends, models, limiter);
+                let state = CoreState::new(wasi, backends, models, budget);
                 let mut store = self.store(state, &opts.limits)?;
                 pre.instantiate(&mut store)
                     .and_then(|instance| instance.get_typed_func::<(), ()>(&mut store, "_start"))
@@ -582,7 +590,7 @@ impl Runtime {
                     .map(|()| 0)
             }
             Pre::Component(pre) => {
-                let state = ComponentState::new(wasi, backends, models, limiter);
+                let state = ComponentState::new(wasi, backends, models, budget);
                 let mut store = self.store(state, &opts.limits)?;
                 pre.instantiate(&mut store)
                     .and_then(|command| command.wasi_cli_run().call_run(&mut store))
@@ -672,10 +680,10 @@ fn exit_or_error(e: wasmtime::Error, limits: &Limits) -> Result<i32, RuntimeErro
     if let Some(exit) = e.downcast_ref::<I32Exit>() {
         return Ok(exit.0);
     }
-    if let Some(hit) = e.downcast_ref::<MemoryLimitHit>() {
+    if let Some(MemoryLimitHit(hit)) = e.downcast_ref::<MemoryLimitHit>() {
         return Err(RuntimeError::MemoryLimit {
             limit: hit.limit,
-            requested: hit.requested,
+            requested: hit.memory + hit.nn + hit.requested,
         });
     }
     match e.downcast_ref::<Trap>() {
@@ -694,50 +702,87 @@ fn exit_or_error(e: wasmtime::Error, limits: &Limits) -> Result<i32, RuntimeErro
 /// Raised (as a trap) when a guest grows memory past its cap, so the user
 /// sees "memory limit" rather than the guest's own allocation-failure abort.
 #[derive(Debug, thiserror::Error)]
-#[error("memory limit of {limit} bytes exceeded (requested {requested})")]
-struct MemoryLimitHit {
-    limit: usize,
-    requested: usize,
-}
+#[error(transparent)]
+struct MemoryLimitHit(OverBudget);
 
-/// Caps linear memory and table growth for one store.
+/// Caps one store: the bytes of all its linear memories (with wasi-nn's,
+/// through the shared [`Budget`]), table elements, and how many instances,
+/// memories and tables it may create.
 pub struct Limiter {
-    max_memory: usize,
+    budget: Arc<Budget>,
+    /// The last growth charged, given back if wasmtime then fails it.
+    granted: usize,
+    table_elements: usize,
 }
 
-/// Largest table a guest may grow (entries); generous for real programs.
+/// Most table elements one store may hold, all tables together.
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Most core instances one store may create (a component makes several).
+const MAX_INSTANCES: usize = 256;
+/// Most linear memories one store may create.
+const MAX_MEMORIES: usize = 64;
+/// Most tables one store may create.
+const MAX_TABLES: usize = 256;
 
 impl Limiter {
-    fn new(max_memory: usize) -> Self {
-        Self { max_memory }
+    fn new(budget: Arc<Budget>) -> Self {
+        Self {
+            budget,
+            granted: 0,
+            table_elements: 0,
+        }
     }
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory {
-            return Err(MemoryLimitHit {
-                limit: self.max_memory,
-                requested: desired,
-            }
-            .into());
-        }
+        let more = desired.saturating_sub(current);
+        self.budget
+            .grow_memory(more)
+            .map_err(|e| wasmtime::Error::from(MemoryLimitHit(e)))?;
+        self.granted = more;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.budget.shrink_memory(std::mem::take(&mut self.granted));
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        let total = self
+            .table_elements
+            .checked_add(desired.saturating_sub(current))
+            .filter(|&t| t <= MAX_TABLE_ELEMENTS);
+        match total {
+            Some(t) => {
+                self.table_elements = t;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 }
 
@@ -757,12 +802,12 @@ impl CoreState {
         mut wasi: WasiCtxBuilder,
         backends: Vec<weft_nn::Backend>,
         models: Models,
-        limiter: Limiter,
+        budget: Arc<Budget>,
     ) -> Self {
         Self {
             wasi: wasi.build_p1(),
-            nn: nn_witx::NnState::new(backends, models),
-            limiter,
+            nn: nn_witx::NnState::new(backends, models, budget.clone()),
+            limiter: Limiter::new(budget),
         }
     }
 }
@@ -777,7 +822,7 @@ impl HasLimiter for CoreState {
 pub struct ComponentState {
     wasi: WasiCtx,
     table: ResourceTable,
-    nn: WasiNnCtx,
+    nn: nn_wit::NnState,
     limiter: Limiter,
 }
 
@@ -786,13 +831,15 @@ impl ComponentState {
         mut wasi: WasiCtxBuilder,
         backends: Vec<weft_nn::Backend>,
         models: Models,
-        limiter: Limiter,
+        budget: Arc<Budget>,
     ) -> Self {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(nn_wit::TABLE_CAPACITY);
         Self {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
-            nn: WasiNnCtx::new(backends, models.into()),
-            limiter,
+            table,
+            nn: nn_wit::NnState::new(backends, models, budget.clone()),
+            limiter: Limiter::new(budget),
         }
     }
 }
@@ -809,5 +856,32 @@ impl WasiView for ComponentState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 21: a component's resource table (WASI's and wasi-nn's
+    /// resources together) had wasmtime's default capacity of millions.
+    #[test]
+    fn a_components_resource_table_has_a_capacity() {
+        let mut st = ComponentState::new(
+            WasiCtxBuilder::new(),
+            Vec::new(),
+            Models::default(),
+            Arc::new(Budget::new(1 << 20)),
+        );
+        assert_eq!(st.table.max_capacity(), nn_wit::TABLE_CAPACITY);
+        let mut pushed = 0;
+        while st.table.push(0u8).is_ok() {
+            pushed += 1;
+            assert!(
+                pushed <= nn_wit::TABLE_CAPACITY,
+                "the table grew past its capacity"
+            );
+        }
+        assert_eq!(pushed, nn_wit::TABLE_CAPACITY);
     }
 }

@@ -11,8 +11,10 @@
 //! examples use, plus WasmEdge's `load_by_name_with_config`, `unload` and
 //! `finalize_execution_context`, so guests can free what they load.
 
+use crate::budget::Budget;
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use wasmtime::{Caller, Extern, Linker};
 use weft_nn::{
     Backend, ErrorKind, ExecutionTarget, Graph, GraphEncoding, Id, Models, NnError, Tensor,
@@ -121,27 +123,56 @@ impl<V> Handles<V> {
     }
 }
 
+/// A graph handle and the model bytes it was loaded from (charged to the
+/// budget; 0 for a preloaded model, which the host holds anyway).
+struct HeldGraph {
+    graph: Graph,
+    bytes: usize,
+}
+
+/// A context and the input bytes it holds, by input index.
+struct HeldContext {
+    ctx: wasmtime_wasi_nn::ExecutionContext,
+    inputs: HashMap<u32, usize>,
+}
+
+impl HeldContext {
+    fn bytes(&self) -> usize {
+        self.inputs.values().sum()
+    }
+}
+
 /// Per-instance wasi-nn state. Everything is freed when the store drops.
 pub struct NnState {
     backends: HashMap<GraphEncoding, Backend>,
     models: Models,
-    graphs: Handles<Graph>,
-    contexts: Handles<wasmtime_wasi_nn::ExecutionContext>,
+    graphs: Handles<HeldGraph>,
+    contexts: Handles<HeldContext>,
+    budget: Arc<Budget>,
 }
 
 impl NnState {
-    pub fn new(backends: Vec<Backend>, models: Models) -> Self {
+    /// State whose tensors and graphs draw on `budget` (shared with the
+    /// store's memory limiter).
+    pub fn new(backends: Vec<Backend>, models: Models, budget: Arc<Budget>) -> Self {
         Self {
             backends: backends.into_iter().map(|b| (b.encoding(), b)).collect(),
             models,
             graphs: Handles::new(MAX_GRAPHS),
             contexts: Handles::new(MAX_CONTEXTS),
+            budget,
         }
     }
 
     /// Live (graphs, contexts), for tests and metrics.
     pub fn live(&self) -> (usize, usize) {
         (self.graphs.live.len(), self.contexts.live.len())
+    }
+
+    fn charge(&self, what: &'static str, bytes: usize) -> Res<()> {
+        self.budget
+            .charge_nn(what, bytes)
+            .map_err(|e| Fail(Errno::TooLarge, e.to_string()))
     }
 }
 
@@ -313,17 +344,27 @@ fn load<T: 'static>(
         let len = u32::from_le_bytes(pair[4..].try_into().expect("4 bytes"));
         parts.push(bytes(mem, ptr, len)?);
     }
-    let backend = st.backends.get_mut(&enc).ok_or_else(|| {
-        Fail(
+    if !st.backends.contains_key(&enc) {
+        return fail(
             Errno::InvalidEncoding,
             format!("no backend for encoding {enc}; this node supports onnx and autodetect"),
-        )
-    })?;
-    let graph = guarded("load", || Ok(backend.load(&parts, tgt)?))?;
-    // Check the result slot before publishing the handle.
-    read_u32(mem, out)?;
-    let id = st.graphs.insert("graph", graph)?;
-    write_u32(mem, out, id)
+        );
+    }
+    // The model bytes are held (parsed) for as long as the graph lives.
+    let held: usize = parts.iter().map(|p| p.len()).sum();
+    st.charge("loading a graph", held)?;
+    let backend = st.backends.get_mut(&enc).expect("checked above");
+    let loaded = guarded("load", || Ok(backend.load(&parts, tgt)?))
+        // Check the result slot before publishing the handle.
+        .and_then(|graph| read_u32(mem, out).map(|_| graph))
+        .and_then(|graph| st.graphs.insert("graph", HeldGraph { graph, bytes: held }));
+    match loaded {
+        Ok(id) => write_u32(mem, out, id),
+        Err(e) => {
+            st.budget.refund_nn(held);
+            Err(e)
+        }
+    }
 }
 
 fn load_by_name<T: 'static>(
@@ -346,7 +387,7 @@ fn load_by_name<T: 'static>(
         )
     })?;
     read_u32(mem, out)?;
-    let id = st.graphs.insert("graph", graph)?;
+    let id = st.graphs.insert("graph", HeldGraph { graph, bytes: 0 })?;
     write_u32(mem, out, id)
 }
 
@@ -363,14 +404,20 @@ fn init_execution_context<T: 'static>(
         )
     })?;
     let ctx = guarded("init_execution_context", || {
-        Ok(graph.init_execution_context()?)
+        Ok(graph.graph.init_execution_context()?)
     })?;
     read_u32(mem, out)?;
-    let id = st.contexts.insert("execution context", ctx)?;
+    let id = st.contexts.insert(
+        "execution context",
+        HeldContext {
+            ctx,
+            inputs: HashMap::new(),
+        },
+    )?;
     write_u32(mem, out, id)
 }
 
-fn context(st: &mut NnState, ctx: u32) -> Res<&mut wasmtime_wasi_nn::ExecutionContext> {
+fn context(st: &mut NnState, ctx: u32) -> Res<&mut HeldContext> {
     st.contexts.live.get_mut(&ctx).ok_or_else(|| {
         Fail(
             Errno::InvalidArgument,
@@ -401,16 +448,36 @@ fn set_input<T: 'static>(
         .map(|d| u32::from_le_bytes(d.try_into().expect("4 bytes")))
         .collect();
     let ty = tensor_type(ty)?;
-    let data = bytes(mem, data_ptr, data_len)?.to_vec();
-    let exec = context(st, ctx)?;
+    let data = bytes(mem, data_ptr, data_len)?;
+    // The context keeps the input until it is replaced or the context is
+    // finalized: charge it before copying, refund what it replaces.
+    let before = context(st, ctx)?.inputs.get(&index).copied().unwrap_or(0);
+    st.budget.refund_nn(before);
+    if let Err(e) = st.charge("setting an input", data.len()) {
+        let _ = st.budget.charge_nn("setting an input", before);
+        return Err(e);
+    }
     let tensor = Tensor {
         dimensions,
         ty,
-        data,
+        data: data.to_vec(),
     };
-    guarded("set_input", || {
-        Ok(exec.set_input(Id::Index(index), &tensor)?)
-    })
+    let exec = context(st, ctx)?;
+    let set = guarded("set_input", || {
+        Ok(exec.ctx.set_input(Id::Index(index), &tensor)?)
+    });
+    match set {
+        Ok(()) => {
+            exec.inputs.insert(index, tensor.data.len());
+            Ok(())
+        }
+        Err(e) => {
+            // The backend kept what it had.
+            st.budget.refund_nn(tensor.data.len());
+            let _ = st.budget.charge_nn("setting an input", before);
+            Err(e)
+        }
+    }
 }
 
 fn compute<T: 'static>(
@@ -420,7 +487,7 @@ fn compute<T: 'static>(
 ) -> Res<()> {
     let (_, st) = split(c, get)?;
     let exec = context(st, ctx)?;
-    guarded("compute", || Ok(exec.compute()?))
+    guarded("compute", || Ok(exec.ctx.compute()?))
 }
 
 fn get_output<T: 'static>(
@@ -432,7 +499,9 @@ fn get_output<T: 'static>(
     bytes(mem, buf, max)?;
     read_u32(mem, written)?;
     let exec = context(st, ctx)?;
-    let tensor = guarded("get_output", || Ok(exec.get_output(Id::Index(index))?))?;
+    let tensor = guarded("get_output", || {
+        Ok(exec.ctx.get_output(Id::Index(index))?)
+    })?;
     let len = tensor.data.len();
     if len > max as usize {
         return fail(
@@ -459,7 +528,9 @@ fn get_output_info<T: 'static>(
     read_u32(mem, rank)?;
     bytes(mem, dims, cap.saturating_mul(4))?;
     let exec = context(st, ctx)?;
-    let tensor = guarded("get_output", || Ok(exec.get_output(Id::Index(index))?))?;
+    let tensor = guarded("get_output", || {
+        Ok(exec.ctx.get_output(Id::Index(index))?)
+    })?;
     write_u32(mem, ty, tensor_type_code(tensor.ty)?)?;
     write_u32(mem, rank, tensor.dimensions.len() as u32)?;
     if tensor.dimensions.len() > cap as usize {
@@ -483,12 +554,14 @@ fn unload<T: 'static>(
     graph: u32,
 ) -> Res<()> {
     let (_, st) = split(c, get)?;
-    st.graphs.live.remove(&graph).map(drop).ok_or_else(|| {
+    let held = st.graphs.live.remove(&graph).ok_or_else(|| {
         Fail(
             Errno::InvalidArgument,
             format!("no graph with handle {graph}"),
         )
-    })
+    })?;
+    st.budget.refund_nn(held.bytes);
+    Ok(())
 }
 
 fn finalize<T: 'static>(
@@ -497,12 +570,14 @@ fn finalize<T: 'static>(
     ctx: u32,
 ) -> Res<()> {
     let (_, st) = split(c, get)?;
-    st.contexts.live.remove(&ctx).map(drop).ok_or_else(|| {
+    let held = st.contexts.live.remove(&ctx).ok_or_else(|| {
         Fail(
             Errno::InvalidArgument,
             format!("no execution context with handle {ctx}"),
         )
-    })
+    })?;
+    st.budget.refund_nn(held.bytes());
+    Ok(())
 }
 
 /// Add `wasi_ephemeral_nn` to a core-module linker.

@@ -15,8 +15,8 @@
 //! serving.
 
 use crate::{
-    ComponentState, CoreState, HasLimiter, Limiter, Pre, Program, RunOptions, Runtime,
-    RuntimeError, exit_or_error,
+    Budget, ComponentState, CoreState, HasLimiter, Pre, Program, RunOptions, Runtime, RuntimeError,
+    exit_or_error,
 };
 use std::time::Duration;
 use wasmtime::{Memory, Store, TypedFunc};
@@ -140,7 +140,7 @@ impl Runtime {
         let wasi = self.wasi_builder(program, opts)?;
         let backends = weft_nn::backends(self.nn);
         let models = weft_nn::Models::clone(&opts.models);
-        let limiter = Limiter::new(limits.max_memory);
+        let budget = std::sync::Arc::new(Budget::new(limits.max_memory));
         let name = program.name();
         let fail = |e: wasmtime::Error| match exit_or_error(e, limits) {
             Ok(code) => RuntimeError::NotServing {
@@ -151,7 +151,7 @@ impl Runtime {
         };
         let inner = match &program.pre {
             Pre::Core(pre) => {
-                let state = CoreState::new(wasi, backends, models, limiter);
+                let state = CoreState::new(wasi, backends, models, budget);
                 let mut store = self.store(state, limits)?;
                 let instance = pre.instantiate(&mut store).map_err(fail)?;
                 let func = |store: &mut Store<CoreState>, n: &str| {
@@ -228,7 +228,7 @@ impl Runtime {
                 inner
             }
             Pre::Predictor(pre) => {
-                let state = ComponentState::new(wasi, backends, models, limiter);
+                let state = ComponentState::new(wasi, backends, models, budget);
                 let mut store = self.store(state, limits)?;
                 let predictor = pre.instantiate(&mut store).map_err(fail)?;
                 predictor

@@ -112,6 +112,47 @@ fn guest_written_against_upstream_wasi_nn_crate_runs() {
     assert_eq!(out.trim(), "2 3 4 5");
 }
 
+/// Issue 21: wasi-nn held every input a guest set, on as many contexts as
+/// it liked, outside its memory cap. Now inputs draw on the instance's
+/// budget (`--max-memory`): 64 contexts of 16 MiB each under 256 MiB are
+/// refused with `TooLarge` once the budget is spent, and the host carries on.
+#[test]
+fn inputs_a_guest_sets_count_against_its_memory_cap() {
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        ..Default::default()
+    })
+    .unwrap();
+    let p: Preload = format!("mlp:onnx:cpu:{}", data("mlp_dynamic_batch.onnx").display())
+        .parse()
+        .unwrap();
+    let models = Arc::new(Models::load(&[p], Default::default()).unwrap());
+    let program = rt.load_file(&module(Guest::P1, "hostile")).unwrap();
+    let run = |max_memory: usize| {
+        let out = MemoryOutputPipe::new(1 << 20);
+        let code = rt
+            .run(
+                &program,
+                RunOptions {
+                    args: vec!["input_flood".into(), "mlp".into()],
+                    models: models.clone(),
+                    stdout: Some(out.clone()),
+                    limits: weft_runtime::Limits {
+                        max_memory,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(code, 0);
+        String::from_utf8_lossy(&out.contents()).trim().to_owned()
+    };
+    assert_eq!(run(256 << 20), "input_flood errno=7");
+    // With room for all of it, the same guest is served.
+    assert_eq!(run(2 << 30), "input_flood ok");
+}
+
 /// Every attack on the witx glue gets the wasi-nn error code it deserves
 /// and the host survives to run the next one.
 #[test]

@@ -104,6 +104,46 @@ fn dynamic_batch_compiles_one_plan_per_shape_and_reuses_it() {
     assert_eq!(model.plan_count(), 2, "same shape must reuse its plan");
 }
 
+/// Issue 21: a client cycling through input shapes used to evict and
+/// rebuild plans for ever (each holding its own packed weights). Now the
+/// first shapes keep their plans, later ones share one shape-generic plan,
+/// and every answer stays right.
+#[test]
+fn cycling_through_shapes_builds_a_bounded_number_of_plans() {
+    let model = load_private("mlp_dynamic_batch.onnx", "shape-cycling");
+    let run = |batch: u32| {
+        let mut ctx = TractContext::new(model.clone());
+        // Every row is the same, so every output row must equal row 0 of
+        // a batch-1 run.
+        let x: Vec<f32> = (0..batch * 4).map(|i| (i % 4) as f32 * 0.3 - 0.4).collect();
+        ctx.set(Id::Index(0), &f32s(vec![batch, 4], &x)).unwrap();
+        ctx.run().unwrap();
+        as_f32(&ctx.output(&Id::Index(0)).unwrap())
+    };
+    let one = run(1);
+    let limit = weft_nn::MAX_PLANS_PER_MODEL as u32;
+    for round in 0..2 {
+        for batch in 1..=limit + 8 {
+            let y = run(batch);
+            assert_eq!(y.len(), batch as usize * 3);
+            for row in y.chunks(3) {
+                for (a, b) in row.iter().zip(&one) {
+                    assert!(
+                        (a - b).abs() < 1e-5,
+                        "round {round} batch {batch}: {row:?} vs {one:?}"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(model.plan_count(), weft_nn::MAX_PLANS_PER_MODEL);
+    assert_eq!(
+        model.plan_builds(),
+        weft_nn::MAX_PLANS_PER_MODEL + 1,
+        "shapes past the limit must share one generic plan, built once"
+    );
+}
+
 #[test]
 fn same_bytes_share_one_model() {
     let a = load("tiny.onnx");

@@ -96,6 +96,33 @@ fn memory_cap_stops_growth_with_a_clear_error() {
     assert_eq!(rt.run(&p, opts(limits)).unwrap(), 0);
 }
 
+/// Issue 21: the cap was checked per linear memory, so a module with two
+/// memories held twice its cap. Now all of a store's memories share it.
+#[test]
+fn the_memory_cap_covers_all_memories_of_a_store_together() {
+    let rt = runtime(None, false);
+    // Two memories of 10 MiB (160 pages) each.
+    let two = "(module (memory 160) (memory 160) (func (export \"_start\")))";
+    let p = rt.load("two.wasm", &wasm(two)).unwrap();
+    let limits = Limits {
+        max_memory: 16 << 20,
+        ..Limits::default()
+    };
+    let err = rt.run(&p, opts(limits)).unwrap_err();
+    match err {
+        RuntimeError::MemoryLimit { limit, requested } => {
+            assert_eq!(limit, 16 << 20);
+            assert_eq!(requested, 320 * 65536);
+        }
+        other => panic!("expected a memory-limit error, got {other}"),
+    }
+    let limits = Limits {
+        max_memory: 21 << 20,
+        ..Limits::default()
+    };
+    assert_eq!(rt.run(&p, opts(limits)).unwrap(), 0);
+}
+
 #[test]
 fn fuel_stops_an_endless_loop() {
     let rt = runtime(None, true);

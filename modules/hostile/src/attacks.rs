@@ -128,15 +128,23 @@ const ATTACKS: &[Attack] = &[
     },
 ];
 
+/// Attacks run only by name (`all` leaves them out): they need a model
+/// with a dynamic batch (`mlp`) and a memory cap to hit.
+const BY_NAME: &[Attack] = &[Attack {
+    name: "input_flood",
+    run: input_flood,
+}];
+
 pub fn names() -> Vec<&'static str> {
-    ATTACKS.iter().map(|a| a.name).collect()
+    ATTACKS.iter().chain(BY_NAME).map(|a| a.name).collect()
 }
 
-/// The attacks `which` names: one, or `all` of them in order.
+/// The attacks `which` names: one, or `all` of [`ATTACKS`] in order.
 pub fn select(which: &str) -> Vec<&'static Attack> {
     ATTACKS
         .iter()
         .filter(|a| which == "all" || a.name == which)
+        .chain(BY_NAME.iter().filter(|a| a.name == which))
         .collect()
 }
 
@@ -399,6 +407,38 @@ fn double_unload(model: &str) -> Outcome {
 
 /// Creates and finalizes 10000 contexts on one graph: must finish without
 /// the host running out of anything.
+/// Keep 64 contexts alive, each holding a 16 MiB input (1 GiB in all):
+/// the host must refuse (`TooLarge`) once the instance's memory budget is
+/// spent, rather than hold whatever a guest hands it.
+fn input_flood(model: &str) -> Outcome {
+    let (errno, graph) = load_by_name(addr(model.as_bytes()), model.len() as u32);
+    if errno != 0 {
+        return SetupFailed("load_by_name", errno);
+    }
+    const ROWS: u32 = 1 << 20;
+    let data = vec![0f32; ROWS as usize * 4];
+    let dims = [ROWS, 4];
+    let tensor = Tensor {
+        dims_ptr: addr(&dims),
+        dims_len: 2,
+        ty: abi::TYPE_F32,
+        data_ptr: addr(&data[..]),
+        data_len: (data.len() * 4) as u32,
+    };
+    for i in 0..64 {
+        let (errno, ctx) = init(graph);
+        if errno != 0 {
+            return SetupFailed("init_execution_context", errno);
+        }
+        let errno = set_input(ctx, 0, addr(&tensor));
+        if errno != 0 {
+            eprintln!("hostile: input_flood: refused at context {i}");
+            return Errno(errno);
+        }
+    }
+    Errno(0)
+}
+
 fn leak(model: &str) -> Outcome {
     let (errno, graph) = load_by_name(addr(model.as_bytes()), model.len() as u32);
     if errno != 0 {
