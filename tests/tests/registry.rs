@@ -643,3 +643,200 @@ fn a_rate_limited_pull_takes_as_long_as_its_rate_says() {
         "4 MiB at 1 MiB/s took only {took:?}"
     );
 }
+
+/// Issue 21: a registry that sends more than a blob's descriptor says was
+/// read to the end before the digest check failed. Now the download stops
+/// as soon as it runs past the size, and nothing is stored.
+#[test]
+fn a_blob_longer_than_its_descriptor_is_stopped_at_once() {
+    let Some(Pushed {
+        reg,
+        tmp,
+        a,
+        remote,
+        target,
+        rt,
+        ..
+    }) = pushed("tiny:1")
+    else {
+        return;
+    };
+    let art = Artifact::open(&a, "tiny:1").unwrap();
+    let layer = art.module_layer().unwrap().clone();
+    let on_disk = reg.blob_file(layer.digest().digest());
+    let mut bytes = std::fs::read(&on_disk).unwrap();
+    bytes.extend(std::iter::repeat_n(0u8, 8 << 20));
+    std::fs::write(&on_disk, bytes).unwrap();
+    let b = Store::open(tmp.path().join("b")).unwrap();
+    let err = rt.block_on(remote.pull(&b, &target)).unwrap_err();
+    assert!(matches!(err, OciError::Oversized { .. }), "{err}");
+    assert!(!b.has_blob(layer.digest()));
+    assert!(!b.partial_path(layer.digest()).exists());
+    assert!(b.list().unwrap().is_empty(), "nothing tagged");
+}
+
+/// A registry that answers every manifest request with an endless body
+/// (no real registry sends one: distribution refuses manifests over 4 MiB
+/// on push, so this hostile one is a few lines of std). With
+/// `length`, it announces that size first.
+fn endless_registry(length: Option<u64>) -> (String, std::thread::JoinHandle<u64>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let handle = std::thread::spawn(move || {
+        let mut sent = 0u64;
+        for stream in listener.incoming().take(4) {
+            let Ok(mut stream) = stream else { break };
+            let mut line = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            reader.read_line(&mut line).unwrap();
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            if !line.contains("/manifests/") {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                );
+                continue;
+            }
+            let mut head = String::from(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n",
+            );
+            if let Some(n) = length {
+                head.push_str(&format!("Content-Length: {n}\r\n"));
+            }
+            head.push_str("\r\n{\"schemaVersion\":2");
+            let _ = stream.write_all(head.as_bytes());
+            let chunk = vec![b' '; 1 << 16];
+            // Stops when the client hangs up (or after 1 GiB).
+            while sent < 1 << 30 && stream.write_all(&chunk).is_ok() {
+                sent += chunk.len() as u64;
+            }
+            break;
+        }
+        sent
+    });
+    (addr, handle)
+}
+
+/// Issue 21: manifests were read whole, however large. Now a manifest past
+/// the cap is refused while it arrives: announced too large, or running
+/// past the cap without announcing, the client stops reading.
+#[test]
+fn a_manifest_over_the_cap_is_refused_while_it_arrives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Store::open(tmp.path().join("b")).unwrap();
+    for length in [None, Some(1u64 << 30)] {
+        let (addr, server) = endless_registry(length);
+        let (remote, source) = connect(&format!("{addr}/x:1"));
+        let err = rt().block_on(remote.pull(&b, &source)).unwrap_err();
+        assert!(err.to_string().contains("are refused"), "{err}");
+        drop(remote);
+        let sent = server.join().unwrap();
+        assert!(
+            sent < 256 << 20,
+            "the client read {sent} bytes before stopping"
+        );
+    }
+    assert!(b.list().unwrap().is_empty());
+}
+
+/// Issue 21: two layers with the same bytes (the same digest at two paths)
+/// were downloaded at once into one partial file. Now each digest moves
+/// once, and both paths are there.
+#[test]
+fn identical_layers_are_downloaded_once() {
+    let Some(reg) = TestRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Store::open(tmp.path().join("a")).unwrap();
+    let big = tmp.path().join("big.bin");
+    big_file(&big, 4);
+    let module = module(Guest::P1, "tinyrun");
+    let files = ["data/one.bin", "data/two.bin", "data/three.bin"]
+        .into_iter()
+        .map(|p| PackFile {
+            source: &big,
+            path: p.into(),
+            kind: FileKind::Config,
+            preload: None,
+        })
+        .collect();
+    artifact::build(
+        &a,
+        Package {
+            name: "same".into(),
+            version: "1".into(),
+            description: None,
+            created: "2026-01-01T00:00:00Z".into(),
+            module: &module,
+            args: vec![],
+            files,
+            models: vec![],
+        },
+    )
+    .unwrap();
+    let (remote, target) = connect(&format!("{}/same:1", reg.addr));
+    let rt = rt();
+    rt.block_on(remote.push(&a, "same:1", &target)).unwrap();
+    let b = Store::open(tmp.path().join("b")).unwrap();
+    let report = rt.block_on(remote.pull(&b, &target)).unwrap();
+    // Config, module, and the one big blob.
+    assert_eq!(report.blobs_transferred, 3, "{report:?}");
+    assert!(
+        report.bytes < 5 << 20,
+        "the 4 MiB blob moved more than once: {report:?}"
+    );
+    let art = Artifact::open(&b, &target.whole()).unwrap();
+    let bundle = art.materialize(&b).unwrap();
+    for p in ["data/one.bin", "data/two.bin", "data/three.bin"] {
+        assert_eq!(std::fs::metadata(bundle.join(p)).unwrap().len(), 4 << 20);
+    }
+    b.verify_blob(art.manifest.layers()[1].digest()).unwrap();
+}
+
+/// Issue 21: `--insecure` sent credentials over plain HTTP to any host.
+/// Plain HTTP and skipped certificate checks are separate options now, and
+/// credentials cross plain HTTP to another host only when asked.
+#[test]
+fn credentials_never_cross_plain_http_to_another_host_unasked() {
+    let auth = weft_oci::RegistryAuth::Basic("me".into(), "secret".into());
+    let remote = |registry: &str, credentials: bool| {
+        let r = parse_reference(&format!("{registry}/x:1")).unwrap();
+        Remote::new(
+            &r,
+            RemoteOptions {
+                plain_http: true,
+                plain_http_credentials: credentials,
+                auth: auth.clone(),
+                ..Default::default()
+            },
+        )
+    };
+    let e = remote("registry.example:5000", false).err().unwrap();
+    assert!(
+        e.to_string().contains("refusing to send credentials"),
+        "{e}"
+    );
+    assert!(remote("registry.example:5000", true).is_ok());
+    assert!(
+        remote("127.0.0.1:5000", false).is_ok(),
+        "loopback stays on the machine"
+    );
+    // Without credentials there is nothing to leak.
+    let r = parse_reference("registry.example:5000/x:1").unwrap();
+    assert!(
+        Remote::new(
+            &r,
+            RemoteOptions {
+                plain_http: true,
+                ..Default::default()
+            }
+        )
+        .is_ok()
+    );
+}

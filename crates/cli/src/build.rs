@@ -1,12 +1,12 @@
 //! `weft build DIR`: package a module directory into the local store.
 
 use crate::store::StoreArgs;
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
-use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use weft_nn::{Dim, OnnxModel, Preload, TensorInfo};
-use weft_oci::artifact::{self, FileKind, ModelSpec, PackFile, Package, TensorSpec};
+use weft_oci::artifact::{self, ModelSpec, PackFile, Package, TensorSpec};
+use weft_oci::package::WeftToml;
 
 /// Package a model module (module, models, files, interface) described by
 /// DIR/weft.toml into the local store, tagged NAME:VERSION. The models are
@@ -29,86 +29,6 @@ pub struct BuildArgs {
     pub store: StoreArgs,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WeftToml {
-    module: ModuleSection,
-    #[serde(default)]
-    model: Vec<ModelEntry>,
-    #[serde(default)]
-    file: Vec<FileEntry>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModuleSection {
-    name: String,
-    #[serde(default = "latest")]
-    version: String,
-    file: PathBuf,
-    description: Option<String>,
-    #[serde(default)]
-    args: Vec<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ModelEntry {
-    name: String,
-    file: PathBuf,
-    path: Option<String>,
-    #[serde(default = "onnx")]
-    encoding: String,
-    #[serde(default = "cpu")]
-    target: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileEntry {
-    file: PathBuf,
-    path: Option<String>,
-    #[serde(default)]
-    kind: Kind,
-}
-
-#[derive(Deserialize, Default, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum Kind {
-    #[default]
-    Config,
-    Doc,
-}
-
-fn latest() -> String {
-    "latest".into()
-}
-fn onnx() -> String {
-    "onnx".into()
-}
-fn cpu() -> String {
-    "cpu".into()
-}
-
-/// The artifact path of a file: explicit, or the host path if it is relative
-/// and stays inside DIR.
-fn artifact_path(explicit: &Option<String>, file: &Path) -> anyhow::Result<String> {
-    let path = match explicit {
-        Some(p) => p.clone(),
-        None => file.to_string_lossy().replace('\\', "/"),
-    };
-    artifact::check_filepath(&path).with_context(|| {
-        format!(
-            "{}: give it a `path` inside the artifact, e.g. path = \"models/{}\"",
-            file.display(),
-            file.file_name()
-                .map(|n| n.to_string_lossy())
-                .unwrap_or_default()
-        )
-    })?;
-    Ok(path)
-}
-
 fn spec(t: &TensorInfo) -> TensorSpec {
     TensorSpec {
         name: t.name.clone(),
@@ -129,19 +49,14 @@ pub fn exec(a: BuildArgs) -> anyhow::Result<i32> {
     let manifest_path = a.dir.join("weft.toml");
     let text = std::fs::read_to_string(&manifest_path)
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
-    let toml: WeftToml = toml::from_str(&text)
+    let toml = WeftToml::parse(&text)
         .with_context(|| format!("{} is not a valid weft.toml", manifest_path.display()))?;
     let store = a.store.open()?;
     let module = a.dir.join(&toml.module.file);
-    let sources: Vec<PathBuf> = toml
-        .model
-        .iter()
-        .map(|m| a.dir.join(&m.file))
-        .chain(toml.file.iter().map(|f| a.dir.join(&f.file)))
-        .collect();
-    let mut files = Vec::new();
+    let entries = toml.files()?;
+    let sources: Vec<PathBuf> = entries.iter().map(|(f, _, _)| a.dir.join(f)).collect();
     let mut models = Vec::new();
-    for (m, source) in toml.model.iter().zip(&sources) {
+    for ((m, (_, path, _)), source) in toml.model.iter().zip(&entries).zip(&sources) {
         // The preload syntax validates the name, encoding and target.
         let preload: Preload = format!(
             "{}:{}:{}:{}",
@@ -156,10 +71,6 @@ pub fn exec(a: BuildArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("cannot read model file {}", preload.path.display()))?;
         let parsed = OnnxModel::load(&bytes)
             .with_context(|| format!("model `{}` ({})", m.name, preload.path.display()))?;
-        let path = artifact_path(&m.path, &m.file)?;
-        if models.iter().any(|x: &ModelSpec| x.name == m.name) {
-            bail!("two [[model]] entries are named `{}`", m.name);
-        }
         models.push(ModelSpec {
             name: m.name.clone(),
             path: path.clone(),
@@ -169,25 +80,13 @@ pub fn exec(a: BuildArgs) -> anyhow::Result<i32> {
             inputs: parsed.inputs().iter().map(spec).collect(),
             outputs: parsed.outputs().iter().map(spec).collect(),
         });
-        files.push((path, FileKind::Weights, Some(m.name.clone())));
     }
-    for f in &toml.file {
-        let kind = match f.kind {
-            Kind::Config => FileKind::Config,
-            Kind::Doc => FileKind::Doc,
-        };
-        files.push((artifact_path(&f.path, &f.file)?, kind, None));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for (path, _, _) in &files {
-        if !seen.insert(path.clone()) {
-            bail!("two entries put a file at `{path}` in the artifact");
-        }
-    }
-    let pack_files = files
+    let preload_names = toml.model.iter().map(|m| Some(m.name.clone()));
+    let pack_files = entries
         .into_iter()
+        .zip(preload_names.chain(std::iter::repeat(None)))
         .zip(&sources)
-        .map(|((path, kind, preload), source)| PackFile {
+        .map(|(((_, path, kind), preload), source)| PackFile {
             source,
             path,
             kind,

@@ -33,6 +33,14 @@ pub enum ModuleError {
         model: String,
         digest: String,
     },
+    #[error(
+        "{reference}: model `{model}` names blob {digest}, which is not one of the artifact's layers"
+    )]
+    ForeignModel {
+        reference: String,
+        model: String,
+        digest: String,
+    },
     #[error("{reference}: model `{model}`")]
     Preload {
         reference: String,
@@ -71,6 +79,15 @@ pub fn from_store(store: &Store, reference: &str) -> Result<Resolved, ModuleErro
             model: m.name.clone(),
             digest: m.digest.clone(),
         })?;
+        // A config may only name its own layers: a shared store holds
+        // other artifacts' blobs, which are not this module's to read.
+        if !art.manifest.layers().iter().any(|l| *l.digest() == digest) {
+            return Err(ModuleError::ForeignModel {
+                reference: reference.into(),
+                model: m.name.clone(),
+                digest: m.digest.clone(),
+            });
+        }
         let spec = format!(
             "{}:{}:{}:{}",
             m.name,
@@ -84,7 +101,9 @@ pub fn from_store(store: &Store, reference: &str) -> Result<Resolved, ModuleErro
                     reference: reference.into(),
                     model: m.name.clone(),
                     source: Box::new(source),
-                })?,
+                })?
+                // Read straight from the store: verified as it is read.
+                .verified(digest.to_string()),
         );
     }
     let mut dirs = Vec::new();
@@ -176,4 +195,102 @@ pub fn model_spec(
         backend: "cpu",
         pool: settings.pool,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_oci::artifact::{FileKind, ModelSpec as Declared, PackFile, Package};
+    use weft_oci::{Descriptor, MediaType};
+
+    fn data(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data")
+            .join(name)
+    }
+
+    /// Package `model` as `name:1` (a minimal wasm module, one preload).
+    fn package(store: &Store, dir: &std::path::Path, name: &str, model: &str) {
+        let module = dir.join(format!("{name}.wasm"));
+        std::fs::write(&module, b"\0asm\x01\0\0\0").unwrap();
+        let source = data(model);
+        weft_oci::artifact::build(
+            store,
+            Package {
+                name: name.into(),
+                version: "1".into(),
+                description: None,
+                created: "2026-01-01T00:00:00Z".into(),
+                module: &module,
+                args: vec![],
+                files: vec![PackFile {
+                    source: &source,
+                    path: "models/m.onnx".into(),
+                    kind: FileKind::Weights,
+                    preload: Some("model".into()),
+                }],
+                models: vec![Declared {
+                    name: "model".into(),
+                    path: "models/m.onnx".into(),
+                    encoding: "onnx".into(),
+                    target: "cpu".into(),
+                    digest: String::new(),
+                    inputs: vec![],
+                    outputs: vec![],
+                }],
+            },
+        )
+        .unwrap();
+    }
+
+    /// Issue 21: an artifact's config could name any blob of the shared
+    /// store as its model (another artifact's private weights). Now only
+    /// its own layers, and their bytes are verified when read.
+    #[test]
+    fn a_config_may_name_only_its_own_layers_and_they_are_verified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("store")).unwrap();
+        package(&store, tmp.path(), "victim", "tiny.onnx");
+        package(&store, tmp.path(), "evil", "double_f32.onnx");
+        let victim = Artifact::open(&store, "victim:1").unwrap();
+        let secret = victim.config.weft.models[0].digest.clone();
+
+        // Point evil's config at the victim's weights.
+        let evil = Artifact::open(&store, "evil:1").unwrap();
+        let mut config = evil.config.clone();
+        config.weft.models[0].digest = secret.clone();
+        let (cd, cs) = store
+            .put_bytes(&serde_json::to_vec(&config).unwrap())
+            .unwrap();
+        let mut manifest = evil.manifest.clone();
+        manifest.set_config(Descriptor::new(
+            MediaType::Other(weft_oci::media::WASM_CONFIG.into()),
+            cs,
+            cd,
+        ));
+        let (md, ms) = store
+            .put_bytes(&serde_json::to_vec(&manifest).unwrap())
+            .unwrap();
+        store
+            .tag("evil:2", &Descriptor::new(MediaType::ImageManifest, ms, md))
+            .unwrap();
+        let e = from_store(&store, "evil:2").err().unwrap();
+        assert!(matches!(e, ModuleError::ForeignModel { .. }), "{e}");
+        assert!(e.to_string().contains(&secret), "{e}");
+
+        // Its own weights load, and are hashed as they are read: a blob
+        // changed on disk is refused, not run.
+        let resolved = from_store(&store, "victim:1").unwrap();
+        Models::load(&resolved.preloads, Default::default()).unwrap();
+        let digest: Digest = secret.parse().unwrap();
+        std::fs::write(
+            store.blob_path(&digest),
+            std::fs::read(data("double_f32.onnx")).unwrap(),
+        )
+        .unwrap();
+        let e = Models::load(&resolved.preloads, Default::default())
+            .err()
+            .unwrap();
+        assert!(matches!(e, weft_nn::NnError::ModelDigest { .. }), "{e}");
+    }
 }

@@ -142,6 +142,41 @@ pub fn check_filepath(path: &str) -> Result<(), OciError> {
     Ok(())
 }
 
+/// Check every layer's `org.cncf.model.filepath`: each valid, none used
+/// twice, and no file where another needs a directory (`a` and `a/b`).
+/// Run on every manifest before its files are written anywhere, so one
+/// artifact's layers can never land on the same path.
+pub fn check_files(manifest: &ImageManifest) -> Result<(), OciError> {
+    let mut seen = std::collections::HashSet::new();
+    let paths = manifest.layers().iter().filter_map(|l| {
+        l.annotations()
+            .as_ref()
+            .and_then(|a| a.get(media::FILEPATH))
+    });
+    for path in paths {
+        check_filepath(path)?;
+        if !seen.insert(path.as_str()) {
+            return Err(OciError::Malformed {
+                what: format!("file path `{path}`"),
+                message: "two layers of the artifact have this path".into(),
+            });
+        }
+    }
+    for path in &seen {
+        let mut dir = *path;
+        while let Some((parent, _)) = dir.rsplit_once('/') {
+            if seen.contains(parent) {
+                return Err(OciError::Malformed {
+                    what: format!("file path `{path}`"),
+                    message: format!("`{parent}` is a file of the artifact, not a directory"),
+                });
+            }
+            dir = parent;
+        }
+    }
+    Ok(())
+}
+
 fn layer(media_type: &str, digest: Digest, size: u64, ann: Vec<(&str, String)>) -> Descriptor {
     let mut d = Descriptor::new(MediaType::Other(media_type.into()), size, digest);
     d.set_annotations(Some(
@@ -187,8 +222,15 @@ pub fn build(store: &Store, pkg: Package<'_>) -> Result<Descriptor, OciError> {
         vec![(media::TITLE, module_title.clone())],
     )];
     let mut models = pkg.models.clone();
+    let mut paths = std::collections::HashSet::new();
     for f in &pkg.files {
         check_filepath(&f.path)?;
+        if !paths.insert(f.path.as_str()) {
+            return Err(OciError::Malformed {
+                what: format!("file path `{}`", f.path),
+                message: "two files of the package have this path".into(),
+            });
+        }
         let (digest, size) = store_file(store, f.source)?;
         let mut ann = vec![
             (media::TITLE, base_name(&f.path)),
@@ -291,8 +333,9 @@ impl Artifact {
                 media::WASM_CONFIG
             )));
         }
+        check_files(&manifest)?;
         let config: WasmConfig =
-            serde_json::from_slice(&store.read_blob(manifest.config().digest())?)
+            serde_json::from_slice(&store.read_metadata(manifest.config().digest())?)
                 .map_err(|e| not_weft(format!("its config has no valid `weft` section: {e}")))?;
         Ok(Artifact {
             manifest_digest: desc.digest().clone(),
@@ -329,6 +372,9 @@ impl Artifact {
     /// `org.cncf.model.filepath`, hard-linked from the blobs (copied where
     /// linking fails). Built in a temporary directory and renamed into
     /// `<store>/bundles/<manifest hex>`, so it is complete or absent.
+    /// Nothing is ever written through a file that exists: every file is
+    /// created new (a path used twice is refused by [`check_files`]
+    /// first), so a bundle can never reach into a blob of the store.
     pub fn materialize(&self, store: &Store) -> Result<std::path::PathBuf, OciError> {
         let bundles = store.root().join("bundles");
         let target = bundles.join(self.manifest_digest.digest());
@@ -340,8 +386,8 @@ impl Artifact {
             .prefix(".tmp-")
             .tempdir_in(&bundles)
             .map_err(OciError::io(&bundles))?;
+        check_files(&self.manifest)?;
         for (path, layer) in self.files() {
-            check_filepath(path)?;
             let dest = tmp.path().join(path);
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(OciError::io(parent))?;
@@ -350,8 +396,24 @@ impl Artifact {
             if !blob.is_file() {
                 return Err(OciError::MissingBlob(layer.digest().to_string()));
             }
-            if std::fs::hard_link(&blob, &dest).is_err() {
-                std::fs::copy(&blob, &dest).map_err(OciError::io(&dest))?;
+            match std::fs::hard_link(&blob, &dest) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(OciError::Io {
+                        path: dest,
+                        source: e,
+                    });
+                }
+                // Another file system, or no links: copy into a new file.
+                Err(_) => {
+                    let mut from = std::fs::File::open(&blob).map_err(OciError::io(&blob))?;
+                    let mut to = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&dest)
+                        .map_err(OciError::io(&dest))?;
+                    std::io::copy(&mut from, &mut to).map_err(OciError::io(&dest))?;
+                }
             }
         }
         let tmp = tmp.keep();
@@ -603,6 +665,42 @@ mod tests {
         assert_eq!(names, ["m.wasm", "models/w.onnx", "weft.json"]);
         // The classic variant is not itself a runnable Weft artifact.
         assert!(Artifact::open(&store, "m:1-classic").is_err());
+    }
+
+    fn manifest_with(paths: &[&str]) -> ImageManifest {
+        let layers: Vec<Descriptor> = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let digest: Digest = format!("sha256:{:064x}", i).parse().unwrap();
+                layer(
+                    media::MODEL_WEIGHT,
+                    digest,
+                    1,
+                    vec![(media::FILEPATH, p.to_string())],
+                )
+            })
+            .collect();
+        ImageManifestBuilder::default()
+            .schema_version(2u32)
+            .config(Descriptor::new(
+                MediaType::Other(media::WASM_CONFIG.into()),
+                2,
+                format!("sha256:{:064x}", 99).parse::<Digest>().unwrap(),
+            ))
+            .layers(layers)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_path_used_twice_or_as_a_file_and_a_directory_is_refused() {
+        check_files(&manifest_with(&["a.onnx", "models/b.onnx", "models/c"])).unwrap();
+        let e = check_files(&manifest_with(&["w.onnx", "w.onnx"])).unwrap_err();
+        assert!(e.to_string().contains("two layers"), "{e}");
+        let e = check_files(&manifest_with(&["m", "m/x.onnx"])).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        assert!(check_files(&manifest_with(&["../etc/passwd"])).is_err());
     }
 
     #[test]

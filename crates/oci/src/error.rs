@@ -26,6 +26,10 @@ pub enum OciError {
     NotWeftArtifact { reference: String, reason: String },
     #[error("registry request for {reference} failed: {message}")]
     Registry { reference: String, message: String },
+    #[error(
+        "{what} runs past the {size} bytes its descriptor says; the download was stopped and nothing was stored"
+    )]
+    Oversized { what: String, size: u64 },
     #[error("malformed {what}: {message}")]
     Malformed { what: String, message: String },
 }

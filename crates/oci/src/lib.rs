@@ -21,14 +21,15 @@
 pub mod artifact;
 mod error;
 pub mod media;
+pub mod package;
 pub mod registry;
 mod store;
 
 pub use artifact::{Artifact, Package};
 pub use error::OciError;
 pub use oci_client::secrets::RegistryAuth;
-pub use oci_spec::image::{Descriptor, Digest, MediaType};
+pub use oci_spec::image::{Descriptor, Digest, ImageManifest, MediaType};
 pub use registry::{
     Progress, Remote, RemoteOptions, TransferReport, docker_auth, names_registry, parse_reference,
 };
-pub use store::{GcReport, Store, WriteGuard, normalize_reference};
+pub use store::{GcReport, MAX_METADATA, Store, WriteGuard, normalize_reference};

@@ -6,7 +6,11 @@
 //! keeps its partial file and resumes with a Range request on the next try
 //! or the next run; transient failures are retried with backoff; a stalled
 //! transfer times out. Plain HTTP is used only for loopback registries or
-//! when asked (`insecure`).
+//! when asked (`plain_http`), and credentials travel over it to another
+//! host only when that is asked too (`plain_http_credentials`); skipping
+//! certificate checks is a separate choice (`skip_tls_verify`). Manifests
+//! and configs are read with a size cap ([`crate::MAX_METADATA`]) and a
+//! download stops as soon as a blob runs past its descriptor's size.
 
 use crate::artifact::WasmConfig;
 use crate::error::OciError;
@@ -47,8 +51,13 @@ pub trait Progress: Send + Sync {
 /// How to reach a registry.
 #[derive(Clone)]
 pub struct RemoteOptions {
-    /// Allow plain HTTP (and any certificate) for non-loopback registries.
-    pub insecure: bool,
+    /// Talk plain HTTP to this registry (loopback registries always may).
+    pub plain_http: bool,
+    /// Accept any TLS certificate (a self-signed test registry).
+    pub skip_tls_verify: bool,
+    /// Send credentials over plain HTTP to a registry that is not on this
+    /// machine (they cross the network in clear text).
+    pub plain_http_credentials: bool,
     /// Extra CA certificates (PEM) to trust.
     pub ca_files: Vec<PathBuf>,
     pub auth: RegistryAuth,
@@ -63,7 +72,9 @@ pub struct RemoteOptions {
 impl std::fmt::Debug for RemoteOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RemoteOptions")
-            .field("insecure", &self.insecure)
+            .field("plain_http", &self.plain_http)
+            .field("skip_tls_verify", &self.skip_tls_verify)
+            .field("plain_http_credentials", &self.plain_http_credentials)
             .field("ca_files", &self.ca_files)
             .field("stall_timeout", &self.stall_timeout)
             .field("max_rate", &self.max_rate)
@@ -74,7 +85,9 @@ impl std::fmt::Debug for RemoteOptions {
 impl Default for RemoteOptions {
     fn default() -> Self {
         Self {
-            insecure: false,
+            plain_http: false,
+            skip_tls_verify: false,
+            plain_http_credentials: false,
             ca_files: Vec::new(),
             auth: RegistryAuth::Anonymous,
             stall_timeout: Duration::from_secs(30),
@@ -162,6 +175,10 @@ fn remote_err(reference: &Reference, e: oci_client::errors::OciDistributionError
 /// A registry client for one registry.
 pub struct Remote {
     client: Client,
+    /// The same TLS settings, for requests whose bodies must be capped
+    /// while they arrive (oci-client reads a manifest whole).
+    http: reqwest::Client,
+    scheme: &'static str,
     options: RemoteOptions,
     throttle: Option<Throttle>,
 }
@@ -203,7 +220,19 @@ impl Remote {
     /// A client for the registry of `reference`.
     pub fn new(reference: &Reference, options: RemoteOptions) -> Result<Remote, OciError> {
         let registry = reference.resolve_registry().to_string();
-        let protocol = if options.insecure || is_loopback(&registry) {
+        let loopback = is_loopback(&registry);
+        let plain = options.plain_http || loopback;
+        if plain
+            && !loopback
+            && !matches!(options.auth, RegistryAuth::Anonymous)
+            && !options.plain_http_credentials
+        {
+            return Err(OciError::Registry {
+                reference: registry,
+                message: "refusing to send credentials over plain HTTP to a registry on another host (they would cross the network in clear text); use HTTPS, or allow it explicitly".into(),
+            });
+        }
+        let protocol = if plain {
             ClientProtocol::HttpsExcept(vec![registry.clone()])
         } else {
             ClientProtocol::Https
@@ -215,9 +244,28 @@ impl Remote {
                 data: std::fs::read(path).map_err(OciError::io(path))?,
             });
         }
+        let mut http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(options.skip_tls_verify)
+            .connect_timeout(Duration::from_secs(10));
+        let mut roots = Vec::new();
+        for (path, cert) in options.ca_files.iter().zip(&certs) {
+            roots.push(reqwest::Certificate::from_pem(&cert.data).map_err(|e| {
+                OciError::Malformed {
+                    what: format!("CA certificate {}", path.display()),
+                    message: e.to_string(),
+                }
+            })?);
+        }
+        if !roots.is_empty() {
+            http = http.tls_certs_merge(roots);
+        }
+        let http = http.build().map_err(|e| OciError::Registry {
+            reference: registry.clone(),
+            message: format!("setting up the HTTP client: {e}"),
+        })?;
         let config = ClientConfig {
             protocol,
-            accept_invalid_certificates: options.insecure,
+            accept_invalid_certificates: options.skip_tls_verify,
             use_monolithic_push: true,
             extra_root_certificates: certs,
             max_concurrent_upload: PARALLEL,
@@ -225,11 +273,104 @@ impl Remote {
             connect_timeout: Some(Duration::from_secs(10)),
             ..ClientConfig::default()
         };
+        // `Client::new` would fall back to a default configuration (no extra
+        // CA, no certificate choice) on a bad one; say so instead.
+        let client = Client::try_from(config).map_err(|e| OciError::Registry {
+            reference: registry,
+            message: format!("setting up the registry client: {e}"),
+        })?;
         Ok(Remote {
-            client: Client::new(config),
+            client,
+            http,
+            scheme: if plain { "http" } else { "https" },
             throttle: options.max_rate.map(Throttle::new),
             options,
         })
+    }
+
+    /// GET `url` with the registry's credentials for `r`, reading at most
+    /// `max` bytes of the body: a longer body fails as soon as it is.
+    async fn get_capped(
+        &self,
+        r: &Reference,
+        url: &str,
+        accept: &str,
+        max: u64,
+    ) -> Result<(bytes::Bytes, Option<String>), OciError> {
+        let err = |message: String| OciError::Registry {
+            reference: r.whole(),
+            message,
+        };
+        let token = self
+            .client
+            .auth(r, &self.options.auth, RegistryOperation::Pull)
+            .await
+            .map_err(|e| remote_err(r, e))?;
+        let mut req = self.http.get(url).header(http::header::ACCEPT, accept);
+        req = match (&token, &self.options.auth) {
+            (Some(t), _) => req.bearer_auth(t),
+            (None, RegistryAuth::Basic(u, p)) => req.basic_auth(u, Some(p)),
+            _ => req,
+        };
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| err(format!("GET {url}: {e}")))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let mut text = String::new();
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                if text.len() > 4096 {
+                    break;
+                }
+            }
+            return Err(err(format!("GET {url}: {status}: {}", text.trim())));
+        }
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(err(format!(
+                "{url} is {} bytes; manifests and configs over {max} bytes are refused",
+                resp.content_length().unwrap_or_default()
+            )));
+        }
+        let digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = tokio::time::timeout(self.options.stall_timeout, resp.chunk())
+            .await
+            .map_err(|_| err(format!("no progress reading {url}")))?
+            .map_err(|e| err(format!("reading {url}: {e}")))?
+        {
+            if body.len() as u64 + chunk.len() as u64 > max {
+                return Err(err(format!(
+                    "{url} runs past {max} bytes; manifests and configs over that are refused"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok((body.freeze(), digest))
+    }
+
+    fn manifest_url(&self, r: &Reference) -> String {
+        format!(
+            "{}://{}/v2/{}/manifests/{}",
+            self.scheme,
+            r.resolve_registry(),
+            r.repository(),
+            r.digest().unwrap_or_else(|| r.tag().unwrap_or("latest"))
+        )
+    }
+
+    fn blob_url(&self, r: &Reference, digest: &str) -> String {
+        format!(
+            "{}://{}/v2/{}/blobs/{digest}",
+            self.scheme,
+            r.resolve_registry(),
+            r.repository()
+        )
     }
 
     /// Whether the registry already has a blob in `r`'s repository (HEAD).
@@ -283,7 +424,7 @@ impl Remote {
     ) -> Result<TransferReport, OciError> {
         // Any stored manifest: a model module or its classic variant.
         let desc = store.resolve(local)?;
-        let manifest_bytes = store.read_blob(desc.digest())?;
+        let manifest_bytes = store.read_metadata(desc.digest())?;
         let manifest = store.manifest(&desc)?;
         self.login(target, RegistryOperation::Push).await?;
         let blobs: Vec<Descriptor> = crate::artifact::blobs(&manifest).cloned().collect();
@@ -380,16 +521,12 @@ impl Remote {
         source: &Reference,
     ) -> Result<(bytes::Bytes, String, ImageManifest, bool), OciError> {
         self.login(source, RegistryOperation::Pull).await?;
+        let url = self.manifest_url(source);
         let (bytes, digest) = self
-            .client
-            .pull_manifest_raw(source, &self.options.auth, &[OCI_MANIFEST])
-            .await
-            .map_err(|e| remote_err(source, e))?;
+            .get_capped(source, &url, OCI_MANIFEST, crate::MAX_METADATA)
+            .await?;
         let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-        for expected in [Some(digest.as_str()), source.digest()]
-            .into_iter()
-            .flatten()
-        {
+        for expected in [digest.as_deref(), source.digest()].into_iter().flatten() {
             if expected != actual {
                 return Err(OciError::DigestMismatch {
                     expected: expected.into(),
@@ -403,6 +540,15 @@ impl Remote {
         };
         let manifest = ImageManifest::from_reader(&bytes[..])
             .map_err(|e| not_weft(format!("its manifest does not parse: {e}")))?;
+        // Before any layer moves: paths used twice are refused.
+        crate::artifact::check_files(&manifest)?;
+        if manifest.config().size() > crate::MAX_METADATA {
+            return Err(not_weft(format!(
+                "its config is {} bytes; configs over {} bytes are refused",
+                manifest.config().size(),
+                crate::MAX_METADATA
+            )));
+        }
         let config_type = manifest.config().media_type().to_string();
         let classic = manifest
             .annotations()
@@ -431,7 +577,13 @@ impl Remote {
             reference: source.whole(),
             reason,
         };
-        let blobs: Vec<Descriptor> = crate::artifact::blobs(&manifest).cloned().collect();
+        // One download per digest: identical layers must not race on one
+        // partial file.
+        let mut unique = std::collections::HashSet::new();
+        let blobs: Vec<Descriptor> = crate::artifact::blobs(&manifest)
+            .filter(|d| unique.insert(d.digest().to_string()))
+            .cloned()
+            .collect();
         let report = std::sync::Mutex::new(TransferReport {
             manifest_digest: actual.clone(),
             ..Default::default()
@@ -454,7 +606,7 @@ impl Remote {
             })
             .await?;
         if !classic {
-            serde_json::from_slice::<WasmConfig>(&store.read_blob(manifest.config().digest())?)
+            serde_json::from_slice::<WasmConfig>(&store.read_metadata(manifest.config().digest())?)
                 .map_err(|e| not_weft(format!("its config has no valid `weft` section: {e}")))?;
         }
         let manifest_digest =
@@ -482,11 +634,17 @@ impl Remote {
                     .into(),
             });
         }
-        let mut config = Vec::new();
-        self.client
-            .pull_blob(source, manifest.config().digest().as_ref(), &mut config)
-            .await
-            .map_err(|e| remote_err(source, e))?;
+        let url = self.blob_url(source, manifest.config().digest().as_ref());
+        let (config, _) = self
+            .get_capped(source, &url, "*/*", crate::MAX_METADATA)
+            .await?;
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&config)));
+        if actual != manifest.config().digest().to_string() {
+            return Err(OciError::DigestMismatch {
+                expected: manifest.config().digest().to_string(),
+                actual,
+            });
+        }
         let config: WasmConfig =
             serde_json::from_slice(&config).map_err(|e| OciError::NotWeftArtifact {
                 reference: source.whole(),
@@ -596,6 +754,7 @@ impl Remote {
             }
             file.seek(std::io::SeekFrom::Start(offset))
                 .map_err(OciError::io(&partial))?;
+            let mut moved_now = 0u64;
             let outcome: Result<(), OciError> = async {
                 loop {
                     let next = tokio::time::timeout(self.options.stall_timeout, chunks.next())
@@ -610,6 +769,13 @@ impl Remote {
                     match next {
                         None => return Ok(()),
                         Some(Ok(bytes)) => {
+                            if offset + moved_now + bytes.len() as u64 > desc.size() {
+                                return Err(OciError::Oversized {
+                                    what: format!("blob {digest} from {}", source.whole()),
+                                    size: desc.size(),
+                                });
+                            }
+                            moved_now += bytes.len() as u64;
                             hasher.update(&bytes);
                             file.write_all(&bytes).map_err(OciError::io(&partial))?;
                             moved += bytes.len() as u64;
@@ -634,6 +800,13 @@ impl Remote {
             if let Err(e @ OciError::Io { .. }) = outcome {
                 // A local write failed (a full disk, say): retrying will not
                 // help. The partial file stays for a later resume.
+                return Err(e);
+            }
+            if let Err(e @ OciError::Oversized { .. }) = outcome {
+                // The registry sent more than the blob holds: what is in
+                // the partial file cannot be trusted either.
+                drop(file);
+                let _ = std::fs::remove_file(&partial);
                 return Err(e);
             }
             if let Err(e) = outcome

@@ -37,6 +37,9 @@ pub struct GcReport {
 
 const LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
 const TMP_PREFIX: &str = ".tmp-";
+/// Largest manifest or config read, from the store or a registry (real
+/// ones are a few KiB; containerd's own limit is 4 MiB).
+pub const MAX_METADATA: u64 = 4 << 20;
 
 /// `NAME` becomes `NAME:latest`; a reference keeps its tag or digest.
 pub fn normalize_reference(reference: &str) -> Result<String, OciError> {
@@ -211,6 +214,30 @@ impl Store {
         Ok(bytes)
     }
 
+    /// Read a manifest or config blob: refused unread when it is over
+    /// [`MAX_METADATA`] bytes, then verified like [`Store::read_blob`].
+    pub fn read_metadata(&self, digest: &Digest) -> Result<Vec<u8>, OciError> {
+        let path = self.blob_path(digest);
+        let size = std::fs::metadata(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => OciError::MissingBlob(digest.to_string()),
+                _ => OciError::Io {
+                    path: path.clone(),
+                    source: e,
+                },
+            })?
+            .len();
+        if size > MAX_METADATA {
+            return Err(OciError::Malformed {
+                what: format!("blob {digest}"),
+                message: format!(
+                    "it is {size} bytes; manifests and configs over {MAX_METADATA} bytes are refused"
+                ),
+            });
+        }
+        self.read_blob(digest)
+    }
+
     /// Hash a blob of any size as it is on disk and compare it with its
     /// name: what an agent does before it runs what it stored.
     pub fn verify_blob(&self, digest: &Digest) -> Result<u64, OciError> {
@@ -236,7 +263,7 @@ impl Store {
 
     /// The manifest a descriptor points to.
     pub fn manifest(&self, desc: &Descriptor) -> Result<ImageManifest, OciError> {
-        let bytes = self.read_blob(desc.digest())?;
+        let bytes = self.read_metadata(desc.digest())?;
         ImageManifest::from_reader(&bytes[..]).map_err(|e| OciError::Malformed {
             what: format!("manifest {}", desc.digest()),
             message: e.to_string(),
@@ -461,6 +488,19 @@ mod tests {
             1,
             "only the good blob, no temp files: {names:?}"
         );
+    }
+
+    /// Issue 21: manifests and configs were read whole whatever their size.
+    #[test]
+    fn manifests_and_configs_are_read_with_a_cap() {
+        let (_d, s) = store();
+        let (small, _) = s.put_bytes(b"{}").unwrap();
+        assert_eq!(s.read_metadata(&small).unwrap(), b"{}");
+        let (big, _) = s.put_bytes(&vec![b' '; MAX_METADATA as usize + 1]).unwrap();
+        let e = s.read_metadata(&big).unwrap_err().to_string();
+        assert!(e.contains("are refused"), "{e}");
+        let desc = Descriptor::new(MediaType::ImageManifest, MAX_METADATA + 1, big);
+        assert!(s.manifest(&desc).is_err());
     }
 
     #[test]
