@@ -87,6 +87,12 @@ pub enum PlanError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{path} in the image is not a regular file (a FIFO, device, socket or directory); the image must hold a file there"
+    )]
+    NotAFile { path: String },
+    #[error("{path} in the image is over {limit} bytes; the shim refuses to read it")]
+    FileTooLarge { path: String, limit: u64 },
     #[error("reading the image from containerd: {message}")]
     Image { message: String },
 }

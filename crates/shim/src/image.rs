@@ -60,8 +60,8 @@ impl Content {
                 desc.size()
             )));
         }
-        let mut out = Vec::new();
-        self.read(desc.digest().as_ref(), |chunk| {
+        let mut out = Vec::with_capacity(desc.size() as usize);
+        self.read(desc.digest().as_ref(), desc.size(), |chunk| {
             out.extend_from_slice(chunk);
             Ok(())
         })
@@ -69,9 +69,12 @@ impl Content {
         Ok(out)
     }
 
+    /// Stream a blob into `sink`, failing as soon as more than `limit`
+    /// bytes (its descriptor's size) arrive.
     async fn read(
         &self,
         digest: &str,
+        limit: u64,
         mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
     ) -> Result<u64, PlanError> {
         let req = ReadContentRequest {
@@ -89,8 +92,13 @@ impl Content {
             .await
             .map_err(|e| image_err(format!("reading {digest}: {}", e.message())))?
         {
-            sink(&msg.data).map_err(|e| image_err(format!("writing {digest}: {e}")))?;
             n += msg.data.len() as u64;
+            if n > limit {
+                return Err(image_err(format!(
+                    "{digest} runs past the {limit} bytes its descriptor says"
+                )));
+            }
+            sink(&msg.data).map_err(|e| image_err(format!("writing {digest}: {e}")))?;
         }
         Ok(n)
     }
@@ -290,9 +298,11 @@ fn create(root: &pathrs::Root, rel: &Path) -> Result<std::fs::File, PlanError> {
             .map_err(io)?;
     }
     use pathrs::flags::OpenFlags;
+    // O_EXCL: two layers at one path (or a layer at /weft.json) are
+    // refused, never written over each other.
     root.create_file(
         rel,
-        OpenFlags::O_WRONLY | OpenFlags::O_TRUNC | OpenFlags::O_CLOEXEC,
+        OpenFlags::O_WRONLY | OpenFlags::O_EXCL | OpenFlags::O_CLOEXEC,
         &std::fs::Permissions::from_mode(0o644),
     )
     .map_err(io)
@@ -307,7 +317,9 @@ async fn write_layer(
     let file = create(root, rel)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let n = content
-        .read(layer.digest().as_ref(), |chunk| out.write_all(chunk))
+        .read(layer.digest().as_ref(), layer.size(), |chunk| {
+            out.write_all(chunk)
+        })
         .await?;
     out.flush()
         .map_err(|e| image_err(format!("writing /{}: {e}", rel.display())))?;

@@ -123,6 +123,10 @@ struct ConfigFile {
 
 /// The path of the Weft config in a container's root filesystem.
 pub const WEFT_JSON: &str = "weft.json";
+/// Largest module the shim reads from an image.
+const MAX_MODULE_BYTES: u64 = 1 << 30;
+/// Largest `/weft.json` the shim reads.
+const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
 /// Decide what the container runs. `rootfs` is the container's root as
 /// the shim's process sees it; for an artifact image the files of its
@@ -565,53 +569,84 @@ impl Rootfs {
         })
     }
 
+    /// Open a path of the image without blocking (a FIFO would block a
+    /// plain open for ever) and without making it our terminal; `None` when
+    /// there is nothing to open. The caller checks it is a regular file.
     fn open_file(&self, path: &str) -> Result<std::fs::File, pathrs::error::Error> {
+        use pathrs::flags::OpenFlags;
         self.root.open_subpath(
             path.trim_start_matches('/'),
-            pathrs::flags::OpenFlags::O_RDONLY,
+            OpenFlags::O_RDONLY | OpenFlags::O_NONBLOCK | OpenFlags::O_NOCTTY,
         )
     }
 
+    /// Open a regular file of the image, with its size; `Ok(None)` when the
+    /// path does not resolve, an error when it is something else.
+    fn open_regular(&self, path: &str) -> Result<Option<(std::fs::File, u64)>, PlanError> {
+        let Ok(f) = self.open_file(path) else {
+            return Ok(None);
+        };
+        let meta = f.metadata().map_err(|e| PlanError::Read {
+            path: self.path.join(path.trim_start_matches('/')),
+            source: e,
+        })?;
+        if !meta.is_file() {
+            return Err(PlanError::NotAFile { path: path.into() });
+        }
+        Ok(Some((f, meta.len())))
+    }
+
     fn is_file(&self, path: &str) -> bool {
-        self.open_file(path)
-            .ok()
-            .and_then(|f| f.metadata().ok())
-            .is_some_and(|m| m.is_file())
+        matches!(self.open_regular(path), Ok(Some(_)))
     }
 
     fn size(&self, path: &Path) -> Result<u64, PlanError> {
         let shown = path.display().to_string();
-        self.open_file(&shown)
-            .ok()
-            .and_then(|f| f.metadata().ok())
-            .filter(|m| m.is_file())
-            .map(|m| m.len())
+        self.open_regular(&shown)?
+            .map(|(_, len)| len)
             .ok_or(PlanError::EntrypointMissing { entry: shown })
     }
 
-    fn read(&self, path: &str) -> Result<Vec<u8>, PlanError> {
-        let mut f = self
-            .open_file(path)
-            .map_err(|_| PlanError::EntrypointMissing {
-                entry: path.to_owned(),
+    /// Read a regular file of at most `limit` bytes (a file that grows past
+    /// it while read is refused too).
+    fn read_capped(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, PlanError> {
+        let Some((f, len)) = self.open_regular(path)? else {
+            return Ok(None);
+        };
+        let too_large = || PlanError::FileTooLarge {
+            path: path.into(),
+            limit,
+        };
+        if len > limit {
+            return Err(too_large());
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        f.take(limit + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| PlanError::Read {
+                path: self.path.join(path.trim_start_matches('/')),
+                source: e,
             })?;
-        let mut bytes = Vec::new();
-        f.read_to_end(&mut bytes).map_err(|e| PlanError::Read {
-            path: self.path.join(path.trim_start_matches('/')),
-            source: e,
-        })?;
-        Ok(bytes)
+        if bytes.len() as u64 > limit {
+            return Err(too_large());
+        }
+        Ok(Some(bytes))
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, PlanError> {
+        self.read_capped(path, MAX_MODULE_BYTES)?
+            .ok_or_else(|| PlanError::EntrypointMissing {
+                entry: path.to_owned(),
+            })
     }
 
     /// `/weft.json`, when the image has one.
     pub fn weft_config(&self) -> Result<Option<WeftConfig>, PlanError> {
-        let Ok(mut f) = self.open_file(WEFT_JSON) else {
+        let Some(bytes) = self.read_capped(WEFT_JSON, MAX_CONFIG_BYTES)? else {
             return Ok(None);
         };
-        let mut text = String::new();
-        f.read_to_string(&mut text).map_err(|e| PlanError::Read {
-            path: self.path.join(WEFT_JSON),
-            source: e,
+        let text = String::from_utf8(bytes).map_err(|_| PlanError::Config {
+            message: "it is not UTF-8".into(),
         })?;
         let parsed: ConfigFile = serde_json::from_str(&text).map_err(|e| PlanError::Config {
             message: e.to_string(),
@@ -695,6 +730,71 @@ mod tests {
             Ok(p) => panic!("expected an error, got {p:?}"),
             Err(e) => crate::error::chain(&e),
         }
+    }
+
+    /// Issue 21: the shim (root, on the host) opened `/weft.json` with a
+    /// plain open, so a FIFO there hung `create` for ever. Now image files
+    /// are opened without blocking and only regular files are read.
+    #[test]
+    fn a_fifo_or_device_in_the_image_is_refused_not_waited_on() {
+        let dir = rootfs(&[("m.wasm", &wasm(COMMAND))]);
+        let fifo = dir.path().join("weft.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = dir.path().to_owned();
+        std::thread::spawn(move || {
+            let r = prepare(
+                &runtime(),
+                &spec(&["/m.wasm"], &[]),
+                &path,
+                &ImageFacts::default(),
+            );
+            let _ = tx.send(err(r));
+        });
+        let e = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("prepare blocked on a FIFO");
+        assert!(
+            e.contains("weft.json") && e.contains("not a regular file"),
+            "{e}"
+        );
+        // The entrypoint itself may not be a FIFO either.
+        let dir = rootfs(&[]);
+        std::process::Command::new("mkfifo")
+            .arg(dir.path().join("m.wasm"))
+            .status()
+            .unwrap();
+        let path = dir.path().to_owned();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(err(prepare(
+                &runtime(),
+                &spec(&["/m.wasm"], &[]),
+                &path,
+                &ImageFacts::default(),
+            )));
+        });
+        let e = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("prepare blocked on a FIFO entrypoint");
+        assert!(e.contains("m.wasm"), "{e}");
+    }
+
+    #[test]
+    fn image_files_are_read_with_a_size_cap() {
+        let big = vec![b' '; (MAX_CONFIG_BYTES + 1) as usize];
+        let dir = rootfs(&[("m.wasm", &wasm(COMMAND)), ("weft.json", &big)]);
+        let e = err(prepare(
+            &runtime(),
+            &spec(&["/m.wasm"], &[]),
+            dir.path(),
+            &ImageFacts::default(),
+        ));
+        assert!(e.contains("over 4194304 bytes"), "{e}");
     }
 
     #[test]
