@@ -57,7 +57,11 @@ pub struct AgentSettings {
     /// Download bandwidth cap, bytes a second.
     pub max_rate: Option<u64>,
     /// Plain HTTP to registries that are not on loopback.
-    pub insecure: bool,
+    pub plain_http: bool,
+    /// Accept any TLS certificate from registries.
+    pub skip_tls_verify: bool,
+    /// Send credentials over plain HTTP to registries on other hosts.
+    pub plain_http_credentials: bool,
     /// After a switch, how long the new version must keep passing its
     /// health check before it is final.
     pub probation: Duration,
@@ -158,8 +162,15 @@ struct RawAgent {
     keep: Option<usize>,
     #[serde(default)]
     max_rate: Option<String>,
+    /// Removed (it meant both of the next two); refused with a hint.
     #[serde(default)]
     insecure: bool,
+    #[serde(default)]
+    plain_http: bool,
+    #[serde(default)]
+    skip_tls_verify: bool,
+    #[serde(default)]
+    plain_http_credentials: bool,
     #[serde(default)]
     probation: Option<String>,
     #[serde(default)]
@@ -233,6 +244,18 @@ impl Config {
             message: e.to_string(),
         })?;
         let a = raw.agent;
+        if a.insecure {
+            return Err(invalid(
+                "agent",
+                "`insecure` was split in two: set `plain_http = true` for a registry that speaks HTTP, `skip_tls_verify = true` for one whose certificate this device does not trust, and `plain_http_credentials = true` to send credentials over plain HTTP",
+            ));
+        }
+        if a.plain_http_credentials && !a.plain_http {
+            return Err(invalid(
+                "agent",
+                "`plain_http_credentials` needs `plain_http = true`",
+            ));
+        }
         let agent = AgentSettings {
             dir: a.dir,
             status: addr("agent", "status", &a.status)?,
@@ -243,7 +266,9 @@ impl Config {
                 .as_deref()
                 .map(|s| size("agent", "max_rate", s).map(|n| n as u64))
                 .transpose()?,
-            insecure: a.insecure,
+            plain_http: a.plain_http,
+            skip_tls_verify: a.skip_tls_verify,
+            plain_http_credentials: a.plain_http_credentials,
             probation: duration("agent", "probation", a.probation.as_deref(), "30s")?,
             check_every: duration("agent", "check_every", a.check_every.as_deref(), "5s")?,
         };
@@ -613,6 +638,27 @@ health = { stdout = "ok" }
                 .contains("not an IP address")
         );
         assert!(c("namespace = \"edge\"\ndevice = \"cam\"\nrenew = \"often\"").contains("renew"));
+    }
+
+    /// Issue 21: `insecure` meant plain HTTP and unchecked certificates at
+    /// once; it is refused with the keys that replace it.
+    #[test]
+    fn transport_options_are_separate() {
+        let base = "[agent]\ndir = \"/d\"\n";
+        let e = err(&format!("{base}insecure = true\n"));
+        assert!(
+            e.contains("plain_http") && e.contains("skip_tls_verify"),
+            "{e}"
+        );
+        assert!(
+            err(&format!("{base}plain_http_credentials = true\n"))
+                .contains("needs `plain_http = true`")
+        );
+        let c = Config::parse(&format!(
+            "{base}plain_http = true\nplain_http_credentials = true\n"
+        ))
+        .unwrap();
+        assert!(c.agent.plain_http && c.agent.plain_http_credentials && !c.agent.skip_tls_verify);
     }
 
     #[test]

@@ -87,7 +87,9 @@ fn source_for(m: &ModuleConfig, cfg: &Config, store: &Store) -> Result<Box<dyn S
         Ok(Box::new(RegistrySource::new(
             &m.source,
             RemoteOptions {
-                insecure: cfg.agent.insecure,
+                plain_http: cfg.agent.plain_http,
+                skip_tls_verify: cfg.agent.skip_tls_verify,
+                plain_http_credentials: cfg.agent.plain_http_credentials,
                 auth: weft_oci::docker_auth(&registry),
                 max_rate: cfg.agent.max_rate,
                 ..Default::default()

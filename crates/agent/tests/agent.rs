@@ -39,7 +39,7 @@ struct Publisher {
     weft: PathBuf,
     work: tempfile::TempDir,
     registry: String,
-    insecure: bool,
+    plain_http: bool,
 }
 
 /// What a version is made of.
@@ -61,7 +61,7 @@ impl Publisher {
             weft: weft.to_owned(),
             work: tempfile::tempdir().unwrap(),
             registry: registry.into(),
-            insecure: false,
+            plain_http: false,
         }
     }
 
@@ -107,8 +107,8 @@ impl Publisher {
         self.weft(&["build", pkg.to_str().unwrap()]);
         let target = format!("{}/{repo}:{tag}", self.registry);
         let mut args = vec!["push", "--json"];
-        if self.insecure {
-            args.push("--insecure");
+        if self.plain_http {
+            args.push("--plain-http");
         }
         let local = format!("{repo}:{version}");
         args.extend([local.as_str(), target.as_str()]);
@@ -485,7 +485,7 @@ fn network_loss_through_a_network_namespace() {
     };
     let registry = format!("{ns_ip}:5000");
     let mut publisher = Publisher::new(&weft, &registry);
-    publisher.insecure = true;
+    publisher.plain_http = true;
     let v1 = publisher.publish("tiny", "stable", "1", Make::Good, 0);
     let tmp = tempfile::tempdir().unwrap();
     let bind = format!("127.0.0.1:{}", free_port());
@@ -497,7 +497,7 @@ fn network_loss_through_a_network_namespace() {
             &tmp.path().join("agent"),
             &status,
             &tiny_module(&format!("{registry}/tiny:stable"), &bind),
-            "insecure = true\n",
+            "plain_http = true\n",
         ),
     )
     .unwrap();

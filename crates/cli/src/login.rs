@@ -82,15 +82,12 @@ pub fn login(a: LoginArgs) -> anyhow::Result<i32> {
         );
     }
     let probe = weft_oci::parse_reference(&format!("{}/weft-login-probe:none", a.registry))?;
-    let remote = weft_oci::Remote::new(
-        &probe,
-        weft_oci::RemoteOptions {
-            insecure: a.remote.insecure,
-            ca_files: a.remote.ca_file.clone(),
-            auth: weft_oci::RegistryAuth::Basic(a.username.clone(), password.clone()),
-            ..Default::default()
-        },
-    )?;
+    let options = a.remote.options(weft_oci::RegistryAuth::Basic(
+        a.username.clone(),
+        password.clone(),
+    ))?;
+    let remote = weft_oci::Remote::new(&probe, options)
+        .map_err(|e| crate::remote::hint_http_credentials(e.into()))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -9,9 +9,19 @@ use weft_oci::{Remote, RemoteOptions, Store, TransferReport, parse_reference};
 
 #[derive(Args, Clone, Default)]
 pub struct RemoteArgs {
-    /// Allow plain HTTP and unverified certificates for this registry
-    /// (loopback registries always allow HTTP).
+    /// Talk plain HTTP to this registry (loopback registries always may).
     #[arg(long)]
+    pub plain_http: bool,
+    /// Accept any TLS certificate from this registry (a self-signed test
+    /// registry); the connection is still encrypted.
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
+    /// With --plain-http, also send credentials to a registry on another
+    /// host (they cross the network in clear text).
+    #[arg(long, requires = "plain_http")]
+    pub plain_http_credentials: bool,
+    /// Removed: it meant both --plain-http and --insecure-skip-tls-verify.
+    #[arg(long, hide = true)]
     pub insecure: bool,
     /// Trust this CA certificate (PEM) in addition to the system's.
     #[arg(long, value_name = "FILE")]
@@ -64,17 +74,36 @@ fn progress() -> Option<std::sync::Arc<dyn weft_oci::Progress>> {
 }
 
 impl RemoteArgs {
+    /// The registry options these flags ask for, with `auth`.
+    pub fn options(&self, auth: weft_oci::RegistryAuth) -> anyhow::Result<RemoteOptions> {
+        if self.insecure {
+            anyhow::bail!(
+                "--insecure was split in two: use --plain-http for a registry that speaks HTTP, --insecure-skip-tls-verify for one with a certificate this machine does not trust (better: --ca-file)"
+            );
+        }
+        Ok(RemoteOptions {
+            plain_http: self.plain_http,
+            skip_tls_verify: self.insecure_skip_tls_verify,
+            plain_http_credentials: self.plain_http_credentials,
+            ca_files: self.ca_file.clone(),
+            auth,
+            progress: progress(),
+            ..RemoteOptions::default()
+        })
+    }
+
     pub fn remote(&self, reference: &weft_oci::registry::Reference) -> anyhow::Result<Remote> {
-        Ok(Remote::new(
-            reference,
-            RemoteOptions {
-                insecure: self.insecure,
-                ca_files: self.ca_file.clone(),
-                auth: auth_for(reference.resolve_registry()),
-                progress: progress(),
-                ..RemoteOptions::default()
-            },
-        )?)
+        let options = self.options(auth_for(reference.resolve_registry()))?;
+        Remote::new(reference, options).map_err(|e| hint_http_credentials(e.into()))
+    }
+}
+
+/// Name the flag that allows what the library refused.
+pub fn hint_http_credentials(e: anyhow::Error) -> anyhow::Error {
+    if format!("{e}").contains("credentials over plain HTTP") {
+        e.context("pass --plain-http-credentials to send them anyway")
+    } else {
+        e
     }
 }
 

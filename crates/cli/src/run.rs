@@ -40,7 +40,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse::env)]
     pub env: Vec<(String, String)>,
 
-    /// Cap on the module's linear memory (e.g. 512MiB, 2GiB).
+    /// Cap on what the module holds on the host: its linear memory and the
+    /// tensors and graphs wasi-nn keeps for it (e.g. 512MiB, 2GiB).
     #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse::size)]
     pub max_memory: usize,
 

@@ -67,7 +67,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse::timeout)]
     pub deadline: Duration,
 
-    /// Linear-memory cap of each module instance.
+    /// Cap on what each module instance holds: its linear memory and the
+    /// tensors and graphs wasi-nn keeps for it.
     #[arg(long, value_name = "SIZE", default_value = "1GiB", value_parser = parse::size)]
     pub max_memory: usize,
 

@@ -855,3 +855,44 @@ fn weft_nn_gpu_missing() -> bool {
     }
     false
 }
+
+/// Issue 21: `--insecure` meant plain HTTP and unchecked certificates at
+/// once. It is refused with the two flags that replace it, and
+/// `--plain-http-credentials` is only accepted with `--plain-http`.
+#[test]
+fn insecure_was_split_in_two() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let store = store.to_str().unwrap();
+    let o = weft(
+        &["pull", "--insecure", "--store", store, "127.0.0.1:9/x:1"],
+        tmp.path(),
+    );
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("--plain-http") && e.contains("--insecure-skip-tls-verify"),
+        "{e}"
+    );
+    let o = weft(
+        &[
+            "pull",
+            "--plain-http-credentials",
+            "--store",
+            store,
+            "127.0.0.1:9/x:1",
+        ],
+        tmp.path(),
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--plain-http"), "{}", stderr(&o));
+    let help = stdout(&weft(&["pull", "--help"], tmp.path()));
+    for flag in [
+        "--plain-http",
+        "--insecure-skip-tls-verify",
+        "--plain-http-credentials",
+    ] {
+        assert!(help.contains(flag), "pull --help lacks {flag}");
+    }
+    assert!(!help.contains("--insecure\n"), "the removed flag is hidden");
+}

@@ -5,11 +5,13 @@ use clap_free::Args;
 use std::sync::Arc;
 
 mod clap_free {
-    /// `--metrics-bind ADDR` and `--insecure-registries`, from the command
-    /// line or the environment.
+    /// `--metrics-bind ADDR`, `--plain-http-registries` and
+    /// `--insecure-skip-tls-verify`, from the command line or the
+    /// environment.
     pub struct Args {
         pub metrics_bind: String,
-        pub insecure: bool,
+        pub plain_http: bool,
+        pub skip_tls_verify: bool,
         /// Reconcile only while holding the leader Lease (default).
         pub leader_elect: bool,
     }
@@ -19,18 +21,26 @@ mod clap_free {
             let mut a = Args {
                 metrics_bind: std::env::var("WEFT_OPERATOR_METRICS")
                     .unwrap_or_else(|_| "0.0.0.0:8080".into()),
-                insecure: std::env::var_os("WEFT_INSECURE_REGISTRIES").is_some(),
+                plain_http: std::env::var_os("WEFT_PLAIN_HTTP_REGISTRIES").is_some(),
+                skip_tls_verify: std::env::var_os("WEFT_INSECURE_SKIP_TLS_VERIFY").is_some(),
                 leader_elect: true,
             };
             let mut it = std::env::args().skip(1);
             while let Some(arg) = it.next() {
                 match arg.as_str() {
                     "--metrics-bind" => a.metrics_bind = it.next().unwrap_or_default(),
-                    "--insecure-registries" => a.insecure = true,
+                    "--plain-http-registries" => a.plain_http = true,
+                    "--insecure-skip-tls-verify" => a.skip_tls_verify = true,
+                    "--insecure-registries" => {
+                        eprintln!(
+                            "weft-operator: --insecure-registries was split in two: --plain-http-registries (HTTP registries) and --insecure-skip-tls-verify (untrusted certificates)"
+                        );
+                        std::process::exit(2);
+                    }
                     "--no-leader-elect" => a.leader_elect = false,
                     "--help" | "-h" => {
                         println!(
-                            "weft-operator [--metrics-bind ADDR] [--insecure-registries] [--no-leader-elect]"
+                            "weft-operator [--metrics-bind ADDR] [--plain-http-registries] [--insecure-skip-tls-verify] [--no-leader-elect]"
                         );
                         std::process::exit(0);
                     }
@@ -68,7 +78,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let ctx = Arc::new(weft_operator::controller::Context {
         client: client.clone(),
         resolver: Arc::new(weft_operator::resolve::RegistryResolver {
-            insecure: args.insecure,
+            plain_http: args.plain_http,
+            skip_tls_verify: args.skip_tls_verify,
         }),
         health: Arc::new(weft_operator::health::Observed),
         metrics: metrics.clone(),

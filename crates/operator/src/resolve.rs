@@ -39,7 +39,10 @@ pub trait Resolver: Send + Sync {
 /// The real one: asks the registry (credentials from the docker config of
 /// the operator's user; loopback registries over plain HTTP).
 pub struct RegistryResolver {
-    pub insecure: bool,
+    /// Plain HTTP to registries (loopback ones always may).
+    pub plain_http: bool,
+    /// Accept any TLS certificate.
+    pub skip_tls_verify: bool,
 }
 
 impl Resolver for RegistryResolver {
@@ -53,7 +56,8 @@ impl Resolver for RegistryResolver {
             let remote = weft_oci::Remote::new(
                 &reference,
                 weft_oci::RemoteOptions {
-                    insecure: self.insecure,
+                    plain_http: self.plain_http,
+                    skip_tls_verify: self.skip_tls_verify,
                     auth: weft_oci::docker_auth(reference.resolve_registry()),
                     ..Default::default()
                 },
