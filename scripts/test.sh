@@ -30,10 +30,17 @@ apt_install() {
     fi
 }
 
-step "toolchain (rust-toolchain.toml) with wasm targets, rustfmt, clippy"
+step "the demo's set-up, as a newcomer meets it: the toolchain without wasm targets"
+# The README's first command must work on a machine whose rustup has the
+# toolchain but none of its targets. Start from that state and let the
+# demo's own set-up path bring what it needs; everything built below
+# (every guest module for both targets, `weft` included) then proves it
+# brought enough. WEFT_KEEP_TARGETS=1 skips the removal.
 rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
-rustup target add wasm32-wasip1 wasm32-wasip2
-rustup component add rustfmt clippy
+if [ -z "${WEFT_KEEP_TARGETS:-}" ]; then
+    rustup target remove wasm32-wasip1 wasm32-wasip2 2>/dev/null || true
+fi
+scripts/demo.sh --setup-only
 
 if ! command -v cc >/dev/null 2>&1; then apt_install build-essential; fi
 # A real registry, an independent OCI client and htpasswd for the OCI tests.
@@ -86,6 +93,7 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 step "gates: cargo fmt --check (host and modules)"
 cargo fmt --all --check
 (cd modules && cargo fmt --all --check)
+(cd crates/fuzz/libfuzzer && cargo fmt --all --check)
 
 step "gates: clippy -D warnings on every host target, inside the test build"
 # What `cargo clippy --workspace --all-targets -- -D warnings` does (clippy's
@@ -108,6 +116,12 @@ step "guest logic tests (native)"
 
 step "host tests (builds the guest modules first, see tests/build.rs)"
 cargo test --workspace 2>&1 | tee -a "$log"
+
+step "fuzz smoke: 30 s of coverage-guided fuzzing of the tensor wire format"
+# The other harnesses run in the host tests above over their corpus and
+# every regression input (crates/fuzz/tests/corpus.rs); their long runs are
+# `scripts/fuzz.sh all` (their instrumented build takes too long for CI).
+scripts/fuzz.sh --smoke 2>&1 | tail -n 6
 
 # One closing line over both workspaces (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
