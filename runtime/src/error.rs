@@ -37,17 +37,17 @@ pub enum RuntimeError {
     },
     #[error("cannot grant directory {host} to the module: {message}")]
     Dir { host: PathBuf, message: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Nn(#[from] weft_nn::NnError),
     #[error(
-        "module ran past its deadline of {}s and was stopped; raise it with --timeout",
+        "module ran past its deadline of {}s and was stopped",
         .limit.as_secs_f64()
     )]
     Timeout { limit: Duration },
-    #[error("module used up its fuel ({fuel} units) and was stopped; raise it with --fuel")]
+    #[error("module used up its fuel ({fuel} units) and was stopped")]
     OutOfFuel { fuel: u64 },
     #[error(
-        "module needed {requested} bytes (its linear memory and the tensors and graphs wasi-nn holds for it, together), past its limit of {limit} bytes; raise it with --max-memory"
+        "module needed {requested} bytes (its linear memory and the tensors and graphs wasi-nn holds for it, together), past its limit of {limit} bytes"
     )]
     MemoryLimit { limit: usize, requested: usize },
     #[error("module trapped: {message}")]

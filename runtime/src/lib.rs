@@ -36,6 +36,51 @@ pub use serve::{InferError, Instance, ServeAbi};
 pub use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 /// The serving contract's tensors.
 pub use weft_abi::{DataType, Signature, Tensor, TensorSpec};
+pub use weft_nn::gpu::{GpuConfig, Selector as GpuSelector};
+
+/// Set how this process uses its GPU (adapter, memory budget, binding
+/// limit, shader checks, tensor cores) before models load. The device is one
+/// per process, shared by every model, so this is process-wide: programs call
+/// it once with what their flags and environment say.
+pub fn configure_gpu(config: GpuConfig) {
+    weft_nn::gpu::configure(config);
+}
+
+/// The GPU configuration the `WEFT_GPU_*` environment variables describe,
+/// for programs that have no flags for it (the shim); `get` reads one
+/// variable. Sizes take the spellings of [`units::size`], switches
+/// `1/true/yes/on` and `0/false/no/off`; a value that is neither is an
+/// error naming the variable.
+pub fn gpu_config_from_env(get: impl Fn(&str) -> Option<String>) -> Result<GpuConfig, String> {
+    let mut config = GpuConfig::default();
+    if let Some(v) = get("WEFT_GPU_ADAPTER") {
+        config.adapter = GpuSelector::parse(&v);
+    }
+    let size = |name: &str| -> Result<Option<u64>, String> {
+        get(name)
+            .map(|v| {
+                units::size(&v)
+                    .map(|b| b as u64)
+                    .map_err(|e| format!("{name}={v}: {e}"))
+            })
+            .transpose()
+    };
+    config.memory_budget = size("WEFT_GPU_MEMORY")?;
+    config.binding_limit = size("WEFT_GPU_BINDING_LIMIT")?;
+    let switch = |name: &str, default: bool| -> Result<bool, String> {
+        match get(name) {
+            None => Ok(default),
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "y" | "on" => Ok(true),
+                "0" | "false" | "no" | "n" | "off" => Ok(false),
+                _ => Err(format!("{name}={v}: expected on or off")),
+            },
+        }
+    };
+    config.shader_checks = switch("WEFT_GPU_SHADER_CHECKS", false)?;
+    config.cooperative_matrix = switch("WEFT_GPU_COOPERATIVE_MATRIX", true)?;
+    Ok(config)
+}
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -862,6 +907,36 @@ impl WasiView for ComponentState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `WEFT_GPU_MEMORY=512Mi` was once silently ignored (the GPU crate
+    /// had a size parser of its own); now the one parser reads it.
+    #[test]
+    fn gpu_settings_from_the_environment_use_the_shared_parsers() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = gpu_config_from_env(env(&[
+            ("WEFT_GPU_MEMORY", "512Mi"),
+            ("WEFT_GPU_BINDING_LIMIT", "128MiB"),
+            ("WEFT_GPU_ADAPTER", "vulkan"),
+            ("WEFT_GPU_COOPERATIVE_MATRIX", "off"),
+        ]))
+        .unwrap();
+        assert_eq!(c.memory_budget, Some(512 << 20));
+        assert_eq!(c.binding_limit, Some(128 << 20));
+        assert_eq!(c.adapter, GpuSelector::parse("vulkan"));
+        assert!(!c.cooperative_matrix && !c.shader_checks);
+        assert_eq!(gpu_config_from_env(env(&[])).unwrap(), GpuConfig::default());
+        let e = gpu_config_from_env(env(&[("WEFT_GPU_MEMORY", "lots")])).unwrap_err();
+        assert!(e.starts_with("WEFT_GPU_MEMORY=lots"), "{e}");
+        let e = gpu_config_from_env(env(&[("WEFT_GPU_SHADER_CHECKS", "maybe")])).unwrap_err();
+        assert!(e.contains("WEFT_GPU_SHADER_CHECKS"), "{e}");
+    }
 
     /// Issue 21: a component's resource table (WASI's and wasi-nn's
     /// resources together) had wasmtime's default capacity of millions.

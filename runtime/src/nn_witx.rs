@@ -380,9 +380,12 @@ fn load_by_name<T: 'static>(
         Fail(
             Errno::NotFound,
             if known.is_empty() {
-                format!("no model named `{name}` was preloaded; preload it with --nn-preload {name}:onnx:cpu:PATH")
+                format!("no model named `{name}` was preloaded; the host preloads none")
             } else {
-                format!("no model named `{name}` was preloaded; preloaded: {}", known.join(", "))
+                format!(
+                    "no model named `{name}` was preloaded; preloaded: {}",
+                    known.join(", ")
+                )
             },
         )
     })?;

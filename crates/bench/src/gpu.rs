@@ -225,9 +225,13 @@ fn main() -> Result<()> {
         );
         // The same kernel compiled with wgpu's shader runtime checks (index
         // clamps, loop counters), which Vulkan and DX12 runs leave out.
-        weft_gpu::set_shader_checks(Some(true));
+        let unchecked = weft_gpu::config();
+        weft_gpu::configure(weft_gpu::GpuConfig {
+            shader_checks: true,
+            ..unchecked.clone()
+        });
         let checked = gemm_tflops(n, a.rounds, false, None);
-        weft_gpu::set_shader_checks(None);
+        weft_gpu::configure(unchecked);
         let (checked, _) = checked?;
         println!(
             "N={n:>5}: fp32 {kernel} with wgpu's runtime checks {} | without/with {:.2}x",

@@ -18,6 +18,9 @@ pub struct AgentArgs {
     /// The agent's configuration file.
     #[arg(long, value_name = "FILE", env = "WEFT_AGENT_CONFIG")]
     pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub gpu: crate::run::GpuArgs,
 }
 
 #[derive(Subcommand)]
@@ -49,6 +52,7 @@ pub fn exec(a: AgentArgs) -> anyhow::Result<i32> {
             Ok(0)
         }
         None => {
+            a.gpu.apply();
             let config = a.config.context(
                 "no configuration: weft agent --config FILE (or WEFT_AGENT_CONFIG); see docs/agent.md",
             )?;

@@ -29,8 +29,15 @@ pub fn exec(a: InfoArgs) -> anyhow::Result<i32> {
     outln!("weft {}", env!("CARGO_PKG_VERSION"));
     outln!("wasi-nn encodings: onnx, autodetect");
     outln!("backends: cpu (tract), gpu (wgpu: vulkan, metal, dx12)");
-    let (selector, source) = gpu::selector();
-    outln!("gpu adapter selector: {selector} (from {source})");
+    let source = if a.gpu.nn_gpu_adapter.is_some() {
+        "--nn-gpu-adapter / WEFT_GPU_ADAPTER"
+    } else {
+        "default"
+    };
+    outln!(
+        "gpu adapter selector: {} (from {source})",
+        a.gpu.config().adapter
+    );
     outln!(
         "gpu policy: target gpu fails without an adapter unless --nn-gpu-fallback; target auto uses a hardware adapter when one opens, else the cpu"
     );
@@ -65,6 +72,9 @@ pub fn exec(a: InfoArgs) -> anyhow::Result<i32> {
             );
             match &ad.cooperative_matrix {
                 Ok(what) => outln!("     cooperative matrices: {what}"),
+                Err(_) if !a.gpu.nn_gpu_cooperative_matrix => outln!(
+                    "     cooperative matrices: not used (turned off by --nn-gpu-cooperative-matrix / WEFT_GPU_COOPERATIVE_MATRIX)"
+                ),
                 Err(why) => outln!("     cooperative matrices: not used ({why})"),
             }
         }

@@ -86,6 +86,9 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(err) => {
             eprintln!("weft: {err:#}");
+            if let Some(hint) = hint(&err) {
+                eprintln!("weft: hint: {hint}");
+            }
             let code = err
                 .downcast_ref::<weft_runtime::RuntimeError>()
                 .map(weft_runtime::RuntimeError::exit_code)
@@ -93,4 +96,49 @@ fn main() {
             std::process::exit(code);
         }
     }
+}
+
+/// Which of this program's flags changes what an error from a library ran
+/// into (libraries say what went wrong, not how a command line sets it).
+fn hint(err: &anyhow::Error) -> Option<&'static str> {
+    use weft_nn::NnError;
+    use weft_nn::gpu::GpuError;
+    use weft_runtime::RuntimeError;
+    fn nn(e: &NnError) -> Option<&'static str> {
+        match e {
+            NnError::TargetUnavailable { .. } => Some(
+                "--nn-gpu-fallback (WEFT_NN_GPU_FALLBACK) runs target gpu on the CPU when no GPU opens",
+            ),
+            NnError::Gpu(g) => gpu(g),
+            _ => None,
+        }
+    }
+    fn gpu(e: &GpuError) -> Option<&'static str> {
+        match e {
+            GpuError::AdapterNotFound { .. } => Some(
+                "choose the adapter with --nn-gpu-adapter (WEFT_GPU_ADAPTER); `weft info` lists them",
+            ),
+            GpuError::Budget { .. } => {
+                Some("raise the budget with --nn-gpu-memory (WEFT_GPU_MEMORY)")
+            }
+            _ => None,
+        }
+    }
+    // Transparent wrappers forward `source()`, so each layer is looked into
+    // here rather than found in the chain.
+    err.chain().find_map(|cause| {
+        if let Some(e) = cause.downcast_ref::<RuntimeError>() {
+            return match e {
+                RuntimeError::Timeout { .. } => Some("raise the deadline with --timeout"),
+                RuntimeError::OutOfFuel { .. } => Some("raise the fuel with --fuel"),
+                RuntimeError::MemoryLimit { .. } => Some("raise the limit with --max-memory"),
+                RuntimeError::Nn(e) => nn(e),
+                _ => None,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<NnError>() {
+            return nn(e);
+        }
+        cause.downcast_ref::<GpuError>().and_then(gpu)
+    })
 }

@@ -173,19 +173,34 @@ pub struct GpuArgs {
     /// them.
     #[arg(long, env = "WEFT_GPU_SHADER_CHECKS", value_parser = clap::builder::BoolishValueParser::new())]
     pub nn_gpu_shader_checks: bool,
+
+    /// Use the cooperative-matrix (tensor core) f16 GEMM where the adapter
+    /// offers it and it passes its check on the device; `off` keeps the
+    /// tiled kernel.
+    #[arg(long, value_name = "ON|OFF", env = "WEFT_GPU_COOPERATIVE_MATRIX", default_value = "on",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub nn_gpu_cooperative_matrix: bool,
 }
 
 impl GpuArgs {
+    /// The GPU configuration these flags (and their environment variables)
+    /// describe.
+    pub fn config(&self) -> weft_runtime::GpuConfig {
+        weft_runtime::GpuConfig {
+            adapter: self.nn_gpu_adapter.as_deref().map_or(
+                weft_runtime::GpuSelector::Best,
+                weft_runtime::GpuSelector::parse,
+            ),
+            memory_budget: self.nn_gpu_memory.map(|b| b as u64),
+            binding_limit: self.nn_gpu_binding_limit.map(|b| b as u64),
+            shader_checks: self.nn_gpu_shader_checks,
+            cooperative_matrix: self.nn_gpu_cooperative_matrix,
+        }
+    }
+
     /// Make the choices process-wide, before any model loads.
     pub fn apply(&self) {
-        if let Some(adapter) = &self.nn_gpu_adapter {
-            weft_nn::gpu::set_selector(adapter);
-        }
-        weft_nn::gpu::set_memory_budget(self.nn_gpu_memory.map(|b| b as u64));
-        weft_nn::gpu::set_binding_limit(self.nn_gpu_binding_limit.map(|b| b as u64));
-        if self.nn_gpu_shader_checks {
-            weft_nn::gpu::set_shader_checks(Some(true));
-        }
+        weft_runtime::configure_gpu(self.config());
     }
 }
 

@@ -184,6 +184,12 @@ fn exit_code_and_deadline_reach_the_shell() {
         "{}",
         stderr(&out)
     );
+    // The runtime says what happened; the CLI names its own flag.
+    assert!(
+        stderr(&out).contains("hint: raise the deadline with --timeout"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -813,7 +819,7 @@ fn info_lists_adapters_and_placement() {
     );
     assert!(
         stdout(&off).contains(
-            "cooperative matrices: not used (turned off by WEFT_GPU_COOPERATIVE_MATRIX=off)"
+            "cooperative matrices: not used (turned off by --nn-gpu-cooperative-matrix / WEFT_GPU_COOPERATIVE_MATRIX)"
         ),
         "{}",
         stdout(&off)

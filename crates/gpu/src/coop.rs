@@ -18,9 +18,6 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
-/// `off` (or `0`) keeps cooperative matrices unused even where offered.
-pub const COOP_ENV: &str = "WEFT_GPU_COOPERATIVE_MATRIX";
-
 /// The features the kernel needs from the device.
 pub(crate) const FEATURES: wgpu::Features =
     wgpu::Features::SUBGROUP.union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
@@ -32,14 +29,6 @@ const MIN_SIDE: u32 = 64;
 /// 16 x 16 f16 multiplies into f32 on a fixed subgroup size; why not
 /// otherwise.
 pub(crate) fn offered(adapter: &wgpu::Adapter) -> Result<u32, String> {
-    if let Ok(v) = std::env::var(COOP_ENV)
-        && matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "off" | "0" | "false" | "no"
-        )
-    {
-        return Err(format!("turned off by {COOP_ENV}={v}"));
-    }
     if !adapter.features().contains(FEATURES) {
         return Err("the adapter offers no cooperative matrices (with subgroups)".into());
     }

@@ -13,105 +13,68 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-/// The environment variable that chooses the adapter (the `--nn-gpu-adapter`
-/// flag sets the same thing).
-pub const ADAPTER_ENV: &str = "WEFT_GPU_ADAPTER";
+/// How this process uses its GPU. A program builds it from its own flags
+/// and environment and hands it to [`configure`] before the first device
+/// opens; this library reads no environment variable and parses no units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuConfig {
+    /// Which adapter to open ([`Selector::Best`] unless chosen).
+    pub adapter: Selector,
+    /// Most device memory this process's models may hold, weights and
+    /// activations together (`None`: the device's own).
+    pub memory_budget: Option<u64>,
+    /// Cap on one storage-buffer binding below the adapter's own, to plan as
+    /// a smaller GPU would (`None`: the adapter's).
+    pub binding_limit: Option<u64>,
+    /// Compile kernels with all of wgpu's shader runtime checks even on
+    /// Vulkan and DX12, whose drivers confine buffer accesses themselves
+    /// (Metal and GL always get them).
+    pub shader_checks: bool,
+    /// Use the cooperative-matrix (tensor core) f16 GEMM where the adapter
+    /// offers it and [`crate::coop`]'s check passes on the device.
+    pub cooperative_matrix: bool,
+}
 
-/// The environment variable that caps the device memory Weft allocates
-/// (weights and activations), like `--nn-gpu-memory`.
-pub const MEMORY_ENV: &str = "WEFT_GPU_MEMORY";
+impl GpuConfig {
+    /// The best adapter, no caps beyond the device's, checks where the
+    /// driver does not confine accesses, tensor cores where they check out.
+    pub const DEFAULT: GpuConfig = GpuConfig {
+        adapter: Selector::Best,
+        memory_budget: None,
+        binding_limit: None,
+        shader_checks: false,
+        cooperative_matrix: true,
+    };
+}
 
-static BUDGET: Mutex<Option<u64>> = Mutex::new(None);
+impl Default for GpuConfig {
+    fn default() -> Self {
+        GpuConfig::DEFAULT
+    }
+}
+
+static CONFIG: Mutex<GpuConfig> = Mutex::new(GpuConfig::DEFAULT);
 static IN_USE: AtomicU64 = AtomicU64::new(0);
 
-/// Cap the device memory this process's models may hold (`None`: no cap
-/// beyond the device's own). Overrides `WEFT_GPU_MEMORY`.
-pub fn set_memory_budget(bytes: Option<u64>) {
-    *BUDGET.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes.unwrap_or(u64::MAX));
+/// Set how this process uses the GPU. The memory budget applies to
+/// reservations from now on and the shader checks to kernels compiled from
+/// now on; the adapter, the binding limit and tensor-core use to devices
+/// opened from now on (the one open keeps its own).
+pub fn configure(config: GpuConfig) {
+    *CONFIG.lock().unwrap_or_else(|e| e.into_inner()) = config;
 }
 
-/// A byte cap: what the process set, else the environment, else none.
-fn cap(set: &Mutex<Option<u64>>, env: &str) -> u64 {
-    if let Some(b) = *set.lock().unwrap_or_else(|e| e.into_inner()) {
-        return b;
-    }
-    std::env::var(env)
-        .ok()
-        .and_then(|v| parse_bytes(&v))
-        .unwrap_or(u64::MAX)
-}
-
-fn budget() -> u64 {
-    cap(&BUDGET, MEMORY_ENV)
-}
-
-/// `512MiB`, `2GiB`, `1000000` in `WEFT_GPU_MEMORY` (the CLI's flag parses
-/// with `weft_runtime::units::size`, which this crate cannot depend on).
-fn parse_bytes(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
-
-/// The environment variable that caps the storage-buffer binding size
-/// requested from the device, like `--nn-gpu-binding-limit`: to plan as a
-/// smaller GPU would (many mobile GPUs allow 128 MiB).
-pub const BINDING_ENV: &str = "WEFT_GPU_BINDING_LIMIT";
-
-static BINDING_CAP: Mutex<Option<u64>> = Mutex::new(None);
-
-/// Cap the binding size of devices opened from now on (`None`: the
-/// adapter's own). Overrides `WEFT_GPU_BINDING_LIMIT`.
-pub fn set_binding_limit(bytes: Option<u64>) {
-    *BINDING_CAP.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes.unwrap_or(u64::MAX));
-}
-
-fn binding_cap() -> u64 {
-    cap(&BINDING_CAP, BINDING_ENV)
-}
-
-/// The environment variable that, set to `1` (or `true`, `yes`, `on`), compiles kernels with all of
-/// wgpu's shader runtime checks (index clamping, loop bounding) even where
-/// the driver confines buffer accesses itself, like `set_shader_checks`.
-pub const SHADER_CHECKS_ENV: &str = "WEFT_GPU_SHADER_CHECKS";
-
-static SHADER_CHECKS: Mutex<Option<bool>> = Mutex::new(None);
-
-/// Force wgpu's shader runtime checks on (`Some(true)`), off where the
-/// backend allows it (`Some(false)`), or leave it to `WEFT_GPU_SHADER_CHECKS`
-/// (`None`). Takes effect for pipelines compiled from now on; plans built
-/// before keep theirs.
-pub fn set_shader_checks(on: Option<bool>) {
-    *SHADER_CHECKS.lock().unwrap_or_else(|e| e.into_inner()) = on;
+/// The configuration in force.
+pub fn config() -> GpuConfig {
+    CONFIG.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Whether kernels for a device of `backend` are compiled with wgpu's
 /// runtime checks: always except on Vulkan and DX12, whose drivers keep
 /// out-of-range buffer accesses inside the binding (Metal and GL do not
-/// promise that), unless forced on.
+/// promise that), unless the configuration asks for them.
 pub(crate) fn shader_checks(backend: wgpu::Backend) -> bool {
-    let forced = SHADER_CHECKS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .unwrap_or_else(|| {
-            // The spellings clap's boolish parser (the CLI flag) takes as on.
-            std::env::var(SHADER_CHECKS_ENV).is_ok_and(|v| {
-                matches!(
-                    v.trim().to_ascii_lowercase().as_str(),
-                    "1" | "true" | "yes" | "y" | "on"
-                )
-            })
-        });
-    forced || !matches!(backend, wgpu::Backend::Vulkan | wgpu::Backend::Dx12)
+    config().shader_checks || !matches!(backend, wgpu::Backend::Vulkan | wgpu::Backend::Dx12)
 }
 
 /// Device memory held by this process's plans and contexts.
@@ -125,7 +88,7 @@ pub(crate) struct Reservation(u64);
 
 impl Reservation {
     pub(crate) fn take(bytes: u64) -> Result<Reservation, GpuError> {
-        let budget = budget();
+        let budget = config().memory_budget.unwrap_or(u64::MAX);
         let mut used = IN_USE.load(Ordering::Relaxed);
         loop {
             if used.saturating_add(bytes) > budget {
@@ -204,26 +167,6 @@ impl fmt::Display for Selector {
             Selector::Name(n) => f.write_str(n),
             Selector::None => f.write_str("none"),
         }
-    }
-}
-
-static SELECTOR: Mutex<Option<(Selector, &'static str)>> = Mutex::new(None);
-
-/// Choose the adapter for this process (the `--nn-gpu-adapter` flag). Takes
-/// effect for the next device opened.
-pub fn set_selector(selector: &str) {
-    *SELECTOR.lock().unwrap_or_else(|e| e.into_inner()) =
-        Some((Selector::parse(selector), "--nn-gpu-adapter"));
-}
-
-/// The selector in force and where it came from.
-pub fn selector() -> (Selector, &'static str) {
-    if let Some(s) = SELECTOR.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-        return s;
-    }
-    match std::env::var(ADAPTER_ENV) {
-        Ok(v) => (Selector::parse(&v), ADAPTER_ENV),
-        Err(_) => (Selector::Best, "default"),
     }
 }
 
@@ -319,8 +262,8 @@ fn pick(adapters: &[wgpu::Adapter], selector: &Selector, allow_software: bool) -
 /// Every adapter wgpu sees on this machine, the selected one marked.
 pub fn adapters() -> Vec<AdapterReport> {
     let adapters = enumerate();
-    let (selector, _) = selector();
-    let chosen = pick(&adapters, &selector, true);
+    let config = config();
+    let chosen = pick(&adapters, &config.adapter, true);
     adapters
         .iter()
         .enumerate()
@@ -340,8 +283,12 @@ pub fn adapters() -> Vec<AdapterReport> {
                 max_buffer_size: limits.max_buffer_size,
                 max_storage_binding: limits.max_storage_buffer_binding_size,
                 max_workgroup_invocations: limits.max_compute_invocations_per_workgroup,
-                cooperative_matrix: crate::coop::offered(a)
-                    .map(|subgroup| format!("16x16x16 f16 x f16 + f32 on subgroups of {subgroup}")),
+                cooperative_matrix: if config.cooperative_matrix {
+                    crate::coop::offered(a)
+                } else {
+                    Err("turned off by the configuration".into())
+                }
+                .map(|subgroup| format!("16x16x16 f16 x f16 + f32 on subgroups of {subgroup}")),
                 selected: chosen == Some(index),
             }
         })
@@ -395,7 +342,7 @@ static SHARED: Mutex<Shared> = Mutex::new(Shared {
 /// Whether `auto` should pick the GPU: a hardware adapter exists (or the
 /// selector names one explicitly, software included).
 pub fn usable_for_auto() -> bool {
-    let (selector, _) = selector();
+    let selector = config().adapter;
     if selector == Selector::None {
         return false;
     }
@@ -433,10 +380,11 @@ pub fn shared() -> Result<Arc<Gpu>, GpuError> {
 }
 
 fn open() -> Result<Gpu, GpuError> {
-    let (selector, source_name) = selector();
+    let config = config();
+    let selector = config.adapter.clone();
     if selector == Selector::None {
         return Err(GpuError::NoAdapter {
-            detail: format!(" (GPU use is turned off by {source_name}=none)"),
+            detail: " (GPU use is turned off: the adapter chosen is `none`)".into(),
         });
     }
     let adapters = enumerate();
@@ -448,7 +396,6 @@ fn open() -> Result<Gpu, GpuError> {
     let Some(index) = pick(&adapters, &selector, true) else {
         return Err(GpuError::AdapterNotFound {
             selector: selector.to_string(),
-            source_name,
             known: adapters
                 .iter()
                 .enumerate()
@@ -466,11 +413,15 @@ fn open() -> Result<Gpu, GpuError> {
     // A binding cap of at least 4 bytes (a tensor's smallest binding).
     limits.max_storage_buffer_binding_size = limits
         .max_storage_buffer_binding_size
-        .min(binding_cap().max(4) / 4 * 4);
+        .min(config.binding_limit.unwrap_or(u64::MAX).max(4) / 4 * 4);
     let features = adapter.features();
     // f16 storage and arithmetic for the half-precision GEMM, where offered;
     // subgroups and cooperative matrices for its tensor-core kernel.
-    let mut coop = crate::coop::offered(adapter);
+    let mut coop = if config.cooperative_matrix {
+        crate::coop::offered(adapter)
+    } else {
+        Err("turned off by the configuration".into())
+    };
     let request = |extra: wgpu::Features| {
         pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("weft"),

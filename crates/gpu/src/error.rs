@@ -10,13 +10,9 @@ pub enum GpuError {
     )]
     NoAdapter { detail: String },
     #[error(
-        "GPU adapter `{selector}` ({source_name}) matches none of: {known}; set --nn-gpu-adapter / WEFT_GPU_ADAPTER to an index, a name substring or a backend (vulkan, metal, dx12) from `weft info`"
+        "GPU adapter `{selector}` matches none of: {known}; choose one of them by index, by a substring of its name or by backend (vulkan, metal, dx12)"
     )]
-    AdapterNotFound {
-        selector: String,
-        source_name: &'static str,
-        known: String,
-    },
+    AdapterNotFound { selector: String, known: String },
     #[error("the GPU adapter refused to open a device: {message}")]
     RequestDevice { message: String },
     #[error(
@@ -28,7 +24,7 @@ pub enum GpuError {
     )]
     OutOfMemory { message: String },
     #[error(
-        "the GPU memory budget of {budget} bytes would be exceeded: this model needs {needed} more bytes with {used} in use; raise --nn-gpu-memory (WEFT_GPU_MEMORY) or use a smaller batch"
+        "the GPU memory budget of {budget} bytes would be exceeded: this model needs {needed} more bytes with {used} in use; raise the budget or use a smaller batch"
     )]
     Budget { budget: u64, used: u64, needed: u64 },
     #[error("GPU kernel failed validation: {message}")]

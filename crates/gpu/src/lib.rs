@@ -24,11 +24,9 @@ mod plan;
 mod split;
 mod weights;
 
-pub use coop::COOP_ENV;
 pub use device::{
-    ADAPTER_ENV, AdapterReport, BINDING_ENV, Gpu, MEMORY_ENV, SHADER_CHECKS_ENV, Selector,
-    adapters, memory_in_use, selector, set_binding_limit, set_memory_budget, set_selector,
-    set_shader_checks, shared, usable_for_auto,
+    AdapterReport, Gpu, GpuConfig, Selector, adapters, config, configure, memory_in_use, shared,
+    usable_for_auto,
 };
 pub use error::GpuError;
 pub use kernels::Kernel;

@@ -16,7 +16,10 @@ use common::*;
 /// The OCR model `file` for input `shape`, decluttered; `None` (skipped)
 /// when there is no adapter or the models are not fetched.
 fn model(file: &str, shape: [usize; 4]) -> Option<TypedModel> {
-    weft_gpu::set_binding_limit(Some(256 << 10));
+    weft_gpu::configure(weft_gpu::GpuConfig {
+        binding_limit: Some(256 << 10),
+        ..Default::default()
+    });
     gpu()?;
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../models")

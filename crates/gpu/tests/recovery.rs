@@ -90,13 +90,16 @@ fn device_loss_and_memory_budget_fail_one_request_then_recover() {
     assert_eq!(weft_gpu::memory_in_use(), 0);
 
     // A budget smaller than the activations refuses the request clearly...
-    weft_gpu::set_memory_budget(Some(64 * 64 * 4 + 1024));
+    weft_gpu::configure(weft_gpu::GpuConfig {
+        memory_budget: Some(64 * 64 * 4 + 1024),
+        ..Default::default()
+    });
     let err = run(4096).expect_err("16 MiB of activations exceed the budget");
     assert!(matches!(err, GpuError::Budget { .. }), "{err}");
-    assert!(err.to_string().contains("--nn-gpu-memory"), "{err}");
+    assert!(err.to_string().contains("budget of 17408 bytes"), "{err}");
     // ...and what was reserved for it is released: a small request fits.
     assert_eq!(weft_gpu::memory_in_use(), 0);
     assert_eq!(run(2).unwrap(), 32.0);
-    weft_gpu::set_memory_budget(None);
+    weft_gpu::configure(weft_gpu::GpuConfig::default());
     assert_eq!(run(4096).unwrap(), 32.0);
 }

@@ -11,7 +11,10 @@ use common::*;
 
 #[test]
 fn checked_kernels_agree_with_tract() {
-    weft_gpu::set_shader_checks(Some(true));
+    weft_gpu::configure(weft_gpu::GpuConfig {
+        shader_checks: true,
+        ..weft_gpu::config()
+    });
     // The 128 x 128 tile with fused bias and ReLU.
     let mut model = TypedModel::default();
     let out = gemm_bias_relu(&mut model, 260, 40, 300);
@@ -35,5 +38,8 @@ fn checked_kernels_agree_with_tract() {
     let out = model.wire_node("softmax", op, &[x]).unwrap();
     model.select_output_outlets(&out).unwrap();
     check(model, vec![tensor(&[7, 300], 4)], &["softmax"]);
-    weft_gpu::set_shader_checks(None);
+    weft_gpu::configure(weft_gpu::GpuConfig {
+        shader_checks: false,
+        ..weft_gpu::config()
+    });
 }

@@ -1,7 +1,7 @@
 //! Nodes whose tensors exceed the adapter's binding limit.
 //!
 //! This binary opens its device with the binding limit capped at 64 KiB
-//! (`weft_gpu::set_binding_limit`, which the device enforces: wgpu rejects
+//! (`GpuConfig::binding_limit`, which the device enforces: wgpu rejects
 //! any binding past it), so tensors of a few hundred KiB stand for the
 //! multi-GiB ones of a real model on a 128 MiB-limit GPU. Each case must be
 //! cut into parts (the report says how many), run on the GPU, and match
@@ -21,7 +21,10 @@ const LIMIT: u64 = 64 << 10;
 
 /// The capped device (every test calls this before anything opens it).
 fn capped() -> Option<Arc<weft_gpu::Gpu>> {
-    weft_gpu::set_binding_limit(Some(LIMIT));
+    weft_gpu::configure(weft_gpu::GpuConfig {
+        binding_limit: Some(LIMIT),
+        ..Default::default()
+    });
     let gpu = gpu()?;
     assert_eq!(gpu.max_binding(), LIMIT, "the cap was not applied");
     Some(gpu)

@@ -97,9 +97,7 @@ pub fn resolve(target: Target, options: BackendOptions) -> Result<Device, NnErro
             }
             (Err(e), GpuPolicy::Fail) => Err(NnError::TargetUnavailable {
                 target: "gpu".into(),
-                reason: format!(
-                    "{e}; or run with --nn-gpu-fallback (WEFT_NN_GPU_FALLBACK=cpu) to allow running on the CPU"
-                ),
+                reason: format!("{e}; or allow the CPU as a fallback for target gpu"),
             }),
         },
     }

@@ -75,7 +75,7 @@ pub async fn reconcile(md: Arc<ModelDeployment>, ctx: Arc<Context>) -> Result<Ac
 }
 
 pub fn error_policy(md: Arc<ModelDeployment>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(md = %md.name_any(), "reconcile failed: {error}");
+    tracing::warn!(md = %md.name_any(), "reconcile failed: {}", crate::error::chain(error));
     ctx.metrics.reconcile_failed(error);
     Action::requeue(Duration::from_secs(30))
 }
@@ -864,7 +864,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
-                tracing::debug!("reconcile: {e}");
+                tracing::debug!("reconcile: {}", crate::error::chain(&e));
             }
         })
         .await;

@@ -455,7 +455,7 @@ async fn run_infer(
             ApiError::new(
                 Kind::TooLarge,
                 format!(
-                    "request body is over the server's limit of {} bytes (weft serve --max-body)",
+                    "request body is over the server's limit of {} bytes",
                     s.limits().max_body
                 ),
             )

@@ -45,6 +45,15 @@ pub use instance::WeftInstance;
 
 /// The shim's `main`.
 pub fn main() {
+    // The shim's one read of the GPU settings; containers forked from it
+    // inherit them.
+    match weft_runtime::gpu_config_from_env(|k| std::env::var(k).ok()) {
+        Ok(config) => weft_runtime::configure_gpu(config),
+        Err(e) => {
+            eprintln!("containerd-shim-weft-v1: {e}");
+            std::process::exit(2);
+        }
+    }
     containerd_shimkit::sandbox::cli::shim_main::<WeftInstance>(
         instance::NAME,
         containerd_shimkit::shim_version!(),
