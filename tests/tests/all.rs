@@ -1,5 +1,6 @@
 //! Weft's end-to-end tests, one binary to keep link time down.
 
+mod architecture;
 mod conformance;
 mod deploy;
 mod guests;
