@@ -74,7 +74,11 @@ pub fn config() -> GpuConfig {
 /// out-of-range buffer accesses inside the binding (Metal and GL do not
 /// promise that), unless the configuration asks for them.
 pub(crate) fn shader_checks(backend: wgpu::Backend) -> bool {
-    config().shader_checks || !matches!(backend, wgpu::Backend::Vulkan | wgpu::Backend::Dx12)
+    CONFIG
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .shader_checks
+        || !matches!(backend, wgpu::Backend::Vulkan | wgpu::Backend::Dx12)
 }
 
 /// Device memory held by this process's plans and contexts.
@@ -88,7 +92,11 @@ pub(crate) struct Reservation(u64);
 
 impl Reservation {
     pub(crate) fn take(bytes: u64) -> Result<Reservation, GpuError> {
-        let budget = config().memory_budget.unwrap_or(u64::MAX);
+        let budget = CONFIG
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .memory_budget
+            .unwrap_or(u64::MAX);
         let mut used = IN_USE.load(Ordering::Relaxed);
         loop {
             if used.saturating_add(bytes) > budget {
