@@ -11,6 +11,7 @@ use weft_tests::repo_root;
 /// a library target.
 struct Workspace {
     deps: BTreeMap<String, BTreeSet<String>>,
+    build_deps: BTreeMap<String, BTreeSet<String>>,
     libraries: BTreeSet<String>,
 }
 
@@ -33,16 +34,27 @@ fn workspace() -> Workspace {
     );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata is JSON");
     let mut deps = BTreeMap::new();
+    let mut build_deps = BTreeMap::new();
     let mut libraries = BTreeSet::new();
     for p in doc["packages"].as_array().expect("packages") {
         let name = p["name"].as_str().expect("name").to_string();
-        let normal: BTreeSet<String> = p["dependencies"]
-            .as_array()
-            .expect("dependencies")
-            .iter()
-            .filter(|d| d["kind"].is_null())
-            .map(|d| d["name"].as_str().expect("dependency name").to_string())
-            .collect();
+        let of_kind = |build: bool| -> BTreeSet<String> {
+            p["dependencies"]
+                .as_array()
+                .expect("dependencies")
+                .iter()
+                .filter(|d| {
+                    if build {
+                        d["kind"] == "build"
+                    } else {
+                        d["kind"].is_null()
+                    }
+                })
+                .map(|d| d["name"].as_str().expect("dependency name").to_string())
+                .collect()
+        };
+        let normal = of_kind(false);
+        build_deps.insert(name.clone(), of_kind(true));
         if p["targets"].as_array().expect("targets").iter().any(|t| {
             t["kind"]
                 .as_array()
@@ -52,7 +64,11 @@ fn workspace() -> Workspace {
         }
         deps.insert(name, normal);
     }
-    Workspace { deps, libraries }
+    Workspace {
+        deps,
+        build_deps,
+        libraries,
+    }
 }
 
 impl Workspace {
@@ -173,6 +189,21 @@ fn no_library_depends_on_the_test_harness() {
         "a library that depends normally on weft-tests ships its test harness:\n{}",
         broken.join("\n")
     );
+}
+
+/// A nested cargo build of guest modules needs the wasm targets of
+/// everything that depends on the crate doing it: only the binary that
+/// bundles a guest and the test harness may.
+#[test]
+fn only_the_cli_and_the_test_harness_build_guest_modules() {
+    let ws = workspace();
+    let builders: Vec<&String> = ws
+        .build_deps
+        .iter()
+        .filter(|(_, d)| d.contains("weft-guest-build"))
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(builders, ["weft-cli", "weft-tests"]);
 }
 
 /// The checker itself: a path through workspace crates is found and named.

@@ -14,6 +14,11 @@ use weft_nn::{BackendOptions, Preload};
 use weft_runtime::{DirGrant, Runtime};
 use weft_serve::{ModelSpec, PoolConfig, Server};
 
+/// The generic serving module bundled into `weft serve` (a wasm32-wasip2
+/// component built from `modules/predictor` by this crate's build script):
+/// it runs the model preloaded as `model` on each request's tensors.
+pub const PREDICTOR_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/predictor.wasm"));
+
 /// Serve model modules over the Open Inference Protocol (KServe V2): REST
 /// with Triton's binary tensor extension, and gRPC.
 #[derive(Args)]
@@ -242,7 +247,7 @@ fn model_spec(
         (
             Resolved {
                 name: "predictor.wasm".into(),
-                bytes: weft_serve::PREDICTOR_WASM.to_vec(),
+                bytes: PREDICTOR_WASM.to_vec(),
                 preloads: vec![preload],
                 dirs: Vec::new(),
                 args: Vec::new(),

@@ -44,11 +44,6 @@ use std::time::Instant;
 use weft_abi::Tensor;
 use weft_runtime::{Program, RunOptions, Runtime, RuntimeError};
 
-/// The generic serving module bundled into the server (a wasm32-wasip2
-/// component built from `modules/predictor`): it runs the model preloaded
-/// as `model` on each request's tensors.
-pub const PREDICTOR_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/predictor.wasm"));
-
 /// Server name and version reported by `GET /v2`.
 pub const SERVER_NAME: &str = "weft";
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");

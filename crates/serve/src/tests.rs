@@ -41,7 +41,7 @@ fn onnx_spec(rt: &Runtime, name: &str, file: &str, pool: PoolConfig) -> ModelSpe
         name: name.into(),
         version: "1".into(),
         platform: "weft-onnx".into(),
-        program: Arc::new(rt.load_service("predictor.wasm", PREDICTOR_WASM).unwrap()),
+        program: Arc::new(rt.load_service("predictor.wasm", &predictor()).unwrap()),
         options: RunOptions {
             models: Arc::new(models),
             ..Default::default()
@@ -50,6 +50,13 @@ fn onnx_spec(rt: &Runtime, name: &str, file: &str, pool: PoolConfig) -> ModelSpe
         backend: "cpu",
         pool,
     }
+}
+
+/// The generic serving module `weft serve` bundles, as the test harness
+/// built it.
+fn predictor() -> Vec<u8> {
+    std::fs::read(weft_tests::module(weft_tests::Guest::P2, "predictor"))
+        .expect("modules/predictor is built by weft-tests' build script")
 }
 
 const POOL: PoolConfig = PoolConfig {
