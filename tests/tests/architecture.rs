@@ -114,6 +114,15 @@ fn the_layers_depend_only_downwards() {
             "weft-abi depends on {d:?} (the guest SDK compiles it for wasm: no dependencies)"
         ));
     }
+    if let Some(d) = ws
+        .deps
+        .get("weft-format")
+        .filter(|d| d.iter().any(|n| n != "serde"))
+    {
+        broken.push(format!(
+            "weft-format depends on {d:?} (the artifact format is light enough for the shim: serde only)"
+        ));
+    }
     broken.extend(ws.never(
         "weft-gpu",
         &[

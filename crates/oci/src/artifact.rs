@@ -1,82 +1,13 @@
 //! The model-module artifact: config, manifest assembly and reading back.
 
 use crate::error::OciError;
-use crate::media;
 use crate::store::Store;
 use oci_spec::image::{Descriptor, Digest, ImageManifest, ImageManifestBuilder, MediaType};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
+use weft_format::media;
 
-/// One dimension in an interface shape: a size, a symbol, or `"?"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Dim {
-    Fixed(u64),
-    Named(String),
-}
-
-/// A model input or output as declared by the model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TensorSpec {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub ty: String,
-    /// `None` when the rank is unknown.
-    pub shape: Option<Vec<Dim>>,
-}
-
-/// A preloaded model of the module.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelSpec {
-    /// Preload name (`load_by_name`).
-    pub name: String,
-    /// Path relative to the artifact root.
-    pub path: String,
-    pub encoding: String,
-    pub target: String,
-    /// Digest of the weight layer.
-    pub digest: String,
-    pub inputs: Vec<TensorSpec>,
-    pub outputs: Vec<TensorSpec>,
-}
-
-/// The `weft` section of the wasm config.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WeftSection {
-    pub version: u32,
-    /// Title of the module layer.
-    pub module: String,
-    #[serde(default)]
-    pub args: Vec<String>,
-    #[serde(default)]
-    pub models: Vec<ModelSpec>,
-}
-
-/// The wasm config (`application/vnd.wasm.config.v0+json`) plus `weft`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WasmConfig {
-    pub created: String,
-    pub architecture: String,
-    pub os: String,
-    #[serde(rename = "layerDigests")]
-    pub layer_digests: Vec<String>,
-    /// The process an OCI runtime starts (the module and its arguments), in
-    /// the image-config shape, so containerd's CRI and `ctr run` need no
-    /// command from the user. Other tools ignore it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<ProcessConfig>,
-    pub weft: WeftSection,
-}
-
-/// `config` of an OCI image config: what to run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessConfig {
-    #[serde(rename = "Entrypoint")]
-    pub entrypoint: Vec<String>,
-    #[serde(rename = "Cmd", default)]
-    pub cmd: Vec<String>,
-}
+pub use weft_format::{Dim, ModelSpec, ProcessConfig, TensorSpec, WasmConfig, WeftSection};
 
 /// What kind of file a layer holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

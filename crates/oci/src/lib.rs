@@ -20,7 +20,6 @@
 
 pub mod artifact;
 mod error;
-pub mod media;
 pub mod package;
 pub mod registry;
 mod store;
@@ -33,3 +32,4 @@ pub use registry::{
     Progress, Remote, RemoteOptions, TransferReport, docker_auth, names_registry, parse_reference,
 };
 pub use store::{GcReport, MAX_METADATA, Store, WriteGuard, normalize_reference};
+pub use weft_format::media;

@@ -27,15 +27,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// Layer media types that hold the module.
-pub const MODULE_TYPES: [&str; 2] = [
-    "application/wasm",
-    "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm",
-];
-/// Annotation with a layer's path in the artifact.
-pub const FILEPATH: &str = "org.cncf.model.filepath";
-const TITLE: &str = "org.opencontainers.image.title";
-const VERSION: &str = "org.opencontainers.image.version";
+use weft_format::media::{FILEPATH, MODULE_LAYERS, TITLE, VERSION};
 /// The largest manifest or config the shim reads.
 const MAX_METADATA: usize = 4 << 20;
 
@@ -170,7 +162,7 @@ pub async fn load(
     if manifest
         .layers()
         .iter()
-        .any(|l| MODULE_TYPES.contains(&l.media_type().to_string().as_str()))
+        .any(|l| MODULE_LAYERS.contains(&l.media_type().to_string().as_str()))
     {
         materialize(&content, &manifest, rootfs, &image_name).await?;
     }
@@ -262,7 +254,7 @@ async fn materialize(
     for layer in manifest.layers() {
         let annotations = layer.annotations().clone().unwrap_or_default();
         let media_type = layer.media_type().to_string();
-        let path = if MODULE_TYPES.contains(&media_type.as_str()) {
+        let path = if MODULE_LAYERS.contains(&media_type.as_str()) {
             let name = weft
                 .module
                 .clone()

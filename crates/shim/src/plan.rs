@@ -83,46 +83,11 @@ pub struct ImageFacts {
     pub version: Option<String>,
 }
 
-/// The Weft section of an artifact config (`/weft.json` in the root
-/// filesystem; see `docs/artifact-format.md`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct WeftConfig {
-    #[serde(default)]
-    pub module: Option<String>,
-    #[serde(default)]
-    pub args: Vec<String>,
-    #[serde(default)]
-    pub models: Vec<ModelEntry>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModelEntry {
-    pub name: String,
-    pub path: String,
-    #[serde(default = "onnx")]
-    pub encoding: String,
-    #[serde(default = "cpu")]
-    pub target: String,
-    #[serde(default)]
-    pub digest: Option<String>,
-}
-
-fn onnx() -> String {
-    "onnx".into()
-}
-
-fn cpu() -> String {
-    "cpu".into()
-}
-
-/// `weft.json` as the classic image holds it: the whole artifact config.
-#[derive(Deserialize)]
-struct ConfigFile {
-    weft: WeftConfig,
-}
+use weft_format::weft_json::WeftJson;
+pub use weft_format::weft_json::{ModelEntry, WeftConfig};
 
 /// The path of the Weft config in a container's root filesystem.
-pub const WEFT_JSON: &str = "weft.json";
+pub use weft_format::WEFT_JSON;
 /// Largest module the shim reads from an image.
 const MAX_MODULE_BYTES: u64 = 1 << 30;
 /// Largest `/weft.json` the shim reads.
@@ -648,7 +613,7 @@ impl Rootfs {
         let text = String::from_utf8(bytes).map_err(|_| PlanError::Config {
             message: "it is not UTF-8".into(),
         })?;
-        let parsed: ConfigFile = serde_json::from_str(&text).map_err(|e| PlanError::Config {
+        let parsed: WeftJson = serde_json::from_str(&text).map_err(|e| PlanError::Config {
             message: e.to_string(),
         })?;
         Ok(Some(parsed.weft))
