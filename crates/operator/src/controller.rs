@@ -405,121 +405,45 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         reading,
     );
     tracing::info!(?decision, "rollout");
-    let mut progressing = condition(
-        "Progressing",
-        false,
-        "Complete",
-        "every replica runs the resolved digest",
-        generation,
-        &now_s,
+    // The canary's baseline counters, for a canary that starts or moves.
+    let baseline = match (&decision, &old.canary) {
+        (Decision::Start { digest }, _)
+        | (Decision::Advance { .. }, Some(CanaryStatus { digest, .. })) => ctx
+            .health
+            .counts(&ctx.client, md, digest)
+            .await
+            .unwrap_or_default(),
+        _ => Counts::default(),
+    };
+    let progressing = transition(
+        &decision,
+        &Facts {
+            resolved: &resolved,
+            old: &old,
+            strategy,
+            baseline,
+            generation,
+            now: &now_s,
+        },
+        &mut status,
     );
-    match &decision {
-        Decision::Steady { digest } => {
-            status.stable_digest = Some(digest.clone());
-            status.canary = None;
-            if refused && digest != &resolved {
-                progressing = condition(
-                    "Progressing",
-                    false,
-                    "RolledBack",
-                    format!(
-                        "{} was rolled back: {}",
-                        rollout::short(&resolved),
-                        old.refused.get(&resolved).cloned().unwrap_or_default()
-                    ),
-                    generation,
-                    &now_s,
-                );
-            }
-        }
-        Decision::Start { digest } => {
-            let steps = &strategy.expect("a canary needs a strategy").steps;
-            let base = ctx
-                .health
-                .counts(&ctx.client, md, digest)
-                .await
-                .unwrap_or_default();
-            status.canary = Some(CanaryStatus {
-                digest: digest.clone(),
-                step: 0,
-                percent: steps[0],
-                step_started: now_s.clone(),
-                baseline_requests: base.requests,
-                baseline_failures: base.failures,
-            });
-            ctx.metrics.rollout(&name, "started");
-            progressing = condition(
-                "Progressing",
-                true,
-                "CanaryStarted",
-                format!("canary {} at {}%", rollout::short(digest), steps[0]),
-                generation,
-                &now_s,
-            );
-        }
-        Decision::Hold { reason } => {
-            progressing = condition(
-                "Progressing",
-                true,
-                "CanaryHolding",
-                reason.clone(),
-                generation,
-                &now_s,
-            );
-        }
-        Decision::Advance { step } => {
-            let steps = &strategy.expect("a canary needs a strategy").steps;
-            let mut c = old.canary.clone().expect("advancing a canary");
-            let base = ctx
-                .health
-                .counts(&ctx.client, md, &c.digest)
-                .await
-                .unwrap_or_default();
-            c.step = *step as u32;
-            c.percent = steps[*step];
-            c.step_started = now_s.clone();
-            c.baseline_requests = base.requests;
-            c.baseline_failures = base.failures;
-            progressing = condition(
-                "Progressing",
-                true,
-                "CanaryAdvanced",
-                format!("canary {} at {}%", rollout::short(&c.digest), c.percent),
-                generation,
-                &now_s,
-            );
-            status.canary = Some(c);
-            ctx.metrics.rollout(&name, "advanced");
-        }
-        Decision::Promote => {
-            let c = old.canary.clone().expect("promoting a canary");
-            status.stable_digest = Some(c.digest.clone());
-            status.canary = None;
-            ctx.metrics.rollout(&name, "promoted");
-            progressing = condition(
-                "Progressing",
-                false,
-                "Complete",
-                format!("{} promoted to every replica", rollout::short(&c.digest)),
-                generation,
-                &now_s,
-            );
-        }
+    let outcome = match &decision {
+        Decision::Start { .. } => Some("started"),
+        Decision::Advance { .. } => Some("advanced"),
+        Decision::Promote => Some("promoted"),
         Decision::RollBack { reason } => {
-            let c = old.canary.clone().expect("rolling back a canary");
-            status.refused.insert(c.digest.clone(), reason.clone());
-            status.canary = None;
-            ctx.metrics.rollout(&name, "rolled_back");
-            tracing::warn!("rolled back {}: {reason}", rollout::short(&c.digest));
-            progressing = condition(
-                "Progressing",
-                false,
-                "RolledBack",
-                format!("{} rolled back: {reason}", rollout::short(&c.digest)),
-                generation,
-                &now_s,
+            tracing::warn!(
+                "rolled back {}: {reason}",
+                old.canary
+                    .as_ref()
+                    .map_or_else(|| "?".to_string(), |c| rollout::short(&c.digest))
             );
+            Some("rolled_back")
         }
+        _ => None,
+    };
+    if let Some(outcome) = outcome {
+        ctx.metrics.rollout(&name, outcome);
     }
 
     // 6. Write what runs.
@@ -739,6 +663,107 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
 }
 
 /// Take `md`'s assignments off `devices`, but for the keys in `keep`.
+/// What the rollout step read: the resolved digest, the status before this
+/// pass, the canary strategy, the canary's counters now (its baseline if it
+/// starts or moves), and when.
+struct Facts<'a> {
+    resolved: &'a str,
+    old: &'a ModelDeploymentStatus,
+    strategy: Option<&'a weft_crd::Canary>,
+    baseline: Counts,
+    generation: Option<i64>,
+    now: &'a str,
+}
+
+/// What a rollout decision does to the status (stable digest, canary,
+/// refused digests) and the `Progressing` condition it leaves. Pure: the
+/// reconciler reads, decides with [`rollout::decide`], records with this,
+/// then writes.
+fn transition(decision: &Decision, f: &Facts<'_>, status: &mut ModelDeploymentStatus) -> Condition {
+    let progressing = |ok: bool, reason: &str, message: String| {
+        condition("Progressing", ok, reason, message, f.generation, f.now)
+    };
+    let canary_steps = || f.strategy.map(|c| c.steps.as_slice()).unwrap_or(&[]);
+    match decision {
+        Decision::Steady { digest } => {
+            status.stable_digest = Some(digest.clone());
+            status.canary = None;
+            match f.old.refused.get(f.resolved) {
+                Some(why) if digest != f.resolved => progressing(
+                    false,
+                    "RolledBack",
+                    format!("{} was rolled back: {why}", rollout::short(f.resolved)),
+                ),
+                _ => progressing(
+                    false,
+                    "Complete",
+                    "every replica runs the resolved digest".into(),
+                ),
+            }
+        }
+        Decision::Start { digest } => {
+            let percent = canary_steps().first().copied().unwrap_or(0);
+            status.canary = Some(CanaryStatus {
+                digest: digest.clone(),
+                step: 0,
+                percent,
+                step_started: f.now.into(),
+                baseline_requests: f.baseline.requests,
+                baseline_failures: f.baseline.failures,
+            });
+            progressing(
+                true,
+                "CanaryStarted",
+                format!("canary {} at {percent}%", rollout::short(digest)),
+            )
+        }
+        Decision::Hold { reason } => progressing(true, "CanaryHolding", reason.clone()),
+        Decision::Advance { step } => match f.old.canary.clone() {
+            Some(mut c) => {
+                c.step = *step as u32;
+                c.percent = canary_steps().get(*step).copied().unwrap_or(c.percent);
+                c.step_started = f.now.into();
+                c.baseline_requests = f.baseline.requests;
+                c.baseline_failures = f.baseline.failures;
+                let message = format!("canary {} at {}%", rollout::short(&c.digest), c.percent);
+                status.canary = Some(c);
+                progressing(true, "CanaryAdvanced", message)
+            }
+            None => progressing(true, "CanaryHolding", "no canary to advance".into()),
+        },
+        Decision::Promote => match f.old.canary.as_ref() {
+            Some(c) => {
+                status.stable_digest = Some(c.digest.clone());
+                status.canary = None;
+                progressing(
+                    false,
+                    "Complete",
+                    format!("{} promoted to every replica", rollout::short(&c.digest)),
+                )
+            }
+            None => progressing(
+                false,
+                "Complete",
+                "every replica runs the resolved digest".into(),
+            ),
+        },
+        Decision::RollBack { reason } => {
+            status.canary = None;
+            match f.old.canary.as_ref() {
+                Some(c) => {
+                    status.refused.insert(c.digest.clone(), reason.clone());
+                    progressing(
+                        false,
+                        "RolledBack",
+                        format!("{} rolled back: {reason}", rollout::short(&c.digest)),
+                    )
+                }
+                None => progressing(false, "RolledBack", reason.clone()),
+            }
+        }
+    }
+}
+
 async fn remove_assignments(
     api: &Api<EdgeDevice>,
     devices: &[EdgeDevice],
@@ -869,4 +894,156 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         })
         .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_crd::{Canary, HealthGate};
+
+    const NEW: &str = "sha256:2222222222222222";
+    const OLD: &str = "sha256:1111111111111111";
+
+    fn strategy() -> Canary {
+        Canary {
+            steps: vec![10, 50, 100],
+            gate: HealthGate {
+                min_success_rate: 0.99,
+                max_p99_latency_ms: None,
+                window_seconds: 60,
+                min_requests: 10,
+            },
+        }
+    }
+
+    fn canary(step: u32, percent: u32) -> CanaryStatus {
+        CanaryStatus {
+            digest: NEW.into(),
+            step,
+            percent,
+            step_started: "2026-01-01T00:00:00Z".into(),
+            baseline_requests: 5,
+            baseline_failures: 1,
+        }
+    }
+
+    /// Record `decision` on `old`; the new status and its condition.
+    fn record(
+        decision: Decision,
+        old: &ModelDeploymentStatus,
+    ) -> (ModelDeploymentStatus, Condition) {
+        let strategy = strategy();
+        let mut status = old.clone();
+        let c = transition(
+            &decision,
+            &Facts {
+                resolved: NEW,
+                old,
+                strategy: Some(&strategy),
+                baseline: Counts {
+                    requests: 40,
+                    failures: 2,
+                    p99_ms: None,
+                },
+                generation: Some(3),
+                now: "2026-01-02T00:00:00Z",
+            },
+            &mut status,
+        );
+        (status, c)
+    }
+
+    #[test]
+    fn a_canary_starts_at_its_first_step_from_the_counters_now() {
+        let old = ModelDeploymentStatus {
+            stable_digest: Some(OLD.into()),
+            ..Default::default()
+        };
+        let (s, c) = record(Decision::Start { digest: NEW.into() }, &old);
+        let canary = s.canary.expect("a canary");
+        assert_eq!((canary.step, canary.percent), (0, 10));
+        assert_eq!(
+            (canary.baseline_requests, canary.baseline_failures),
+            (40, 2)
+        );
+        assert_eq!(canary.step_started, "2026-01-02T00:00:00Z");
+        assert_eq!(s.stable_digest.as_deref(), Some(OLD));
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "CanaryStarted")
+        );
+        assert_eq!(c.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn advancing_moves_the_step_and_takes_a_new_baseline() {
+        let old = ModelDeploymentStatus {
+            stable_digest: Some(OLD.into()),
+            canary: Some(canary(0, 10)),
+            ..Default::default()
+        };
+        let (s, c) = record(Decision::Advance { step: 1 }, &old);
+        let canary = s.canary.expect("still a canary");
+        assert_eq!((canary.step, canary.percent), (1, 50));
+        assert_eq!(canary.baseline_requests, 40);
+        assert_eq!(c.reason, "CanaryAdvanced");
+        assert!(c.message.contains("50%"), "{}", c.message);
+    }
+
+    #[test]
+    fn promotion_and_rollback_end_the_canary_each_their_way() {
+        let old = ModelDeploymentStatus {
+            stable_digest: Some(OLD.into()),
+            canary: Some(canary(2, 100)),
+            ..Default::default()
+        };
+        let (promoted, c) = record(Decision::Promote, &old);
+        assert_eq!(promoted.stable_digest.as_deref(), Some(NEW));
+        assert!(promoted.canary.is_none());
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "Complete")
+        );
+
+        let (rolled, c) = record(
+            Decision::RollBack {
+                reason: "success rate 0.5 under 0.99".into(),
+            },
+            &old,
+        );
+        assert_eq!(rolled.stable_digest.as_deref(), Some(OLD));
+        assert!(rolled.canary.is_none());
+        assert_eq!(
+            rolled.refused.get(NEW).map(String::as_str),
+            Some("success rate 0.5 under 0.99")
+        );
+        assert_eq!(c.reason, "RolledBack");
+
+        // The next pass finds the resolved digest refused: steady on the
+        // old one, and the condition still says why.
+        let (steady, c) = record(Decision::Steady { digest: OLD.into() }, &rolled);
+        assert_eq!(steady.stable_digest.as_deref(), Some(OLD));
+        assert_eq!(c.reason, "RolledBack");
+        assert!(c.message.contains("success rate"), "{}", c.message);
+    }
+
+    #[test]
+    fn holding_changes_nothing_but_the_condition() {
+        let old = ModelDeploymentStatus {
+            stable_digest: Some(OLD.into()),
+            canary: Some(canary(1, 50)),
+            ..Default::default()
+        };
+        let (s, c) = record(
+            Decision::Hold {
+                reason: "3 of 10 requests".into(),
+            },
+            &old,
+        );
+        assert_eq!(s, old);
+        assert_eq!(
+            (c.reason.as_str(), c.message.as_str()),
+            ("CanaryHolding", "3 of 10 requests")
+        );
+    }
 }
