@@ -7,9 +7,9 @@
 //! carry its generation.
 
 use crate::error::{GpuError, from_wgpu};
-use crate::kernels::{Kernel, Kernels};
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ pub struct GpuConfig {
     /// (Metal and GL always get them).
     pub shader_checks: bool,
     /// Use the cooperative-matrix (tensor core) f16 GEMM where the adapter
-    /// offers it and [`crate::coop`]'s check passes on the device.
+    /// offers it and the check in `probe` passes on the device.
     pub cooperative_matrix: bool,
 }
 
@@ -292,7 +292,7 @@ pub fn adapters() -> Vec<AdapterReport> {
                 max_storage_binding: limits.max_storage_buffer_binding_size,
                 max_workgroup_invocations: limits.max_compute_invocations_per_workgroup,
                 cooperative_matrix: if config.cooperative_matrix {
-                    crate::coop::offered(a)
+                    coop_offered(a)
                 } else {
                     Err("turned off by the configuration".into())
                 }
@@ -303,9 +303,58 @@ pub fn adapters() -> Vec<AdapterReport> {
         .collect()
 }
 
-/// Set when the cooperative-matrix check lost a device: every later device
-/// of this process keeps the tiled f16 kernel.
-static COOP_LOST_DEVICE: AtomicBool = AtomicBool::new(false);
+/// The features the cooperative-matrix (tensor core) GEMM needs from a
+/// device.
+pub(crate) const COOP_FEATURES: wgpu::Features =
+    wgpu::Features::SUBGROUP.union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+
+/// The subgroup size to build the kernel for, when the adapter offers 16 x
+/// 16 x 16 f16 multiplies into f32 on a fixed subgroup size; why not
+/// otherwise.
+pub(crate) fn coop_offered(adapter: &wgpu::Adapter) -> Result<u32, String> {
+    if !adapter.features().contains(COOP_FEATURES) {
+        return Err("the adapter offers no cooperative matrices (with subgroups)".into());
+    }
+    let props = adapter.cooperative_matrix_properties();
+    let wanted = props.iter().any(|p| {
+        (p.m_size, p.n_size, p.k_size) == (16, 16, 16)
+            && p.ab_type == wgpu::CooperativeScalarType::F16
+            && p.cr_type == wgpu::CooperativeScalarType::F32
+    });
+    if !wanted {
+        let offered: Vec<String> = props
+            .iter()
+            .map(|p| {
+                format!(
+                    "{}x{}x{} {:?}->{:?}",
+                    p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type
+                )
+            })
+            .collect();
+        return Err(format!(
+            "no 16x16x16 f16 x f16 + f32 configuration (offered: {})",
+            offered.join(", ")
+        ));
+    }
+    let info = adapter.get_info();
+    let size = info.subgroup_min_size;
+    if size != info.subgroup_max_size || !(8..=128).contains(&size) {
+        return Err(format!(
+            "subgroup size varies ({}..{}); the kernel is built for one",
+            info.subgroup_min_size, info.subgroup_max_size
+        ));
+    }
+    if 8 * size > adapter.limits().max_compute_invocations_per_workgroup {
+        return Err(format!(
+            "eight subgroups of {size} exceed the workgroup limit"
+        ));
+    }
+    Ok(size)
+}
+
+/// What identifies a compiled pipeline on a device: the kernel variant
+/// (`kernels::Kernel::key`) and whether wgpu's shader checks are in it.
+pub(crate) type PipelineKey = (u8, [u32; 3], bool);
 
 /// An open device with its queue, limits and compiled kernels.
 pub struct Gpu {
@@ -316,11 +365,13 @@ pub struct Gpu {
     pub(crate) limits: wgpu::Limits,
     generation: u64,
     lost: Arc<Mutex<Option<String>>>,
-    pub(crate) kernels: Kernels,
+    /// Compiled pipelines, by kernel variant and shader checks
+    /// (`kernels::Kernels::get` fills it).
+    pub(crate) pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     /// The tensor-core kernel this device was opened for, or why none.
-    coop: Result<Kernel, String>,
-    /// [`crate::coop::probe`]'s verdict, once run.
-    coop_checked: OnceLock<Result<Kernel, String>>,
+    pub(crate) coop_subgroup: Result<u32, String>,
+    /// The check's verdict on this device, once run (`probe`).
+    pub(crate) coop_verdict: OnceLock<Result<(), String>>,
 }
 
 impl fmt::Debug for Gpu {
@@ -426,7 +477,7 @@ fn open() -> Result<Gpu, GpuError> {
     // f16 storage and arithmetic for the half-precision GEMM, where offered;
     // subgroups and cooperative matrices for its tensor-core kernel.
     let mut coop = if config.cooperative_matrix {
-        crate::coop::offered(adapter)
+        coop_offered(adapter)
     } else {
         Err("turned off by the configuration".into())
     };
@@ -446,7 +497,7 @@ fn open() -> Result<Gpu, GpuError> {
         }))
     };
     let opened = if coop.is_ok() {
-        request(crate::coop::FEATURES).or_else(|e| {
+        request(COOP_FEATURES).or_else(|e| {
             coop = Err(format!("the device refused the features: {e}"));
             request(wgpu::Features::empty())
         })
@@ -456,7 +507,6 @@ fn open() -> Result<Gpu, GpuError> {
     let (device, queue) = opened.map_err(|e| GpuError::RequestDevice {
         message: e.to_string(),
     })?;
-    let coop = coop.map(|subgroup| crate::coop::kernel(subgroup, &limits));
     let lost: Arc<Mutex<Option<String>>> = Arc::default();
     {
         let lost = lost.clone();
@@ -479,9 +529,9 @@ fn open() -> Result<Gpu, GpuError> {
         "opened GPU device"
     );
     Ok(Gpu {
-        coop,
-        coop_checked: OnceLock::new(),
-        kernels: Kernels::default(),
+        coop_subgroup: coop,
+        coop_verdict: OnceLock::new(),
+        pipelines: Mutex::default(),
         device,
         queue,
         info,
@@ -512,45 +562,6 @@ impl Gpu {
     /// Whether kernels may use f16 (`shader-f16`).
     pub fn has_f16(&self) -> bool {
         self.features.contains(wgpu::Features::SHADER_F16)
-    }
-
-    /// The cooperative-matrix (tensor core) GEMM kernel, once checked on
-    /// this device against a CPU reference (the first call runs the check);
-    /// why f16 GEMMs use the tiled kernel otherwise.
-    pub fn cooperative_matrix(self: &Arc<Self>) -> Result<Kernel, String> {
-        self.coop_checked
-            .get_or_init(|| {
-                let kernel = self.coop.clone()?;
-                if COOP_LOST_DEVICE.load(Ordering::Relaxed) {
-                    return Err(
-                        "its check lost the device earlier in this process; restart to try again"
-                            .into(),
-                    );
-                }
-                let verdict = crate::coop::probe(self.clone(), kernel);
-                if verdict.is_err() && self.is_lost() {
-                    // A reopened device must not run (and lose) it again.
-                    COOP_LOST_DEVICE.store(true, Ordering::Relaxed);
-                }
-                match verdict {
-                    Ok(()) => {
-                        tracing::info!(
-                            adapter = %self.info.name,
-                            kernel = kernel.name(),
-                            "cooperative-matrix GEMM checked against the CPU: f16 GEMMs use tensor cores"
-                        );
-                        Ok(kernel)
-                    }
-                    Err(why) => {
-                        tracing::warn!(
-                            adapter = %self.info.name,
-                            "cooperative-matrix GEMM not used: {why}"
-                        );
-                        Err(why)
-                    }
-                }
-            })
-            .clone()
     }
 
     /// Increases each time a device is opened in this process.

@@ -1,8 +1,7 @@
 //! The WGSL kernels and their compiled pipelines (one per device).
 
 use crate::error::GpuError;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const COMMON: &str = include_str!("shaders/common.wgsl");
 
@@ -55,6 +54,24 @@ pub enum Kernel {
 }
 
 impl Kernel {
+    /// The variant as plain numbers, one-to-one (the device's pipeline
+    /// cache key, which the device layer keeps without knowing kernels).
+    pub(crate) fn key(self) -> (u8, [u32; 3]) {
+        let b = u32::from;
+        match self {
+            Kernel::Unary { half } => (0, [b(half), 0, 0]),
+            Kernel::Binary { half } => (1, [b(half), 0, 0]),
+            Kernel::Copy { half } => (2, [b(half), 0, 0]),
+            Kernel::Reduce { half } => (3, [b(half), 0, 0]),
+            Kernel::Softmax { half } => (4, [b(half), 0, 0]),
+            Kernel::Pool { half } => (5, [b(half), 0, 0]),
+            Kernel::Conv { half } => (6, [b(half), 0, 0]),
+            Kernel::Deconv { half } => (7, [b(half), 0, 0]),
+            Kernel::Gemm { wide, im2col, half } => (8, [b(wide), b(im2col), b(half)]),
+            Kernel::CoopGemm { subgroup, bk } => (9, [subgroup, bk, 0]),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Unary { half: false } => "unary",
@@ -113,7 +130,6 @@ impl Kernel {
     /// kernel has one: a part of a cut node binds such an operand from the
     /// aligned offset before its slice.
     pub(crate) fn base(self, slot: usize) -> Option<usize> {
-        use crate::lower::gp;
         let words: &[usize] = match self {
             Kernel::Unary { .. } => &[4, 5],
             Kernel::Copy { .. } => &[1, 2],
@@ -277,24 +293,22 @@ fn coop_source(subgroup: u32, bk: u32) -> String {
 }
 
 /// Compiled pipelines of one device, built on first use, by kernel and by
-/// whether wgpu's shader runtime checks were compiled in.
-#[derive(Default)]
-pub(crate) struct Kernels {
-    pipelines: Mutex<HashMap<(Kernel, bool), Arc<wgpu::ComputePipeline>>>,
-}
+/// whether wgpu's shader runtime checks were compiled in; the cache lives
+/// on the device (`Gpu::pipelines`).
+pub(crate) struct Kernels;
 
 impl Kernels {
     pub(crate) fn get(
-        &self,
         gpu: &crate::Gpu,
         kernel: Kernel,
     ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
         let checked = crate::device::shader_checks(gpu.info.backend);
-        if let Some(p) = self
+        let key = (kernel.key().0, kernel.key().1, checked);
+        if let Some(p) = gpu
             .pipelines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&(kernel, checked))
+            .get(&key)
         {
             return Ok(p.clone());
         }
@@ -344,10 +358,57 @@ impl Kernels {
                 })
         })?;
         let pipeline = Arc::new(pipeline);
-        self.pipelines
+        gpu.pipelines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert((kernel, checked), pipeline.clone());
+            .insert(key, pipeline.clone());
         Ok(pipeline)
     }
+}
+
+/// Indices into a GEMM kernel's parameter words (gemm.wgsl's layout,
+/// shared by gemm_coop.wgsl), for what rewrites an encoded GEMM (`split`).
+pub(crate) mod gp {
+    pub const M: usize = 0;
+    pub const N: usize = 1;
+    pub const K: usize = 2;
+    /// Three batch extents, then three batch strides each of A, B and C.
+    pub const BATCH: usize = 4;
+    pub const A_BATCH: usize = 7;
+    pub const B_BATCH: usize = 10;
+    pub const C_BATCH: usize = 13;
+    /// Row (m or k) and column (k or n) strides of A, B and C.
+    pub const A_RS: usize = 16;
+    pub const A_CS: usize = 17;
+    pub const B_RS: usize = 18;
+    pub const B_CS: usize = 19;
+    pub const C_RS: usize = 20;
+    pub const C_CS: usize = 21;
+    /// Bit 0: add the bias; bit 1: add what C holds.
+    pub const MODE: usize = 22;
+    pub const ACT: usize = 23;
+    /// The im2col gather's input height and width, kernel height and
+    /// width, output width, vertical stride and dilation, padding above,
+    /// and its input's channel stride (H*W of the whole input).
+    pub const H: usize = 26;
+    pub const W: usize = 27;
+    pub const KH: usize = 28;
+    pub const KW: usize = 29;
+    pub const OW: usize = 30;
+    pub const SY: usize = 31;
+    pub const DY: usize = 33;
+    pub const PT: usize = 35;
+    pub const HW: usize = 37;
+    pub const BIAS_RS: usize = 38;
+    pub const BIAS_CS: usize = 39;
+    pub const BIAS_BATCH: usize = 40;
+    /// First element of A, B, C and the bias within their bindings.
+    pub const A_BASE: usize = 43;
+    pub const B_BASE: usize = 44;
+    pub const C_BASE: usize = 45;
+    pub const BIAS_BASE: usize = 46;
+    pub const LEN: usize = 47;
+    /// `MODE` bits.
+    pub const ADD_BIAS: u32 = 1;
+    pub const ACCUMULATE: u32 = 2;
 }

@@ -21,6 +21,7 @@ mod error;
 mod kernels;
 mod lower;
 mod plan;
+mod probe;
 mod split;
 mod weights;
 

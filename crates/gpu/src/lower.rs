@@ -790,52 +790,7 @@ fn deconv(op: &Deconv, ins: &[Vec<usize>], out: &[usize]) -> Result<Lowered, Str
     direct(Kernel::Deconv { half: false }, params, n, bias_len)
 }
 
-/// Indices into a GEMM kernel's parameter words (gemm.wgsl's layout,
-/// shared by gemm_coop.wgsl), for what rewrites an encoded GEMM (`split`).
-pub(crate) mod gp {
-    pub const M: usize = 0;
-    pub const N: usize = 1;
-    pub const K: usize = 2;
-    /// Three batch extents, then three batch strides each of A, B and C.
-    pub const BATCH: usize = 4;
-    pub const A_BATCH: usize = 7;
-    pub const B_BATCH: usize = 10;
-    pub const C_BATCH: usize = 13;
-    /// Row (m or k) and column (k or n) strides of A, B and C.
-    pub const A_RS: usize = 16;
-    pub const A_CS: usize = 17;
-    pub const B_RS: usize = 18;
-    pub const B_CS: usize = 19;
-    pub const C_RS: usize = 20;
-    pub const C_CS: usize = 21;
-    /// Bit 0: add the bias; bit 1: add what C holds.
-    pub const MODE: usize = 22;
-    pub const ACT: usize = 23;
-    /// The im2col gather's input height and width, kernel height and
-    /// width, output width, vertical stride and dilation, padding above,
-    /// and its input's channel stride (H*W of the whole input).
-    pub const H: usize = 26;
-    pub const W: usize = 27;
-    pub const KH: usize = 28;
-    pub const KW: usize = 29;
-    pub const OW: usize = 30;
-    pub const SY: usize = 31;
-    pub const DY: usize = 33;
-    pub const PT: usize = 35;
-    pub const HW: usize = 37;
-    pub const BIAS_RS: usize = 38;
-    pub const BIAS_CS: usize = 39;
-    pub const BIAS_BATCH: usize = 40;
-    /// First element of A, B, C and the bias within their bindings.
-    pub const A_BASE: usize = 43;
-    pub const B_BASE: usize = 44;
-    pub const C_BASE: usize = 45;
-    pub const BIAS_BASE: usize = 46;
-    pub const LEN: usize = 47;
-    /// `MODE` bits.
-    pub const ADD_BIAS: u32 = 1;
-    pub const ACCUMULATE: u32 = 2;
-}
+pub(crate) use crate::kernels::gp;
 
 /// One GEMM axis: its size and its strides in A, B, C and the bias.
 pub(crate) type Axis = (usize, usize, usize, usize, usize);

@@ -818,7 +818,7 @@ impl GpuPlan {
                 Pending::Gpu(name, list, inputs, out) => {
                     let mut dispatches = Vec::new();
                     for spec in list {
-                        let pipeline = gpu.kernels.get(&gpu, spec.kernel)?;
+                        let pipeline = crate::kernels::Kernels::get(&gpu, spec.kernel)?;
                         let params = gpu.scoped(|| {
                             use wgpu::util::DeviceExt;
                             gpu.device
