@@ -313,558 +313,31 @@ impl GpuPlan {
         Self::lower(gpu, model, coop, &Weights::new())
     }
 
+    /// Lower `model` in passes: [`walk`] places every node (GPU kernels,
+    /// a view, fused into its producer, or a CPU step) in evaluation order;
+    /// [`assign_slots`] gives activations buffers by liveness;
+    /// [`bind_constants`] binds or uploads the weights; [`resolve_homes`]
+    /// says where each value lives; [`encode`] makes the dispatches.
     fn lower(
         gpu: Arc<Gpu>,
         model: &TypedModel,
         coop: Option<Kernel>,
         weights: &Weights,
     ) -> Result<GpuPlan, GpuError> {
-        let order = model.eval_order().map_err(lowering)?;
-        let max_binding = gpu.max_binding();
-        let max_buffer = gpu.max_buffer();
-        let limits = crate::split::Limits {
-            binding: max_binding,
-            align: gpu.offset_alignment(),
-        };
-        let mut values: Vec<Value> = Vec::new();
-        let mut ids: HashMap<OutletId, usize> = HashMap::new();
-        let mut on_cpu: Vec<bool> = Vec::new();
-        let mut logical: Vec<Logical> = Vec::new();
-        let mut value_logical: HashMap<usize, usize> = HashMap::new();
-        let mut pending: Vec<Pending> = Vec::new();
-        let mut report = Report {
-            adapter: gpu.adapter_name().to_string(),
-            ..Report::default()
-        };
-        let mut fused: HashSet<usize> = HashSet::new();
-        let mut alias: HashMap<usize, usize> = HashMap::new();
-        let outputs_set: Vec<OutletId> = model.output_outlets().map_err(lowering)?.to_vec();
-
-        let new_value = |fact: &TypedFact, values: &mut Vec<Value>, on_cpu: &mut Vec<bool>| {
-            let shape = fact
-                .shape
-                .as_concrete()
-                .map(|s| s.to_vec())
-                .unwrap_or_default();
-            let bytes = (shape.iter().product::<usize>() * fact.datum_type.size_of()) as u64;
-            values.push(Value {
-                shape,
-                dt: fact.datum_type,
-                bytes,
-                gpu: None,
-                konst: fact.konst.clone(),
-            });
-            on_cpu.push(false);
-            values.len() - 1
-        };
-        // Every source and constant, used or not (an input the outputs do
-        // not depend on is still an input).
-        for node in model.nodes() {
-            let id = node.id;
-            if node.op_is::<TypedSource>() || node.op_is::<Const>() {
-                for (slot, o) in node.outputs.iter().enumerate() {
-                    let v = new_value(&o.fact, &mut values, &mut on_cpu);
-                    on_cpu[v] = true;
-                    ids.insert(OutletId::new(id, slot), v);
-                }
-            }
-        }
-        for &id in &order {
-            let node = model.node(id);
-            let facts: Vec<TypedFact> = node.outputs.iter().map(|o| o.fact.clone()).collect();
-            if node.op_is::<TypedSource>() || node.op_is::<Const>() {
-                // Sources and constants got their values before the walk,
-                // so a fused bias can refer to a constant ordered later.
-                continue;
-            }
-            let inputs: Vec<usize> = node.inputs.iter().map(|o| ids[o]).collect();
-            let outs: Vec<usize> = facts
-                .iter()
-                .map(|f| new_value(f, &mut values, &mut on_cpu))
-                .collect();
-            for (slot, &v) in outs.iter().enumerate() {
-                ids.insert(OutletId::new(id, slot), v);
-            }
-            let flops = flops_of(model, node);
-            let name = node.name.clone();
-            let op_name = node.op.name().to_string();
-
-            // Eligibility: one output, f32 tensors (or all f16 on a device
-            // with `shader-f16`), every tensor within the device's largest
-            // buffer, shapes concrete. A node with a tensor over the binding
-            // limit is cut into parts that fit.
-            let half = gpu.has_f16() && facts.iter().all(|f| f.datum_type == f16::datum_type());
-            let in_facts: Vec<&TypedFact> = node
-                .inputs
-                .iter()
-                .map(|o| model.outlet_fact(*o))
-                .collect::<TractResult<_>>()
-                .map_err(lowering)?;
-            let eligible = (|| -> Result<(), String> {
-                if facts.len() != 1 {
-                    return Err("more than one output".into());
-                }
-                let wanted = if half {
-                    f16::datum_type()
-                } else {
-                    f32::datum_type()
-                };
-                for f in in_facts.iter().copied().chain(&facts) {
-                    if f.datum_type != wanted {
-                        return Err(format!("{:?} tensors stay on the CPU", f.datum_type));
-                    }
-                    if f.shape.as_concrete().is_none() {
-                        return Err("symbolic shape".into());
-                    }
-                }
-                for &v in inputs.iter().chain(&outs) {
-                    if values[v].bytes > max_buffer {
-                        return Err(format!(
-                            "a {} byte tensor exceeds this adapter's {max_buffer} byte largest buffer",
-                            values[v].bytes
-                        ));
-                    }
-                }
-                Ok(())
-            })();
-            let oversize = inputs
-                .iter()
-                .chain(&outs)
-                .any(|&v| values[v].bytes > max_binding);
-            let elem = facts[0].datum_type.size_of();
-            let mut parts = 1;
-
-            let in_shapes: Vec<Vec<usize>> =
-                inputs.iter().map(|&v| values[v].shape.clone()).collect();
-            let out_shape = values[outs[0]].shape.clone();
-            let op = node.op.as_ref();
-            let mut lowered = if fused.contains(&id) {
-                Ok(Lowered::View)
-            } else {
-                eligible.and_then(|()| match lower::lower(op, &in_shapes, &out_shape) {
-                    // A view binds nothing, whatever its size.
-                    Ok(Lowered::View) => Ok(Lowered::View),
-                    whole if !oversize => whole,
-                    _ => split::split(op, &in_shapes, &out_shape, elem, limits, |i, o| {
-                        lower::lower(op, i, o)
-                    })
-                    .map(|cut| {
-                        parts = cut.parts;
-                        Lowered::Kernels(cut.specs)
-                    }),
-                })
-            };
-            // A view of a CPU value stays on the CPU with it.
-            if matches!(lowered, Ok(Lowered::View))
-                && !fused.contains(&id)
-                && values[inputs[0]].gpu.is_none()
-            {
-                lowered = Err("view of a CPU value".into());
-            }
-            // Fold a following bias (EinSum) and activation into the
-            // GEMM/conv epilogue.
-            let mut inputs = inputs;
-            if let Ok(Lowered::Kernels(_)) = &lowered
-                && !outputs_set.contains(&OutletId::new(id, 0))
-            {
-                let single = |outlet: OutletId| match model.outlet_successors(outlet) {
-                    [only] if !outputs_set.contains(&outlet) => Some(*only),
-                    _ => None,
-                };
-                let mut tail = OutletId::new(id, 0);
-                let mut chain = Vec::new();
-                let mut bias: Option<(usize, Vec<usize>)> = None;
-                if node.op_is::<tract_onnx::tract_core::ops::einsum::EinSum>()
-                    && let Some(next) = single(tail)
-                    && let Some((v, shape)) = bias_of(model, &ids, &values, next)
-                {
-                    bias = Some((v, shape));
-                    chain.push(next.node);
-                    tail = OutletId::new(next.node, 0);
-                }
-                let mut act = lower::Activation::NONE;
-                if let Some(next) = single(tail) {
-                    let n = model.node(next.node);
-                    let found = lower::activation_of(n.op.as_ref()).or_else(|| {
-                        (is_relu(model, n) && next.slot == 0).then_some(lower::Activation {
-                            op: 1,
-                            a: 0.0,
-                            b: 0.0,
-                        })
-                    });
-                    if let Some(found) = found
-                        && n.outputs[0].fact.datum_type == facts[0].datum_type
-                    {
-                        act = found;
-                        chain.push(next.node);
-                    }
-                }
-                let fuse = |ins: &[Vec<usize>], out: &[usize]| {
-                    let (ins, bias) = match bias {
-                        Some(_) => (&ins[..ins.len() - 1], ins.last().map(|b| b.as_slice())),
-                        None => (ins, None),
-                    };
-                    lower::lower_fused(op, ins, out, bias, act)
-                        .ok_or_else(|| "no fused lowering".to_string())
-                };
-                // The fused bias is the last operand (bound as an input).
-                let mut ins = in_shapes.clone();
-                ins.extend(bias.as_ref().map(|(_, s)| s.clone()));
-                let whole = if chain.is_empty() {
-                    None
-                } else if oversize {
-                    split::split(op, &ins, &out_shape, elem, limits, fuse)
-                        .ok()
-                        .map(|cut| {
-                            parts = cut.parts;
-                            Lowered::Kernels(cut.specs)
-                        })
-                } else {
-                    fuse(&ins, &out_shape).ok()
-                };
-                if let Some(l) = whole {
-                    lowered = Ok(l);
-                    if let Some((v, _)) = bias {
-                        inputs.push(v);
-                    }
-                    for n in chain {
-                        fused.insert(n);
-                    }
-                }
-            }
-
-            // The kernels' variants: f16 for f16 tensors, then tensor cores
-            // for f16 GEMMs where the device passed the check.
-            if let Ok(Lowered::Kernels(list)) = &mut lowered {
-                for spec in list {
-                    if half {
-                        spec.kernel = spec.kernel.in_f16();
-                    }
-                    if let Some(coop) = coop {
-                        crate::coop::upgrade(spec, coop);
-                    }
-                }
-            }
-
-            match lowered {
-                Ok(Lowered::View) => {
-                    let src = inputs[0];
-                    values[outs[0]].gpu = values[src].gpu;
-                    alias.insert(outs[0], src);
-                    if let Some(&l) = value_logical.get(&src) {
-                        value_logical.insert(outs[0], l);
-                        if outputs_set.contains(&OutletId::new(id, 0)) {
-                            logical[l].pinned = true;
-                        }
-                    }
-                    report.nodes.push(NodeReport {
-                        name,
-                        op: op_name,
-                        place: if fused.contains(&id) {
-                            Place::Fused
-                        } else {
-                            Place::View
-                        },
-                        flops,
-                        parts: 1,
-                    });
-                }
-                Ok(Lowered::Kernels(list)) => {
-                    let step_index = pending.len();
-                    let mut uniq = inputs.clone();
-                    uniq.sort_unstable();
-                    uniq.dedup();
-                    let mut uploads = 0;
-                    for &v in &uniq {
-                        if values[v].gpu.is_some() {
-                            continue;
-                        }
-                        if values[v].konst.is_some() {
-                            values[v].gpu = Some(Home::Const(usize::MAX));
-                        } else {
-                            logical.push(Logical {
-                                bytes: values[v].bytes,
-                                first: step_index + uploads,
-                                last: usize::MAX,
-                                pinned: true,
-                            });
-                            value_logical.insert(v, logical.len() - 1);
-                            values[v].gpu = Some(Home::Slot(usize::MAX));
-                            pending.push(Pending::Upload(v));
-                            uploads += 1;
-                        }
-                    }
-                    let gpu_step = pending.len();
-                    for &v in &uniq {
-                        if let Some(&l) = value_logical.get(&v) {
-                            let lg = &mut logical[l];
-                            if !lg.pinned {
-                                lg.last = lg.last.max(gpu_step);
-                            }
-                        }
-                    }
-                    logical.push(Logical {
-                        bytes: values[outs[0]].bytes.max(4),
-                        first: gpu_step,
-                        last: gpu_step,
-                        pinned: outputs_set.contains(&OutletId::new(id, 0)),
-                    });
-                    value_logical.insert(outs[0], logical.len() - 1);
-                    values[outs[0]].gpu = Some(Home::Slot(usize::MAX));
-                    // One part's kernels (every part has the same).
-                    let kernels: Vec<&'static str> = list
-                        .iter()
-                        .take(list.len() / parts)
-                        .map(|s| s.kernel.name())
-                        .collect();
-                    pending.push(Pending::Gpu(
-                        node.name.clone(),
-                        list,
-                        inputs.clone(),
-                        outs[0],
-                    ));
-                    report.nodes.push(NodeReport {
-                        name,
-                        op: op_name,
-                        place: Place::Gpu(kernels),
-                        flops,
-                        parts,
-                    });
-                }
-                Err(reason) => {
-                    // Inputs the CPU lacks come down first, in one step.
-                    let need: Vec<usize> = inputs
-                        .iter()
-                        .copied()
-                        .filter(|&v| !on_cpu[v] && values[v].konst.is_none())
-                        .collect();
-                    if !need.is_empty() {
-                        let s = pending.len();
-                        pending.push(Pending::Download(need.clone()));
-                        for &v in &need {
-                            on_cpu[v] = true;
-                            if let Some(&l) = value_logical.get(&v) {
-                                let lg = &mut logical[l];
-                                if !lg.pinned {
-                                    lg.last = lg.last.max(s);
-                                }
-                            }
-                        }
-                    }
-                    let plan = cpu_plan(model, node).map_err(|e| GpuError::Lowering {
-                        message: format!("node {}: {e:#}", node.name),
-                    })?;
-                    let fed: Vec<usize> = inputs
-                        .iter()
-                        .copied()
-                        .filter(|&v| values[v].konst.is_none())
-                        .collect();
-                    for &v in &outs {
-                        on_cpu[v] = true;
-                    }
-                    pending.push(Pending::Cpu(Step::Cpu {
-                        plan,
-                        inputs: fed,
-                        outputs: outs.clone(),
-                    }));
-                    report.nodes.push(NodeReport {
-                        name,
-                        op: op_name,
-                        place: Place::Cpu(reason),
-                        flops,
-                        parts: 1,
-                    });
-                }
-            }
-        }
-
-        // Assign logical buffers to slots: a slot is reused once the last
-        // reader of its previous value has run.
-        let mut slot_bytes: Vec<u64> = Vec::new();
-        let mut slot_of: Vec<usize> = vec![usize::MAX; logical.len()];
-        let mut free: Vec<usize> = Vec::new();
-        let mut by_first: HashMap<usize, Vec<usize>> = HashMap::new();
-        let mut by_last: HashMap<usize, Vec<usize>> = HashMap::new();
-        for (i, l) in logical.iter().enumerate() {
-            by_first.entry(l.first).or_default().push(i);
-            if !l.pinned {
-                by_last.entry(l.last).or_default().push(i);
-            }
-        }
-        for s in 0..pending.len() {
-            for &l in by_first.get(&s).into_iter().flatten() {
-                let need = logical[l].bytes;
-                let pick = if logical[l].pinned {
-                    None
-                } else {
-                    free.iter()
-                        .enumerate()
-                        .filter(|&(_, &slot)| slot_bytes[slot] >= need)
-                        .min_by_key(|&(_, &slot)| slot_bytes[slot])
-                        .map(|(i, _)| i)
-                        .or_else(|| {
-                            // Grow the largest free slot rather than add one.
-                            free.iter()
-                                .enumerate()
-                                .max_by_key(|&(_, &slot)| slot_bytes[slot])
-                                .map(|(i, _)| i)
-                        })
-                };
-                let slot = match pick {
-                    Some(i) => {
-                        let slot = free.swap_remove(i);
-                        slot_bytes[slot] = slot_bytes[slot].max(need);
-                        slot
-                    }
-                    None => {
-                        slot_bytes.push(need);
-                        slot_bytes.len() - 1
-                    }
-                };
-                slot_of[l] = slot;
-            }
-            for &l in by_last.get(&s).into_iter().flatten() {
-                free.push(slot_of[l]);
-            }
-        }
-
-        // Constants to the device, once per model: those an earlier plan of
-        // this model's `weights` holds are bound, the rest uploaded within
-        // the memory budget (checked for all of them before any upload).
-        let mut consts: Vec<Arc<Resident>> = Vec::new();
-        let mut const_index: HashMap<usize, usize> = HashMap::new();
-        let dummy;
-        {
-            use wgpu::util::DeviceExt;
-            let mut store = weights.lock(gpu.generation());
-            let mut missing: Vec<usize> = Vec::new();
-            for (v, value) in values.iter().enumerate() {
-                if value.gpu == Some(Home::Const(usize::MAX)) {
-                    let k = value.konst.as_ref().expect("constant value");
-                    report.weight_bytes += device_bytes(k);
-                    match store.find(k) {
-                        Some(resident) => {
-                            report.shared_weight_bytes += device_bytes(k);
-                            consts.push(resident);
-                            const_index.insert(v, consts.len() - 1);
-                        }
-                        None => missing.push(v),
-                    }
-                }
-            }
-            let new_bytes = missing
-                .iter()
-                .map(|&v| device_bytes(values[v].konst.as_ref().expect("constant value")))
-                .sum();
-            let mut memory = Reservation::take(new_bytes)?;
-            let device = &gpu.device;
-            let built = gpu.scoped(|| {
-                for &v in &missing {
-                    let k = values[v].konst.as_ref().expect("constant value");
-                    // Two plans of one shape set could share a constant
-                    // twice over; upload it once.
-                    if let Some(resident) = store.find(k) {
-                        consts.push(resident);
-                    } else {
-                        let bytes = if k.len() == 0 {
-                            &[0u8; 4][..]
-                        } else {
-                            k.as_bytes()
-                        };
-                        let buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                            label: Some("weft weights"),
-                            contents: bytes,
-                            usage: wgpu::BufferUsages::STORAGE,
-                        });
-                        let held = memory.split(device_bytes(k));
-                        consts.push(store.insert(k.clone(), buffer, held));
-                    }
-                    const_index.insert(v, consts.len() - 1);
-                }
-                device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("weft dummy"),
-                    size: 16,
-                    usage: wgpu::BufferUsages::STORAGE,
-                    mapped_at_creation: false,
-                })
-            })?;
-            dummy = built;
-        }
-        for (v, value) in values.iter_mut().enumerate() {
-            match value.gpu {
-                Some(Home::Const(_)) => {
-                    // Views of constants share the constant's buffer.
-                    let mut root = v;
-                    while !const_index.contains_key(&root) {
-                        root = alias[&root];
-                    }
-                    value.gpu = Some(Home::Const(const_index[&root]));
-                }
-                Some(Home::Slot(_)) => value.gpu = Some(Home::Slot(slot_of[value_logical[&v]])),
-                None => {}
-            }
-        }
-
-        // Dispatches with their parameter buffers and pipelines.
-        let mut steps = Vec::with_capacity(pending.len());
-        let mut submissions = 0;
-        let mut open = false;
-        for p in pending {
-            match p {
-                Pending::Upload(v) => {
-                    report.uploads += 1;
-                    steps.push(Step::Upload(v));
-                }
-                Pending::Gpu(name, list, inputs, out) => {
-                    let mut dispatches = Vec::new();
-                    for spec in list {
-                        let pipeline = crate::kernels::Kernels::get(&gpu, spec.kernel)?;
-                        let params = gpu.scoped(|| {
-                            use wgpu::util::DeviceExt;
-                            gpu.device
-                                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                                    label: Some(spec.kernel.name()),
-                                    contents: bytemuck::cast_slice(&spec.params),
-                                    usage: wgpu::BufferUsages::STORAGE,
-                                })
-                        })?;
-                        let binds = spec
-                            .binds
-                            .iter()
-                            .map(|b| match b {
-                                Bind::Input(i) => Binding::Value(inputs[*i]),
-                                Bind::Output => Binding::Value(out),
-                                Bind::InputPart(i, offset, size) => {
-                                    Binding::Part(inputs[*i], *offset, *size)
-                                }
-                                Bind::OutputPart(offset, size) => {
-                                    Binding::Part(out, *offset, *size)
-                                }
-                                Bind::Dummy => Binding::Dummy,
-                            })
-                            .collect();
-                        dispatches.push(Dispatch {
-                            pipeline,
-                            params,
-                            binds,
-                            groups: spec.groups,
-                        });
-                    }
-                    report.dispatches += dispatches.len();
-                    if !open {
-                        submissions += 1;
-                        open = true;
-                    }
-                    steps.push(Step::Gpu(name, dispatches));
-                }
-                Pending::Download(values) => {
-                    report.downloads += values.len();
-                    open = false;
-                    steps.push(Step::Download(values));
-                }
-                Pending::Cpu(step) => steps.push(step),
-            }
-        }
+        let Walk {
+            mut values,
+            ids,
+            logical,
+            value_logical,
+            pending,
+            mut report,
+            alias,
+            outputs_set,
+        } = walk(&gpu, model, coop)?;
+        let (slot_bytes, slot_of) = assign_slots(&logical, pending.len());
+        let (consts, const_index, dummy) = bind_constants(&gpu, weights, &values, &mut report)?;
+        resolve_homes(&mut values, &const_index, &alias, &slot_of, &value_logical);
+        let (steps, submissions) = encode(&gpu, pending, &mut report)?;
         report.submissions = submissions;
         let inputs = model
             .input_outlets()
@@ -902,6 +375,618 @@ impl GpuPlan {
 
 /// A one-node tract plan for a node that stays on the CPU: constant inputs
 /// are baked in (so tract can pack weights), the rest are plan inputs.
+/// What the walk over the graph leaves for the later passes.
+struct Walk {
+    values: Vec<Value>,
+    ids: HashMap<OutletId, usize>,
+    logical: Vec<Logical>,
+    value_logical: HashMap<usize, usize>,
+    pending: Vec<Pending>,
+    report: Report,
+    alias: HashMap<usize, usize>,
+    outputs_set: Vec<OutletId>,
+}
+
+/// The first pass: every node in evaluation order, placed on the GPU (its
+/// kernels, cut into parts where a tensor is over the binding limit, with a
+/// following bias and activation fused), as a view, or on the CPU with the
+/// reason; uploads and downloads inserted where a value changes sides, and
+/// each GPU value's live range recorded as a logical buffer.
+fn walk(gpu: &Arc<Gpu>, model: &TypedModel, coop: Option<Kernel>) -> Result<Walk, GpuError> {
+    let order = model.eval_order().map_err(lowering)?;
+    let max_binding = gpu.max_binding();
+    let max_buffer = gpu.max_buffer();
+    let limits = crate::split::Limits {
+        binding: max_binding,
+        align: gpu.offset_alignment(),
+    };
+    let mut values: Vec<Value> = Vec::new();
+    let mut ids: HashMap<OutletId, usize> = HashMap::new();
+    let mut on_cpu: Vec<bool> = Vec::new();
+    let mut logical: Vec<Logical> = Vec::new();
+    let mut value_logical: HashMap<usize, usize> = HashMap::new();
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut report = Report {
+        adapter: gpu.adapter_name().to_string(),
+        ..Report::default()
+    };
+    let mut fused: HashSet<usize> = HashSet::new();
+    let mut alias: HashMap<usize, usize> = HashMap::new();
+    let outputs_set: Vec<OutletId> = model.output_outlets().map_err(lowering)?.to_vec();
+
+    let new_value = |fact: &TypedFact, values: &mut Vec<Value>, on_cpu: &mut Vec<bool>| {
+        let shape = fact
+            .shape
+            .as_concrete()
+            .map(|s| s.to_vec())
+            .unwrap_or_default();
+        let bytes = (shape.iter().product::<usize>() * fact.datum_type.size_of()) as u64;
+        values.push(Value {
+            shape,
+            dt: fact.datum_type,
+            bytes,
+            gpu: None,
+            konst: fact.konst.clone(),
+        });
+        on_cpu.push(false);
+        values.len() - 1
+    };
+    // Every source and constant, used or not (an input the outputs do
+    // not depend on is still an input).
+    for node in model.nodes() {
+        let id = node.id;
+        if node.op_is::<TypedSource>() || node.op_is::<Const>() {
+            for (slot, o) in node.outputs.iter().enumerate() {
+                let v = new_value(&o.fact, &mut values, &mut on_cpu);
+                on_cpu[v] = true;
+                ids.insert(OutletId::new(id, slot), v);
+            }
+        }
+    }
+    for &id in &order {
+        let node = model.node(id);
+        let facts: Vec<TypedFact> = node.outputs.iter().map(|o| o.fact.clone()).collect();
+        if node.op_is::<TypedSource>() || node.op_is::<Const>() {
+            // Sources and constants got their values before the walk,
+            // so a fused bias can refer to a constant ordered later.
+            continue;
+        }
+        let inputs: Vec<usize> = node.inputs.iter().map(|o| ids[o]).collect();
+        let outs: Vec<usize> = facts
+            .iter()
+            .map(|f| new_value(f, &mut values, &mut on_cpu))
+            .collect();
+        for (slot, &v) in outs.iter().enumerate() {
+            ids.insert(OutletId::new(id, slot), v);
+        }
+        let flops = flops_of(model, node);
+        let name = node.name.clone();
+        let op_name = node.op.name().to_string();
+
+        // Eligibility: one output, f32 tensors (or all f16 on a device
+        // with `shader-f16`), every tensor within the device's largest
+        // buffer, shapes concrete. A node with a tensor over the binding
+        // limit is cut into parts that fit.
+        let half = gpu.has_f16() && facts.iter().all(|f| f.datum_type == f16::datum_type());
+        let in_facts: Vec<&TypedFact> = node
+            .inputs
+            .iter()
+            .map(|o| model.outlet_fact(*o))
+            .collect::<TractResult<_>>()
+            .map_err(lowering)?;
+        let eligible = (|| -> Result<(), String> {
+            if facts.len() != 1 {
+                return Err("more than one output".into());
+            }
+            let wanted = if half {
+                f16::datum_type()
+            } else {
+                f32::datum_type()
+            };
+            for f in in_facts.iter().copied().chain(&facts) {
+                if f.datum_type != wanted {
+                    return Err(format!("{:?} tensors stay on the CPU", f.datum_type));
+                }
+                if f.shape.as_concrete().is_none() {
+                    return Err("symbolic shape".into());
+                }
+            }
+            for &v in inputs.iter().chain(&outs) {
+                if values[v].bytes > max_buffer {
+                    return Err(format!(
+                        "a {} byte tensor exceeds this adapter's {max_buffer} byte largest buffer",
+                        values[v].bytes
+                    ));
+                }
+            }
+            Ok(())
+        })();
+        let oversize = inputs
+            .iter()
+            .chain(&outs)
+            .any(|&v| values[v].bytes > max_binding);
+        let elem = facts[0].datum_type.size_of();
+        let mut parts = 1;
+
+        let in_shapes: Vec<Vec<usize>> = inputs.iter().map(|&v| values[v].shape.clone()).collect();
+        let out_shape = values[outs[0]].shape.clone();
+        let op = node.op.as_ref();
+        let mut lowered = if fused.contains(&id) {
+            Ok(Lowered::View)
+        } else {
+            eligible.and_then(|()| match lower::lower(op, &in_shapes, &out_shape) {
+                // A view binds nothing, whatever its size.
+                Ok(Lowered::View) => Ok(Lowered::View),
+                whole if !oversize => whole,
+                _ => split::split(op, &in_shapes, &out_shape, elem, limits, |i, o| {
+                    lower::lower(op, i, o)
+                })
+                .map(|cut| {
+                    parts = cut.parts;
+                    Lowered::Kernels(cut.specs)
+                }),
+            })
+        };
+        // A view of a CPU value stays on the CPU with it.
+        if matches!(lowered, Ok(Lowered::View))
+            && !fused.contains(&id)
+            && values[inputs[0]].gpu.is_none()
+        {
+            lowered = Err("view of a CPU value".into());
+        }
+        // Fold a following bias (EinSum) and activation into the
+        // GEMM/conv epilogue.
+        let mut inputs = inputs;
+        if let Ok(Lowered::Kernels(_)) = &lowered
+            && !outputs_set.contains(&OutletId::new(id, 0))
+        {
+            let single = |outlet: OutletId| match model.outlet_successors(outlet) {
+                [only] if !outputs_set.contains(&outlet) => Some(*only),
+                _ => None,
+            };
+            let mut tail = OutletId::new(id, 0);
+            let mut chain = Vec::new();
+            let mut bias: Option<(usize, Vec<usize>)> = None;
+            if node.op_is::<tract_onnx::tract_core::ops::einsum::EinSum>()
+                && let Some(next) = single(tail)
+                && let Some((v, shape)) = bias_of(model, &ids, &values, next)
+            {
+                bias = Some((v, shape));
+                chain.push(next.node);
+                tail = OutletId::new(next.node, 0);
+            }
+            let mut act = lower::Activation::NONE;
+            if let Some(next) = single(tail) {
+                let n = model.node(next.node);
+                let found = lower::activation_of(n.op.as_ref()).or_else(|| {
+                    (is_relu(model, n) && next.slot == 0).then_some(lower::Activation {
+                        op: 1,
+                        a: 0.0,
+                        b: 0.0,
+                    })
+                });
+                if let Some(found) = found
+                    && n.outputs[0].fact.datum_type == facts[0].datum_type
+                {
+                    act = found;
+                    chain.push(next.node);
+                }
+            }
+            let fuse = |ins: &[Vec<usize>], out: &[usize]| {
+                let (ins, bias) = match bias {
+                    Some(_) => (&ins[..ins.len() - 1], ins.last().map(|b| b.as_slice())),
+                    None => (ins, None),
+                };
+                lower::lower_fused(op, ins, out, bias, act)
+                    .ok_or_else(|| "no fused lowering".to_string())
+            };
+            // The fused bias is the last operand (bound as an input).
+            let mut ins = in_shapes.clone();
+            ins.extend(bias.as_ref().map(|(_, s)| s.clone()));
+            let whole = if chain.is_empty() {
+                None
+            } else if oversize {
+                split::split(op, &ins, &out_shape, elem, limits, fuse)
+                    .ok()
+                    .map(|cut| {
+                        parts = cut.parts;
+                        Lowered::Kernels(cut.specs)
+                    })
+            } else {
+                fuse(&ins, &out_shape).ok()
+            };
+            if let Some(l) = whole {
+                lowered = Ok(l);
+                if let Some((v, _)) = bias {
+                    inputs.push(v);
+                }
+                for n in chain {
+                    fused.insert(n);
+                }
+            }
+        }
+
+        // The kernels' variants: f16 for f16 tensors, then tensor cores
+        // for f16 GEMMs where the device passed the check.
+        if let Ok(Lowered::Kernels(list)) = &mut lowered {
+            for spec in list {
+                if half {
+                    spec.kernel = spec.kernel.in_f16();
+                }
+                if let Some(coop) = coop {
+                    crate::coop::upgrade(spec, coop);
+                }
+            }
+        }
+
+        match lowered {
+            Ok(Lowered::View) => {
+                let src = inputs[0];
+                values[outs[0]].gpu = values[src].gpu;
+                alias.insert(outs[0], src);
+                if let Some(&l) = value_logical.get(&src) {
+                    value_logical.insert(outs[0], l);
+                    if outputs_set.contains(&OutletId::new(id, 0)) {
+                        logical[l].pinned = true;
+                    }
+                }
+                report.nodes.push(NodeReport {
+                    name,
+                    op: op_name,
+                    place: if fused.contains(&id) {
+                        Place::Fused
+                    } else {
+                        Place::View
+                    },
+                    flops,
+                    parts: 1,
+                });
+            }
+            Ok(Lowered::Kernels(list)) => {
+                let step_index = pending.len();
+                let mut uniq = inputs.clone();
+                uniq.sort_unstable();
+                uniq.dedup();
+                let mut uploads = 0;
+                for &v in &uniq {
+                    if values[v].gpu.is_some() {
+                        continue;
+                    }
+                    if values[v].konst.is_some() {
+                        values[v].gpu = Some(Home::Const(usize::MAX));
+                    } else {
+                        logical.push(Logical {
+                            bytes: values[v].bytes,
+                            first: step_index + uploads,
+                            last: usize::MAX,
+                            pinned: true,
+                        });
+                        value_logical.insert(v, logical.len() - 1);
+                        values[v].gpu = Some(Home::Slot(usize::MAX));
+                        pending.push(Pending::Upload(v));
+                        uploads += 1;
+                    }
+                }
+                let gpu_step = pending.len();
+                for &v in &uniq {
+                    if let Some(&l) = value_logical.get(&v) {
+                        let lg = &mut logical[l];
+                        if !lg.pinned {
+                            lg.last = lg.last.max(gpu_step);
+                        }
+                    }
+                }
+                logical.push(Logical {
+                    bytes: values[outs[0]].bytes.max(4),
+                    first: gpu_step,
+                    last: gpu_step,
+                    pinned: outputs_set.contains(&OutletId::new(id, 0)),
+                });
+                value_logical.insert(outs[0], logical.len() - 1);
+                values[outs[0]].gpu = Some(Home::Slot(usize::MAX));
+                // One part's kernels (every part has the same).
+                let kernels: Vec<&'static str> = list
+                    .iter()
+                    .take(list.len() / parts)
+                    .map(|s| s.kernel.name())
+                    .collect();
+                pending.push(Pending::Gpu(
+                    node.name.clone(),
+                    list,
+                    inputs.clone(),
+                    outs[0],
+                ));
+                report.nodes.push(NodeReport {
+                    name,
+                    op: op_name,
+                    place: Place::Gpu(kernels),
+                    flops,
+                    parts,
+                });
+            }
+            Err(reason) => {
+                // Inputs the CPU lacks come down first, in one step.
+                let need: Vec<usize> = inputs
+                    .iter()
+                    .copied()
+                    .filter(|&v| !on_cpu[v] && values[v].konst.is_none())
+                    .collect();
+                if !need.is_empty() {
+                    let s = pending.len();
+                    pending.push(Pending::Download(need.clone()));
+                    for &v in &need {
+                        on_cpu[v] = true;
+                        if let Some(&l) = value_logical.get(&v) {
+                            let lg = &mut logical[l];
+                            if !lg.pinned {
+                                lg.last = lg.last.max(s);
+                            }
+                        }
+                    }
+                }
+                let plan = cpu_plan(model, node).map_err(|e| GpuError::Lowering {
+                    message: format!("node {}: {e:#}", node.name),
+                })?;
+                let fed: Vec<usize> = inputs
+                    .iter()
+                    .copied()
+                    .filter(|&v| values[v].konst.is_none())
+                    .collect();
+                for &v in &outs {
+                    on_cpu[v] = true;
+                }
+                pending.push(Pending::Cpu(Step::Cpu {
+                    plan,
+                    inputs: fed,
+                    outputs: outs.clone(),
+                }));
+                report.nodes.push(NodeReport {
+                    name,
+                    op: op_name,
+                    place: Place::Cpu(reason),
+                    flops,
+                    parts: 1,
+                });
+            }
+        }
+    }
+
+    Ok(Walk {
+        values,
+        ids,
+        logical,
+        value_logical,
+        pending,
+        report,
+        alias,
+        outputs_set,
+    })
+}
+
+/// Logical buffers to slots: a slot is reused once the last reader of its
+/// previous value has run (`steps` steps in all). Slot sizes and each
+/// logical buffer's slot.
+fn assign_slots(logical: &[Logical], steps: usize) -> (Vec<u64>, Vec<usize>) {
+    let mut slot_bytes: Vec<u64> = Vec::new();
+    let mut slot_of: Vec<usize> = vec![usize::MAX; logical.len()];
+    let mut free: Vec<usize> = Vec::new();
+    let mut by_first: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut by_last: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, l) in logical.iter().enumerate() {
+        by_first.entry(l.first).or_default().push(i);
+        if !l.pinned {
+            by_last.entry(l.last).or_default().push(i);
+        }
+    }
+    for s in 0..steps {
+        for &l in by_first.get(&s).into_iter().flatten() {
+            let need = logical[l].bytes;
+            let pick = if logical[l].pinned {
+                None
+            } else {
+                free.iter()
+                    .enumerate()
+                    .filter(|&(_, &slot)| slot_bytes[slot] >= need)
+                    .min_by_key(|&(_, &slot)| slot_bytes[slot])
+                    .map(|(i, _)| i)
+                    .or_else(|| {
+                        // Grow the largest free slot rather than add one.
+                        free.iter()
+                            .enumerate()
+                            .max_by_key(|&(_, &slot)| slot_bytes[slot])
+                            .map(|(i, _)| i)
+                    })
+            };
+            let slot = match pick {
+                Some(i) => {
+                    let slot = free.swap_remove(i);
+                    slot_bytes[slot] = slot_bytes[slot].max(need);
+                    slot
+                }
+                None => {
+                    slot_bytes.push(need);
+                    slot_bytes.len() - 1
+                }
+            };
+            slot_of[l] = slot;
+        }
+        for &l in by_last.get(&s).into_iter().flatten() {
+            free.push(slot_of[l]);
+        }
+    }
+
+    (slot_bytes, slot_of)
+}
+
+/// A plan's constants, each constant value's index among them, and the
+/// dummy buffer unused bindings take.
+type BoundConstants = (Vec<Arc<Resident>>, HashMap<usize, usize>, wgpu::Buffer);
+
+/// Constants to the device, once per model: those an earlier plan of this
+/// model's `weights` holds are bound, the rest uploaded within the memory
+/// budget (checked for all of them before any upload). The plan's
+/// constants, each constant value's index among them, and the dummy buffer
+/// unused bindings take.
+fn bind_constants(
+    gpu: &Arc<Gpu>,
+    weights: &Weights,
+    values: &[Value],
+    report: &mut Report,
+) -> Result<BoundConstants, GpuError> {
+    let mut consts: Vec<Arc<Resident>> = Vec::new();
+    let mut const_index: HashMap<usize, usize> = HashMap::new();
+    let dummy;
+    {
+        use wgpu::util::DeviceExt;
+        let mut store = weights.lock(gpu.generation());
+        let mut missing: Vec<usize> = Vec::new();
+        for (v, value) in values.iter().enumerate() {
+            if value.gpu == Some(Home::Const(usize::MAX)) {
+                let k = value.konst.as_ref().expect("constant value");
+                report.weight_bytes += device_bytes(k);
+                match store.find(k) {
+                    Some(resident) => {
+                        report.shared_weight_bytes += device_bytes(k);
+                        consts.push(resident);
+                        const_index.insert(v, consts.len() - 1);
+                    }
+                    None => missing.push(v),
+                }
+            }
+        }
+        let new_bytes = missing
+            .iter()
+            .map(|&v| device_bytes(values[v].konst.as_ref().expect("constant value")))
+            .sum();
+        let mut memory = Reservation::take(new_bytes)?;
+        let device = &gpu.device;
+        let built = gpu.scoped(|| {
+            for &v in &missing {
+                let k = values[v].konst.as_ref().expect("constant value");
+                // Two plans of one shape set could share a constant
+                // twice over; upload it once.
+                if let Some(resident) = store.find(k) {
+                    consts.push(resident);
+                } else {
+                    let bytes = if k.len() == 0 {
+                        &[0u8; 4][..]
+                    } else {
+                        k.as_bytes()
+                    };
+                    let buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("weft weights"),
+                        contents: bytes,
+                        usage: wgpu::BufferUsages::STORAGE,
+                    });
+                    let held = memory.split(device_bytes(k));
+                    consts.push(store.insert(k.clone(), buffer, held));
+                }
+                const_index.insert(v, consts.len() - 1);
+            }
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("weft dummy"),
+                size: 16,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        })?;
+        dummy = built;
+    }
+    Ok((consts, const_index, dummy))
+}
+
+/// Where each value lives: a constant's buffer (views of constants share
+/// it) or an activation slot.
+fn resolve_homes(
+    values: &mut [Value],
+    const_index: &HashMap<usize, usize>,
+    alias: &HashMap<usize, usize>,
+    slot_of: &[usize],
+    value_logical: &HashMap<usize, usize>,
+) {
+    for (v, value) in values.iter_mut().enumerate() {
+        match value.gpu {
+            Some(Home::Const(_)) => {
+                // Views of constants share the constant's buffer.
+                let mut root = v;
+                while !const_index.contains_key(&root) {
+                    root = alias[&root];
+                }
+                value.gpu = Some(Home::Const(const_index[&root]));
+            }
+            Some(Home::Slot(_)) => value.gpu = Some(Home::Slot(slot_of[value_logical[&v]])),
+            None => {}
+        }
+    }
+}
+
+/// The last pass: dispatches with their parameter buffers and pipelines,
+/// and the steps a run takes; how many submissions a run makes.
+fn encode(
+    gpu: &Arc<Gpu>,
+    pending: Vec<Pending>,
+    report: &mut Report,
+) -> Result<(Vec<Step>, usize), GpuError> {
+    let mut steps = Vec::with_capacity(pending.len());
+    let mut submissions = 0;
+    let mut open = false;
+    for p in pending {
+        match p {
+            Pending::Upload(v) => {
+                report.uploads += 1;
+                steps.push(Step::Upload(v));
+            }
+            Pending::Gpu(name, list, inputs, out) => {
+                let mut dispatches = Vec::new();
+                for spec in list {
+                    let pipeline = crate::kernels::Kernels::get(gpu, spec.kernel)?;
+                    let params = gpu.scoped(|| {
+                        use wgpu::util::DeviceExt;
+                        gpu.device
+                            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                                label: Some(spec.kernel.name()),
+                                contents: bytemuck::cast_slice(&spec.params),
+                                usage: wgpu::BufferUsages::STORAGE,
+                            })
+                    })?;
+                    let binds = spec
+                        .binds
+                        .iter()
+                        .map(|b| match b {
+                            Bind::Input(i) => Binding::Value(inputs[*i]),
+                            Bind::Output => Binding::Value(out),
+                            Bind::InputPart(i, offset, size) => {
+                                Binding::Part(inputs[*i], *offset, *size)
+                            }
+                            Bind::OutputPart(offset, size) => Binding::Part(out, *offset, *size),
+                            Bind::Dummy => Binding::Dummy,
+                        })
+                        .collect();
+                    dispatches.push(Dispatch {
+                        pipeline,
+                        params,
+                        binds,
+                        groups: spec.groups,
+                    });
+                }
+                report.dispatches += dispatches.len();
+                if !open {
+                    submissions += 1;
+                    open = true;
+                }
+                steps.push(Step::Gpu(name, dispatches));
+            }
+            Pending::Download(values) => {
+                report.downloads += values.len();
+                open = false;
+                steps.push(Step::Download(values));
+            }
+            Pending::Cpu(step) => steps.push(step),
+        }
+    }
+    Ok((steps, submissions))
+}
+
 fn cpu_plan(model: &TypedModel, node: &TypedNode) -> TractResult<Arc<TypedRunnableModel>> {
     let mut sub = TypedModel::default();
     let mut wires = TVec::new();
@@ -1275,5 +1360,47 @@ impl GpuContext {
     /// Whether output `index` of the last run is still only on the device.
     pub fn output_on_device(&self, index: usize) -> bool {
         self.cpu[self.plan.outputs[index]].is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffer(bytes: u64, first: usize, last: usize, pinned: bool) -> Logical {
+        Logical {
+            bytes,
+            first,
+            last,
+            pinned,
+        }
+    }
+
+    #[test]
+    fn slots_are_reused_once_their_last_reader_has_run() {
+        // 0: written at step 0, read last at 1; 1: written at 1, read at 2;
+        // 2: written at 2 (0's slot is free again by then).
+        let logical = [
+            buffer(100, 0, 1, false),
+            buffer(50, 1, 2, false),
+            buffer(80, 2, 3, false),
+        ];
+        let (slot_bytes, slot_of) = assign_slots(&logical, 4);
+        assert_eq!(slot_of, [0, 1, 0]);
+        assert_eq!(slot_bytes, [100, 50]);
+    }
+
+    #[test]
+    fn pinned_buffers_keep_their_slot_and_free_slots_grow_rather_than_multiply() {
+        let logical = [
+            // A model output: never freed, never shared.
+            buffer(10, 0, usize::MAX, true),
+            buffer(40, 0, 0, false),
+            // Needs more than the free slot holds: that slot grows.
+            buffer(64, 1, 1, false),
+        ];
+        let (slot_bytes, slot_of) = assign_slots(&logical, 2);
+        assert_eq!(slot_of, [0, 1, 1]);
+        assert_eq!(slot_bytes, [10, 64]);
     }
 }
