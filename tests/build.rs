@@ -12,16 +12,11 @@ fn main() {
         guests.target_dir.display()
     );
     println!("cargo:rerun-if-env-changed=WEFT_SKIP_MODULE_BUILD");
+    guests.rerun_if_changed(&weft_guest_build::SHARED_INPUTS);
     guests.rerun_if_changed(&[
-        "Cargo.toml",
-        "Cargo.lock",
-        "sdk",
-        "serve",
         "predictor",
         "echo",
         "flaky",
-        "../runtime/wit",
-        "../crates/abi/src",
         "ocr/src",
         "ocr-serve/src",
         "hostile",

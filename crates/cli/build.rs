@@ -13,15 +13,8 @@ fn main() {
         None => {
             let guests =
                 weft_guest_build::Guests::at(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
-            guests.rerun_if_changed(&[
-                "Cargo.toml",
-                "Cargo.lock",
-                "sdk",
-                "serve",
-                "predictor",
-                "../runtime/wit",
-                "../crates/abi/src",
-            ]);
+            guests.rerun_if_changed(&weft_guest_build::SHARED_INPUTS);
+            guests.rerun_if_changed(&["predictor"]);
             guests
                 .build("wasm32-wasip2", &["predictor"])
                 .unwrap_or_else(|e| panic!("{e}"))

@@ -366,7 +366,7 @@ pub struct Gpu {
     generation: u64,
     lost: Arc<Mutex<Option<String>>>,
     /// Compiled pipelines, by kernel variant and shader checks
-    /// (`kernels::Kernels::get` fills it).
+    /// (`kernels::pipeline` fills it).
     pub(crate) pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     /// The tensor-core kernel this device was opened for, or why none.
     pub(crate) coop_subgroup: Result<u32, String>,

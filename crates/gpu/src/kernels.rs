@@ -292,78 +292,75 @@ fn coop_source(subgroup: u32, bk: u32) -> String {
         .replace("{{EPILOGUE}}", &epilogue)
 }
 
-/// Compiled pipelines of one device, built on first use, by kernel and by
-/// whether wgpu's shader runtime checks were compiled in; the cache lives
-/// on the device (`Gpu::pipelines`).
-pub(crate) struct Kernels;
-
-impl Kernels {
-    pub(crate) fn get(
-        gpu: &crate::Gpu,
-        kernel: Kernel,
-    ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
-        let checked = crate::device::shader_checks(gpu.info.backend);
-        let key = (kernel.key().0, kernel.key().1, checked);
-        if let Some(p) = gpu
-            .pipelines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Ok(p.clone());
-        }
-        let source = kernel.source();
-        let pipeline = gpu.scoped(|| {
-            let desc = wgpu::ShaderModuleDescriptor {
-                label: Some(kernel.name()),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            };
-            let module = if checked {
-                gpu.device.create_shader_module(desc)
-            } else {
-                // SAFETY: these are Weft's own kernels, not guest code. Every
-                // loop runs a count bounded by tensor sizes (which fit in a
-                // binding, so no counter wraps), and every buffer index is
-                // guarded by the kernel against its parameters; beyond that,
-                // this is only chosen where the driver itself keeps accesses
-                // inside the bound range (Vulkan's robustBufferAccess, which
-                // every Vulkan device supports and wgpu enables; DX12 buffer
-                // views). Workgroup and private array indices are loop
-                // constants (`kernels` tests run every variant). Integer
-                // division keeps its guards.
-                unsafe {
-                    gpu.device.create_shader_module_trusted(
-                        desc,
-                        wgpu::ShaderRuntimeChecks {
-                            bounds_checks: false,
-                            force_loop_bounding: false,
-                            ..wgpu::ShaderRuntimeChecks::checked()
-                        },
-                    )
-                }
-            };
-            gpu.device
-                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(kernel.name()),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some("main"),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        // The tiled GEMM writes all of its workgroup memory
-                        // before a barrier and any read (`gemm.wgsl`).
-                        zero_initialize_workgroup_memory: !matches!(kernel, Kernel::Gemm { .. }),
-                        ..Default::default()
-                    },
-                    cache: None,
-                })
-        })?;
-        let pipeline = Arc::new(pipeline);
-        gpu.pipelines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, pipeline.clone());
-        Ok(pipeline)
+/// `kernel`'s compiled pipeline on `gpu`, built on first use and kept in
+/// the device's cache (`Gpu::pipelines`) by kernel and by whether wgpu's
+/// shader runtime checks were compiled in.
+pub(crate) fn pipeline(
+    gpu: &crate::Gpu,
+    kernel: Kernel,
+) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+    let checked = crate::device::shader_checks(gpu.info.backend);
+    let (variant, fields) = kernel.key();
+    let key = (variant, fields, checked);
+    if let Some(p) = gpu
+        .pipelines
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+    {
+        return Ok(p.clone());
     }
+    let source = kernel.source();
+    let pipeline = gpu.scoped(|| {
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(kernel.name()),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        };
+        let module = if checked {
+            gpu.device.create_shader_module(desc)
+        } else {
+            // SAFETY: these are Weft's own kernels, not guest code. Every
+            // loop runs a count bounded by tensor sizes (which fit in a
+            // binding, so no counter wraps), and every buffer index is
+            // guarded by the kernel against its parameters; beyond that,
+            // this is only chosen where the driver itself keeps accesses
+            // inside the bound range (Vulkan's robustBufferAccess, which
+            // every Vulkan device supports and wgpu enables; DX12 buffer
+            // views). Workgroup and private array indices are loop
+            // constants (`kernels` tests run every variant). Integer
+            // division keeps its guards.
+            unsafe {
+                gpu.device.create_shader_module_trusted(
+                    desc,
+                    wgpu::ShaderRuntimeChecks {
+                        bounds_checks: false,
+                        force_loop_bounding: false,
+                        ..wgpu::ShaderRuntimeChecks::checked()
+                    },
+                )
+            }
+        };
+        gpu.device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.name()),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    // The tiled GEMM writes all of its workgroup memory
+                    // before a barrier and any read (`gemm.wgsl`).
+                    zero_initialize_workgroup_memory: !matches!(kernel, Kernel::Gemm { .. }),
+                    ..Default::default()
+                },
+                cache: None,
+            })
+    })?;
+    let pipeline = Arc::new(pipeline);
+    gpu.pipelines
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, pipeline.clone());
+    Ok(pipeline)
 }
 
 /// Indices into a GEMM kernel's parameter words (gemm.wgsl's layout,

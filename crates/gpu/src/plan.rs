@@ -939,7 +939,7 @@ fn encode(
             Pending::Gpu(name, list, inputs, out) => {
                 let mut dispatches = Vec::new();
                 for spec in list {
-                    let pipeline = crate::kernels::Kernels::get(gpu, spec.kernel)?;
+                    let pipeline = crate::kernels::pipeline(gpu, spec.kernel)?;
                     let params = gpu.scoped(|| {
                         use wgpu::util::DeviceExt;
                         gpu.device

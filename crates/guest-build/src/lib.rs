@@ -20,6 +20,18 @@ pub const SCRUBBED: [&str; 8] = [
     "RUSTDOC",
 ];
 
+/// What every guest build reads besides its own crate (paths relative to
+/// `modules/`): the guest workspace's manifest and lock, the guest SDK and
+/// serving crates, the WIT files and the shared wire format.
+pub const SHARED_INPUTS: [&str; 6] = [
+    "Cargo.toml",
+    "Cargo.lock",
+    "sdk",
+    "serve",
+    "../runtime/wit",
+    "../crates/abi/src",
+];
+
 /// The guest workspace of one repository checkout.
 #[derive(Debug, Clone)]
 pub struct Guests {
