@@ -745,8 +745,9 @@ fn a_manifest_over_the_cap_is_refused_while_it_arrives() {
 }
 
 /// Issue 21: two layers with the same bytes (the same digest at two paths)
-/// were downloaded at once into one partial file. Now each digest moves
-/// once, and both paths are there.
+/// were downloaded at once into one partial file, and uploaded at once to
+/// the registry. Now each digest moves once each way, and every path is
+/// there.
 #[test]
 fn identical_layers_are_downloaded_once() {
     let Some(reg) = TestRegistry::start(None) else {
@@ -782,7 +783,14 @@ fn identical_layers_are_downloaded_once() {
     .unwrap();
     let (remote, target) = connect(&format!("{}/same:1", reg.addr));
     let rt = rt();
-    rt.block_on(remote.push(&a, "same:1", &target)).unwrap();
+    // Uploads race the same way: the registry answered one of three
+    // concurrent uploads of one digest with a 500.
+    let pushed = rt.block_on(remote.push(&a, "same:1", &target)).unwrap();
+    assert_eq!(pushed.blobs_transferred, 3, "{pushed:?}");
+    assert!(
+        pushed.bytes < 5 << 20,
+        "the 4 MiB blob went up more than once: {pushed:?}"
+    );
     let b = Store::open(tmp.path().join("b")).unwrap();
     let report = rt.block_on(remote.pull(&b, &target)).unwrap();
     // Config, module, and the one big blob.

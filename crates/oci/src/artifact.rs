@@ -51,9 +51,15 @@ pub struct Package<'a> {
     pub models: Vec<ModelSpec>,
 }
 
-/// The blobs a manifest references: its config, then its layers.
+/// The blobs a manifest references, each digest once: its config, then its
+/// layers. Two layers with the same bytes are one blob, and must move once:
+/// two uploads (or downloads) of one digest at a time race, and a registry
+/// may answer one of them with a server error.
 pub fn blobs(manifest: &ImageManifest) -> impl Iterator<Item = &Descriptor> {
-    std::iter::once(manifest.config()).chain(manifest.layers())
+    let mut seen = std::collections::HashSet::new();
+    std::iter::once(manifest.config())
+        .chain(manifest.layers())
+        .filter(move |d| seen.insert(d.digest().to_string()))
 }
 
 /// Check a layer file path: relative, `/`-separated, no `..`.

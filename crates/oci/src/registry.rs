@@ -578,12 +578,8 @@ impl Remote {
             reason,
         };
         // One download per digest: identical layers must not race on one
-        // partial file.
-        let mut unique = std::collections::HashSet::new();
-        let blobs: Vec<Descriptor> = crate::artifact::blobs(&manifest)
-            .filter(|d| unique.insert(d.digest().to_string()))
-            .cloned()
-            .collect();
+        // partial file (`blobs` yields each digest once).
+        let blobs: Vec<Descriptor> = crate::artifact::blobs(&manifest).cloned().collect();
         let report = std::sync::Mutex::new(TransferReport {
             manifest_digest: actual.clone(),
             ..Default::default()
