@@ -39,6 +39,14 @@ pub enum RuntimeError {
     Dir { host: PathBuf, message: String },
     #[error(transparent)]
     Nn(#[from] weft_nn::NnError),
+    #[error("preloading models")]
+    Preload(#[source] weft_nn::NnError),
+    #[error("{name} was linked for {linked:?}, not for {wanted:?}")]
+    Purpose {
+        name: String,
+        linked: crate::Purpose,
+        wanted: crate::Purpose,
+    },
     #[error(
         "module ran past its deadline of {}s and was stopped",
         .limit.as_secs_f64()

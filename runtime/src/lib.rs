@@ -23,6 +23,7 @@
 mod budget;
 mod cache;
 mod error;
+mod launch;
 pub mod nn_wit;
 pub mod nn_witx;
 mod serve;
@@ -31,6 +32,7 @@ pub mod units;
 pub use budget::{Budget, OverBudget};
 pub use cache::{CacheOutcome, ModuleCache};
 pub use error::RuntimeError;
+pub use launch::{Code, Launch, Prepared, Resolved};
 pub use serve::{InferError, Instance, ServeAbi};
 /// An in-memory stdout for [`RunOptions::stdout`].
 pub use wasmtime_wasi::p2::pipe::MemoryOutputPipe;

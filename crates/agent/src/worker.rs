@@ -608,7 +608,6 @@ impl Worker {
                         queue: cfg.queue,
                         deadline: cfg.deadline,
                     },
-                    nn: shared.runtime.nn_options(),
                 },
             )
             .map_err(start)?;
@@ -876,31 +875,27 @@ fn run_job_blocking(
         .map_err(|e| (1, format!("verifying: {}", chain(&e))))?;
     let resolved =
         weft_module::from_store(&shared.store, &reference).map_err(|e| (1, chain(&e)))?;
-    let models = weft_nn::Models::load(&resolved.preloads, shared.runtime.nn_options())
-        .map_err(|e| (1, format!("preloading models: {}", chain(&e))))?;
-    let program = shared
-        .runtime
-        .load(&resolved.name, &resolved.bytes)
-        .map_err(|e| (1, chain(&e)))?;
     let stdout = weft_runtime::MemoryOutputPipe::new(1 << 20);
-    let mut args = resolved.args.clone();
-    args.extend(cfg.args.iter().cloned());
-    let opts = weft_runtime::RunOptions {
-        args,
-        program_name: None,
-        env: cfg.env.clone(),
-        dirs: resolved.dirs.clone(),
-        limits: weft_runtime::Limits {
-            max_memory: cfg.max_memory,
-            timeout: Some(cfg.deadline),
-            fuel: None,
-        },
-        models: Arc::new(models),
-        stdout: Some(stdout.clone()),
-    };
-    let code = shared
+    let prepared = shared
         .runtime
-        .run(&program, opts)
+        .prepare(
+            resolved,
+            weft_runtime::Purpose::Run,
+            weft_runtime::Launch {
+                args: cfg.args.clone(),
+                env: cfg.env.clone(),
+                limits: weft_runtime::Limits {
+                    max_memory: cfg.max_memory,
+                    timeout: Some(cfg.deadline),
+                    fuel: None,
+                },
+                stdout: Some(stdout.clone()),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| (1, chain(&e)))?;
+    let code = prepared
+        .run(&shared.runtime)
         .map_err(|e| (e.exit_code(), chain(&e)))?;
     let out = String::from_utf8_lossy(&stdout.contents()).into_owned();
     for line in out.lines() {

@@ -2,13 +2,12 @@
 
 use crate::parse;
 use crate::store::StoreArgs;
-use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
-use std::sync::Arc;
+
 use std::time::{Duration, Instant};
-use weft_nn::{BackendOptions, GpuPolicy, Models, Preload};
-use weft_runtime::{DirGrant, Limits, RunOptions, Runtime, RuntimeConfig, RuntimeError};
+use weft_nn::{BackendOptions, GpuPolicy, Preload};
+use weft_runtime::{DirGrant, Launch, Limits, Purpose, Runtime, RuntimeConfig, RuntimeError};
 
 /// Run a WebAssembly module (wasm32-wasip1 core module or wasm32-wasip2
 /// component) with wasi-nn. The module gets no files, network or environment
@@ -96,45 +95,34 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
         a.cache_dir.clone(),
         a.fuel.is_some(),
     );
-    let nn = config.nn;
     let runtime = Runtime::new(config)?;
-    // Read the module, then preload models, then compile: a bad preload
-    // fails before anything is compiled or written to the cache.
-    let Resolved {
-        name,
-        bytes,
-        preloads,
-        dirs,
-        args,
-        ..
-    } = resolve(&a, preloads)?;
-    let preload_started = Instant::now();
-    let models = Models::load(&preloads, nn).context("preloading models")?;
-    let preload_time = preload_started.elapsed();
-    let program = runtime.load(&name, &bytes)?;
-    let run_started = Instant::now();
-    let code = runtime.run(
-        &program,
-        RunOptions {
-            args,
-            program_name: None,
-            env: a.env,
-            dirs,
+    // Models first, then the code: a bad preload fails before anything is
+    // compiled or written to the cache.
+    let resolved = resolve_module(&a.module, &a.store, &a.remote, false)?;
+    let prepared = runtime.prepare(
+        resolved,
+        Purpose::Run,
+        Launch {
+            preloads,
+            dirs: a.dir.clone(),
+            args: a.args.clone(),
+            env: a.env.clone(),
             limits: Limits {
                 max_memory: a.max_memory,
                 timeout: (!a.timeout.is_zero()).then_some(a.timeout),
                 fuel: a.fuel,
             },
-            models: Arc::new(models),
-            stdout: None,
+            ..Default::default()
         },
     )?;
+    let run_started = Instant::now();
+    let code = prepared.run(&runtime)?;
     if a.timings {
         eprintln!(
             "weft: timings: load {:.1} ms (compile cache: {:?}), preload {:.1} ms, run {:.1} ms, total {:.1} ms",
-            ms(program.compile_time()),
-            program.cache_outcome(),
-            ms(preload_time),
+            ms(prepared.program.compile_time()),
+            prepared.program.cache_outcome(),
+            ms(prepared.preload_time),
             ms(run_started.elapsed()),
             ms(started.elapsed())
         );
@@ -232,14 +220,6 @@ pub fn runtime_config(
 
 pub use weft_module::Resolved;
 
-fn resolve(a: &RunArgs, preloads: Vec<Preload>) -> anyhow::Result<Resolved> {
-    let mut r = resolve_module(&a.module, &a.store, &a.remote, false)?;
-    r.preloads.splice(0..0, preloads);
-    r.dirs.splice(0..0, a.dir.iter().cloned());
-    r.args.extend(a.args.iter().cloned());
-    Ok(r)
-}
-
 /// Resolve `module`: a wasm file, or a reference in the local store (pulled
 /// first when it names a registry and is not there; progress goes to
 /// stderr unless `quiet`).
@@ -258,15 +238,7 @@ pub fn resolve_module(
         let name = path
             .file_name()
             .map_or_else(|| module.to_owned(), |n| n.to_string_lossy().into_owned());
-        return Ok(Resolved {
-            name,
-            bytes,
-            preloads: Vec::new(),
-            dirs: Vec::new(),
-            args: Vec::new(),
-            version: None,
-            digest: None,
-        });
+        return Ok(Resolved::module(name, bytes));
     }
     let store = store_args.open()?;
     let missing = matches!(

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use weft_nn::{BackendOptions, Preload};
+use weft_nn::Preload;
 use weft_runtime::{DirGrant, Runtime};
 use weft_serve::{ModelSpec, PoolConfig, Server};
 
@@ -144,7 +144,6 @@ pub fn exec(a: ServeArgs) -> anyhow::Result<i32> {
         a.cache_dir.clone(),
         false,
     );
-    let nn = config.nn;
     let runtime = Arc::new(Runtime::new(config)?);
     let extra_preloads = a
         .nn_preload
@@ -168,7 +167,7 @@ pub fn exec(a: ServeArgs) -> anyhow::Result<i32> {
         if specs.iter().any(|s: &ModelSpec| s.name == name) {
             anyhow::bail!("two models are named '{name}'; name them: NAME=SOURCE");
         }
-        let spec = model_spec(&a, &runtime, nn, &extra_preloads, pool, name, source)
+        let spec = model_spec(&a, &runtime, &extra_preloads, pool, name, source)
             .with_context(|| format!("serving {arg}"))?;
         specs.push(spec);
     }
@@ -236,7 +235,6 @@ pub async fn shutdown_signal() {
 fn model_spec(
     a: &ServeArgs,
     runtime: &Runtime,
-    nn: BackendOptions,
     extra_preloads: &[Preload],
     pool: PoolConfig,
     name: String,
@@ -246,13 +244,8 @@ fn model_spec(
         let preload: Preload = format!("model:onnx:{}:{source}", a.nn_target).parse()?;
         (
             Resolved {
-                name: "predictor.wasm".into(),
-                bytes: PREDICTOR_WASM.to_vec(),
                 preloads: vec![preload],
-                dirs: Vec::new(),
-                args: Vec::new(),
-                version: None,
-                digest: None,
+                ..Resolved::module("predictor.wasm", PREDICTOR_WASM.to_vec())
             },
             "onnx",
         )
@@ -274,7 +267,6 @@ fn model_spec(
             max_memory: a.max_memory,
             startup: Duration::from_secs(120),
             pool,
-            nn,
         },
     )?)
 }

@@ -1,9 +1,11 @@
 //! `weft-module`: a model module from the local store, ready for the
 //! runtime and the server. `weft run`, `weft serve` and `weft agent` all
-//! start a stored artifact the same way: [`from_store`] turns it into a
-//! [`Resolved`] (module bytes, preloads straight from the weight blobs, the
-//! artifact's files as a read-only root, its arguments and version);
-//! [`model_spec`] turns that into what `weft-serve` serves. [`verify`]
+//! start a stored artifact the same way, the runtime's recipe
+//! (`weft_runtime::Runtime::prepare`): [`from_store`] is its resolve step
+//! for a store, giving a [`Resolved`] (module bytes, preloads straight from
+//! the weight blobs, the artifact's files as a read-only root, its
+//! arguments and version); [`model_spec`] prepares that as a serving module
+//! and describes it for `weft-serve`. [`verify`]
 //! re-hashes every blob of an artifact, for a program that must not run
 //! what its disk corrupted.
 //!
@@ -14,12 +16,11 @@
 //! # Ok(()) }
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
-use weft_nn::{BackendOptions, Models, Preload};
+use weft_nn::Preload;
 use weft_oci::{Artifact, Digest, OciError, Store};
-use weft_runtime::{DirGrant, Limits, RunOptions, Runtime, RuntimeError};
-use weft_serve::{Interface, ModelSpec, PoolConfig};
+use weft_runtime::{Code, DirGrant, Launch, Limits, Purpose, Runtime, RuntimeError};
+use weft_serve::{ModelSpec, PoolConfig};
 
 /// Why a stored module cannot be started.
 #[derive(Debug, thiserror::Error)]
@@ -48,25 +49,13 @@ pub enum ModuleError {
         #[source]
         source: Box<weft_nn::NnError>,
     },
-    #[error("preloading models")]
-    Models(#[source] Box<weft_nn::NnError>),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
 
-/// A module with what its artifact adds: preloads, a read-only root of its
-/// files, leading arguments, its version.
-pub struct Resolved {
-    pub name: String,
-    pub bytes: Vec<u8>,
-    pub preloads: Vec<Preload>,
-    pub dirs: Vec<DirGrant>,
-    pub args: Vec<String>,
-    /// The artifact's `org.opencontainers.image.version`.
-    pub version: Option<String>,
-    /// `sha256:` of the manifest, when it came from the store.
-    pub digest: Option<String>,
-}
+/// A module with what its artifact adds (the runtime's type: the first step
+/// of its start-up recipe).
+pub use weft_runtime::Resolved;
 
 /// Resolve a model-module artifact in the store.
 pub fn from_store(store: &Store, reference: &str) -> Result<Resolved, ModuleError> {
@@ -121,7 +110,7 @@ pub fn from_store(store: &Store, reference: &str) -> Result<Resolved, ModuleErro
         .and_then(|a| a.get(weft_oci::media::VERSION).cloned());
     Ok(Resolved {
         name: art.config.weft.module.clone(),
-        bytes,
+        code: Code::Wasm(bytes),
         preloads,
         dirs,
         args: art.config.weft.args.clone(),
@@ -157,7 +146,6 @@ pub struct ServeSettings {
     /// Bounds each instance's start-up.
     pub startup: Duration,
     pub pool: PoolConfig,
-    pub nn: BackendOptions,
 }
 
 /// Load the models, compile and link the module as a serving module, and
@@ -167,39 +155,32 @@ pub fn model_spec(
     resolved: Resolved,
     settings: ServeSettings,
 ) -> Result<ModelSpec, ModuleError> {
-    let models = Models::load(&resolved.preloads, settings.nn)
-        .map_err(|e| ModuleError::Models(Box::new(e)))?;
-    let interface = Interface::of_preloads(&models);
-    let program = runtime.load_service(&resolved.name, &resolved.bytes)?;
-    let mut dirs = settings.dirs;
-    dirs.extend(resolved.dirs);
-    Ok(ModelSpec {
-        name: settings.name,
-        version: resolved.version.unwrap_or_else(|| "1".into()),
-        platform: settings.platform,
-        program: Arc::new(program),
-        options: RunOptions {
-            args: resolved.args,
-            program_name: None,
+    let prepared = runtime.prepare(
+        resolved,
+        Purpose::Serve,
+        Launch {
             env: settings.env,
-            dirs,
+            dirs: settings.dirs,
             limits: Limits {
                 max_memory: settings.max_memory,
                 timeout: Some(settings.startup),
                 fuel: None,
             },
-            models: Arc::new(models),
-            stdout: None,
+            ..Default::default()
         },
-        interface,
-        backend: "cpu",
-        pool: settings.pool,
-    })
+    )?;
+    Ok(ModelSpec::new(
+        settings.name,
+        settings.platform,
+        prepared,
+        settings.pool,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weft_nn::Models;
     use weft_oci::artifact::{FileKind, ModelSpec as Declared, PackFile, Package};
     use weft_oci::{Descriptor, MediaType};
 

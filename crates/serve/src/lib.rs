@@ -70,6 +70,29 @@ pub struct ModelSpec {
     pub pool: PoolConfig,
 }
 
+impl ModelSpec {
+    /// Serve a prepared serving module (`Runtime::prepare` with
+    /// `Purpose::Serve`) as `name`: its version (`"1"` unless the artifact
+    /// says otherwise) and the interface of its preloaded graphs.
+    pub fn new(
+        name: impl Into<String>,
+        platform: impl Into<String>,
+        prepared: weft_runtime::Prepared,
+        pool: PoolConfig,
+    ) -> ModelSpec {
+        ModelSpec {
+            name: name.into(),
+            version: prepared.version.unwrap_or_else(|| "1".into()),
+            platform: platform.into(),
+            program: Arc::new(prepared.program),
+            interface: Interface::of_preloads(&prepared.options.models),
+            options: prepared.options,
+            backend: "cpu",
+            pool,
+        }
+    }
+}
+
 pub(crate) struct Served {
     pub name: String,
     pub version: String,

@@ -8,8 +8,10 @@
 
 use crate::plan::{ServerPlan, WasmPlan};
 use std::sync::Arc;
-use weft_nn::{Models, Preload};
-use weft_runtime::{DirGrant, Limits, Purpose, RunOptions, Runtime, RuntimeConfig};
+use weft_nn::Preload;
+use weft_runtime::{
+    Code, DirGrant, Launch, Limits, Prepared, Purpose, Resolved, Runtime, RuntimeConfig,
+};
 
 /// Run the plan to an exit code.
 pub fn run(plan: &WasmPlan) -> i32 {
@@ -48,7 +50,6 @@ fn root_grant(read_only: bool) -> Vec<DirGrant> {
 }
 
 fn execute(plan: &WasmPlan) -> anyhow::Result<i32> {
-    use anyhow::Context as _;
     let runtime = Runtime::new(RuntimeConfig {
         // The shim's process cached the compiled code on the node already.
         cache_dir: None,
@@ -64,31 +65,51 @@ fn execute(plan: &WasmPlan) -> anyhow::Result<i32> {
     // pipe; it never touched a place the container can write.
     let program =
         unsafe { runtime.load_serialized(&plan.name, &plan.digest, &plan.code, purpose) }?;
-    let preloads: Vec<Preload> = plan
-        .preloads
-        .iter()
-        .map(|p| p.parse::<Preload>())
-        .collect::<Result<_, _>>()?;
-    let models = Models::load(&preloads, runtime.nn_options()).context("preloading models")?;
+    let resolved = Resolved {
+        name: plan.name.clone(),
+        code: Code::Linked(program),
+        preloads: plan
+            .preloads
+            .iter()
+            .map(|p| p.parse::<Preload>())
+            .collect::<Result<_, _>>()?,
+        dirs: Vec::new(),
+        args: Vec::new(),
+        version: plan.server.as_ref().map(|s| s.version.clone()),
+        digest: None,
+    };
     let max_memory = usize::try_from(plan.max_memory).unwrap_or(usize::MAX);
-    if let Some(server) = &plan.server {
-        return serve(runtime, program, models, plan, server, max_memory);
-    }
-    let opts = RunOptions {
+    let launch = Launch {
         args: plan.args.clone(),
         program_name: Some(plan.argv0.clone()),
         env: plan.env.clone(),
-        dirs: root_grant(false),
+        // The container's root as the module's `/`: read-write when it
+        // runs, read-only when it serves.
+        dirs: root_grant(plan.server.is_some()),
         limits: Limits {
             max_memory,
-            // A container runs until it exits or is killed.
-            timeout: None,
+            // A container runs until it exits or is killed; a serving
+            // module's start-up is bounded (each request has its deadline).
+            timeout: plan
+                .server
+                .as_ref()
+                .map(|_| std::time::Duration::from_secs(120)),
             fuel: None,
         },
-        models: Arc::new(models),
         stdout: None,
+        preloads: Vec::new(),
     };
-    match runtime.run(&program, opts) {
+    let prepared = match runtime.prepare(resolved, purpose, launch) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("weft: {}", crate::error::chain(&e));
+            return Ok(e.exit_code());
+        }
+    };
+    if let Some(server) = &plan.server {
+        return serve(runtime, prepared, server);
+    }
+    match prepared.run(&runtime) {
         Ok(code) => Ok(code),
         Err(weft_runtime::RuntimeError::MemoryLimit { limit, requested }) => {
             // The CLI's advice (--max-memory) means nothing in a pod.
@@ -106,43 +127,18 @@ fn execute(plan: &WasmPlan) -> anyhow::Result<i32> {
 
 /// Serve over the Open Inference Protocol on all of the container's
 /// addresses until SIGTERM, then drain.
-fn serve(
-    runtime: Runtime,
-    program: weft_runtime::Program,
-    models: Models,
-    plan: &WasmPlan,
-    server: &ServerPlan,
-    max_memory: usize,
-) -> anyhow::Result<i32> {
-    use weft_serve::{Interface, ModelSpec, PoolConfig, Server};
-    let interface = Interface::of_preloads(&models);
-    let spec = ModelSpec {
-        name: server.model_name.clone(),
-        version: server.version.clone(),
-        platform: "weft-wasm".into(),
-        program: Arc::new(program),
-        options: RunOptions {
-            args: plan.args.clone(),
-            program_name: Some(plan.argv0.clone()),
-            env: plan.env.clone(),
-            dirs: root_grant(true),
-            limits: Limits {
-                max_memory,
-                // Bounds instance start-up; each request has its deadline.
-                timeout: Some(std::time::Duration::from_secs(120)),
-                fuel: None,
-            },
-            models: Arc::new(models),
-            ..Default::default()
-        },
-        interface,
-        backend: "cpu",
-        pool: PoolConfig {
+fn serve(runtime: Runtime, prepared: Prepared, server: &ServerPlan) -> anyhow::Result<i32> {
+    use weft_serve::{ModelSpec, PoolConfig, Server};
+    let spec = ModelSpec::new(
+        server.model_name.clone(),
+        "weft-wasm",
+        prepared,
+        PoolConfig {
             instances: server.instances,
             queue: server.queue,
             deadline: server.deadline,
         },
-    };
+    );
     let server_state = Arc::new(Server::new(
         Arc::new(runtime),
         vec![spec],
