@@ -477,7 +477,9 @@ fn spec_from_wit(t: bindings::TensorSpec) -> TensorSpec {
     TensorSpec {
         name: t.name,
         datatype: t.datatype.map(datatype_from_wit),
-        shape: t.shape,
+        shape: t
+            .shape
+            .map(|d| d.into_iter().map(weft_abi::Dim::from_wire).collect()),
     }
 }
 

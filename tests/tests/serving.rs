@@ -209,7 +209,7 @@ async fn every_v2_datatype_round_trips_through_the_echo_module() {
     use http_body_util::BodyExt;
     use serde_json::json;
     use tower::ServiceExt;
-    use weft_serve::{Interface, ModelSpec, PoolConfig, Server};
+    use weft_serve::{ModelSpec, PoolConfig, Server};
 
     let rt = Arc::new(runtime());
     let specs = [(Guest::P1, "echo1"), (Guest::P2, "echo2")]
@@ -222,7 +222,7 @@ async fn every_v2_datatype_round_trips_through_the_echo_module() {
                 platform: "weft-wasm".into(),
                 program: Arc::new(rt.load_service("echo.wasm", &bytes).unwrap()),
                 options: RunOptions::default(),
-                interface: Interface::default(),
+                interface: Default::default(),
                 backend: "cpu",
                 pool: PoolConfig {
                     instances: 1,
@@ -321,7 +321,7 @@ fn ocr_module_describes_itself_and_serves_on_both_guest_kinds() {
         assert_eq!(sig.inputs[0].name, "image", "{guest:?}");
         assert_eq!(sig.inputs[0].datatype, Some(DataType::Bytes));
         assert_eq!(sig.outputs.len(), 3);
-        assert_eq!(sig.outputs[2].shape, Some(vec![-1, 8]));
+        assert_eq!(sig.outputs[2].wire_shape(), [-1, 8]);
         let image = Tensor::new("image", DataType::Bytes, vec![1], weft_abi_bytes(&png));
         let out = inst.infer(vec![image], None).unwrap();
         let text: Vec<String> = split_bytes(&out[0].data);

@@ -378,13 +378,109 @@ pub fn decode(buf: &[u8]) -> Result<Vec<Tensor>, DecodeError> {
 /// First four bytes of an interface description.
 pub const INTERFACE_MAGIC: &[u8; 4] = b"WFI1";
 
-/// A declared input or output: `None` datatype or shape means "any"; a
-/// negative dimension is variable.
+/// One dimension of a declared shape.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Dim {
+    /// Exactly this size.
+    Fixed(u64),
+    /// Any size: named where the model names it (`N`, a batch), else `?`.
+    Named(String),
+}
+
+impl Dim {
+    /// A variable dimension the model does not name.
+    pub fn any() -> Dim {
+        Dim::Named("?".into())
+    }
+
+    /// The dimension as the serving protocols write it: its size, or `-1`
+    /// for any size.
+    pub fn wire(&self) -> i64 {
+        match self {
+            Dim::Fixed(n) => i64::try_from(*n).unwrap_or(-1),
+            Dim::Named(_) => -1,
+        }
+    }
+
+    /// Read a protocol dimension: negative is any size.
+    pub fn from_wire(d: i64) -> Dim {
+        u64::try_from(d).map_or_else(|_| Dim::any(), Dim::Fixed)
+    }
+}
+
+impl std::fmt::Display for Dim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dim::Fixed(n) => write!(f, "{n}"),
+            Dim::Named(s) => f.write_str(s),
+        }
+    }
+}
+
+/// A declared input or output of a model or a serving module: the one
+/// interface type the artifact format, the inference backends, the server
+/// and guests share. `None` datatype or shape means "any".
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorSpec {
     pub name: String,
     pub datatype: Option<DataType>,
-    pub shape: Option<Vec<i64>>,
+    /// `None` when even the rank is unknown.
+    pub shape: Option<Vec<Dim>>,
+}
+
+impl TensorSpec {
+    /// The V2 datatype name, empty for any.
+    pub fn datatype_name(&self) -> &'static str {
+        self.datatype.map_or("", DataType::name)
+    }
+
+    /// The shape as the serving protocols write it (`-1`: any size; `[-1]`
+    /// when even the rank is unknown).
+    pub fn wire_shape(&self) -> Vec<i64> {
+        self.shape
+            .as_ref()
+            .map_or_else(|| vec![-1], |d| d.iter().map(Dim::wire).collect())
+    }
+
+    /// The shape as text, `[N,3,?,?]`, or `any` when the rank is unknown.
+    pub fn shape_string(&self) -> String {
+        match &self.shape {
+            None => "any".into(),
+            Some(dims) => format!(
+                "[{}]",
+                dims.iter()
+                    .map(Dim::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }
+    }
+
+    /// The shape when every dimension is fixed.
+    pub fn concrete(&self) -> Option<Vec<u64>> {
+        self.shape
+            .as_ref()?
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => Some(*n),
+                Dim::Named(_) => None,
+            })
+            .collect()
+    }
+
+    /// Whether a tensor of `shape` fits the declared shape.
+    pub fn accepts(&self, shape: &[u64]) -> bool {
+        match &self.shape {
+            None => true,
+            Some(dims) => {
+                dims.len() == shape.len()
+                    && dims.iter().zip(shape).all(|(d, &s)| match d {
+                        Dim::Fixed(n) => *n == s,
+                        Dim::Named(_) => true,
+                    })
+            }
+        }
+    }
 }
 
 /// What a serving module accepts and returns.
@@ -399,6 +495,7 @@ pub struct Signature {
 /// ```text
 /// "WFI1" n_in:u32 spec{n_in} n_out:u32 spec{n_out}
 /// spec := name_len:u32 name datatype:u8 (255 = any) rank:u8 (255 = any) dims:i64{rank}
+/// dim  := a size, or -1 for any size (a name does not travel)
 /// ```
 pub fn encode_signature(sig: &Signature) -> Vec<u8> {
     let mut out = INTERFACE_MAGIC.to_vec();
@@ -413,7 +510,7 @@ pub fn encode_signature(sig: &Signature) -> Vec<u8> {
                 Some(dims) => {
                     out.push(dims.len() as u8);
                     for d in dims {
-                        out.extend_from_slice(&d.to_le_bytes());
+                        out.extend_from_slice(&d.wire().to_le_bytes());
                     }
                 }
             }
@@ -453,7 +550,12 @@ pub fn decode_signature(buf: &[u8]) -> Result<Signature, DecodeError> {
                 }
                 rank => Some(
                     (0..rank)
-                        .map(|_| r.u64("dimension").map(|d| d as i64))
+                        .map(|_| match r.u64("dimension")? as i64 {
+                            d if d < -1 => Err(DecodeError(format!(
+                                "tensor {name:?}: dimension {d}; a size, or -1 for any"
+                            ))),
+                            d => Ok(Dim::from_wire(d)),
+                        })
                         .collect::<Result<Vec<_>, _>>()?,
                 ),
             };
@@ -544,7 +646,7 @@ mod tests {
             inputs: vec![TensorSpec {
                 name: "image".into(),
                 datatype: Some(DataType::Bytes),
-                shape: Some(vec![-1]),
+                shape: Some(vec![Dim::any(), Dim::Fixed(3)]),
             }],
             outputs: vec![TensorSpec {
                 name: "text".into(),
@@ -557,6 +659,12 @@ mod tests {
         for n in 0..wire.len() {
             assert!(decode_signature(&wire[..n]).is_err());
         }
+        // Any size is -1 and nothing else, so decoding stays canonical.
+        let mut minus_two = wire.clone();
+        let at = 4 + 4 + 4 + "image".len() + 1 + 1;
+        minus_two[at..at + 8].copy_from_slice(&(-2i64).to_le_bytes());
+        let e = decode_signature(&minus_two).unwrap_err();
+        assert!(e.0.contains("dimension -2"), "{e:?}");
     }
 
     #[test]

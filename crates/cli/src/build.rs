@@ -4,8 +4,8 @@ use crate::store::StoreArgs;
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
-use weft_nn::{Dim, OnnxModel, Preload, TensorInfo};
-use weft_oci::artifact::{self, ModelSpec, PackFile, Package, TensorSpec};
+use weft_nn::{OnnxModel, Preload};
+use weft_oci::artifact::{self, ModelSpec, PackFile, Package};
 use weft_oci::package::WeftToml;
 
 /// Package a model module (module, models, files, interface) described by
@@ -27,22 +27,6 @@ pub struct BuildArgs {
     pub classic: bool,
     #[command(flatten)]
     pub store: StoreArgs,
-}
-
-fn spec(t: &TensorInfo) -> TensorSpec {
-    TensorSpec {
-        name: t.name.clone(),
-        ty: t.type_string(),
-        shape: t.shape.as_ref().map(|dims| {
-            dims.iter()
-                .map(|d| match d {
-                    Dim::Fixed(n) => artifact::Dim::Fixed(*n as u64),
-                    Dim::Symbol(s) => artifact::Dim::Named(s.clone()),
-                    Dim::Unknown => artifact::Dim::Named("?".into()),
-                })
-                .collect()
-        }),
-    }
 }
 
 pub fn exec(a: BuildArgs) -> anyhow::Result<i32> {
@@ -71,14 +55,15 @@ pub fn exec(a: BuildArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("cannot read model file {}", preload.path.display()))?;
         let parsed = OnnxModel::load(&bytes)
             .with_context(|| format!("model `{}` ({})", m.name, preload.path.display()))?;
+        let signature = parsed.signature();
         models.push(ModelSpec {
             name: m.name.clone(),
             path: path.clone(),
             encoding: m.encoding.to_ascii_lowercase(),
             target: m.target.to_ascii_lowercase(),
             digest: String::new(),
-            inputs: parsed.inputs().iter().map(spec).collect(),
-            outputs: parsed.outputs().iter().map(spec).collect(),
+            inputs: signature.inputs,
+            outputs: signature.outputs,
         });
     }
     let preload_names = toml.model.iter().map(|m| Some(m.name.clone()));

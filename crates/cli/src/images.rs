@@ -3,7 +3,7 @@
 use crate::store::StoreArgs;
 use clap::Args;
 use weft_oci::Artifact;
-use weft_oci::artifact::{Dim, TensorSpec};
+use weft_oci::artifact::type_name;
 
 /// List the model modules in the local store.
 #[derive(Args)]
@@ -113,22 +113,6 @@ pub fn gc(a: GcArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn shape(t: &TensorSpec) -> String {
-    match &t.shape {
-        None => "any".into(),
-        Some(dims) => format!(
-            "[{}]",
-            dims.iter()
-                .map(|d| match d {
-                    Dim::Fixed(n) => n.to_string(),
-                    Dim::Named(s) => s.clone(),
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
-    }
-}
-
 pub fn inspect(a: InspectArgs) -> anyhow::Result<i32> {
     let store = a.store.open()?;
     let local = store.resolve(&a.reference);
@@ -197,10 +181,20 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<i32> {
             m.path
         );
         for t in &m.inputs {
-            outln!("  input  {:<24} {:<5} {}", t.name, t.ty, shape(t));
+            outln!(
+                "  input  {:<24} {:<5} {}",
+                t.name,
+                type_name(t.datatype),
+                t.shape_string()
+            );
         }
         for t in &m.outputs {
-            outln!("  output {:<24} {:<5} {}", t.name, t.ty, shape(t));
+            outln!(
+                "  output {:<24} {:<5} {}",
+                t.name,
+                type_name(t.datatype),
+                t.shape_string()
+            );
         }
     }
     Ok(0)

@@ -3,7 +3,8 @@
 //! without it): media types and annotation keys ([`media`]), the `weft`
 //! section of the wasm config ([`WeftSection`]), and what an image's
 //! `/weft.json` may hold ([`weft_json`]). `docs/artifact-format.md` is the
-//! contract; this crate depends on serde only.
+//! contract; this crate depends on serde and `weft-abi` (no dependencies)
+//! only.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,24 +14,12 @@ pub mod media;
 /// classic image): `/weft.json`.
 pub const WEFT_JSON: &str = "weft.json";
 
-/// One dimension in an interface shape: a size, a symbol, or `"?"`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Dim {
-    Fixed(u64),
-    Named(String),
-}
+/// The interface type: a model input or output as the model declares it
+/// (`weft-abi`'s, shared with the backends, the server and guests).
+pub use weft_abi::{DataType, Dim, TensorSpec};
 
-/// A model input or output as declared by the model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TensorSpec {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub ty: String,
-    /// `None` when the rank is unknown.
-    pub shape: Option<Vec<Dim>>,
-}
-
+mod interface;
+pub use interface::type_name;
 /// A preloaded model of the module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelSpec {
@@ -42,7 +31,9 @@ pub struct ModelSpec {
     pub target: String,
     /// Digest of the weight layer.
     pub digest: String,
+    #[serde(with = "interface")]
     pub inputs: Vec<TensorSpec>,
+    #[serde(with = "interface")]
     pub outputs: Vec<TensorSpec>,
 }
 

@@ -41,6 +41,8 @@ pub use tract_onnx::prelude::DatumType;
 pub use wasmtime_wasi_nn::backend::Id;
 pub use wasmtime_wasi_nn::wit::{ExecutionTarget, GraphEncoding, TensorType};
 pub use wasmtime_wasi_nn::{Backend, Graph, Tensor};
+/// The interface type (`OnnxModel::signature`).
+pub use weft_abi::{Signature, TensorSpec};
 /// The GPU executor (adapter choice, memory budget, adapters list).
 pub use weft_gpu as gpu;
 pub use weft_gpu::{Place, Report as GpuReport};

@@ -47,7 +47,30 @@ impl fmt::Display for Dim {
     }
 }
 
-/// A model input or output as the model declares it.
+/// The V2 datatype of a tract type; none for one Weft does not serve.
+fn datatype(dt: DatumType) -> Option<weft_abi::DataType> {
+    use weft_abi::DataType as D;
+    Some(match dt {
+        DatumType::Bool => D::Bool,
+        DatumType::U8 => D::Uint8,
+        DatumType::U16 => D::Uint16,
+        DatumType::U32 => D::Uint32,
+        DatumType::U64 => D::Uint64,
+        DatumType::I8 => D::Int8,
+        DatumType::I16 => D::Int16,
+        DatumType::I32 => D::Int32,
+        DatumType::I64 | DatumType::TDim => D::Int64,
+        DatumType::F16 => D::Fp16,
+        DatumType::F32 => D::Fp32,
+        DatumType::F64 => D::Fp64,
+        DatumType::String => D::Bytes,
+        _ => return None,
+    })
+}
+
+/// A model input or output as tract sees it (its own element types, for
+/// planning); [`TensorInfo::spec`] and [`OnnxModel::signature`] give the
+/// interface type the other crates share.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorInfo {
     pub name: String,
@@ -69,6 +92,24 @@ impl TensorInfo {
                     .collect::<Vec<_>>()
                     .join(",")
             ),
+        }
+    }
+
+    /// The interface type other crates share: the V2 datatype (none for a
+    /// type Weft does not serve) and the shape with its names.
+    pub fn spec(&self) -> weft_abi::TensorSpec {
+        weft_abi::TensorSpec {
+            name: self.name.clone(),
+            datatype: self.datum_type.and_then(datatype),
+            shape: self.shape.as_ref().map(|dims| {
+                dims.iter()
+                    .map(|d| match d {
+                        Dim::Fixed(n) => weft_abi::Dim::Fixed(*n as u64),
+                        Dim::Symbol(s) => weft_abi::Dim::Named(s.clone()),
+                        Dim::Unknown => weft_abi::Dim::any(),
+                    })
+                    .collect()
+            }),
         }
     }
 
@@ -415,6 +456,14 @@ impl OnnxModel {
 
     pub fn outputs(&self) -> &[TensorInfo] {
         &self.outputs
+    }
+
+    /// The model's interface.
+    pub fn signature(&self) -> weft_abi::Signature {
+        weft_abi::Signature {
+            inputs: self.inputs.iter().map(TensorInfo::spec).collect(),
+            outputs: self.outputs.iter().map(TensorInfo::spec).collect(),
+        }
     }
 
     /// The ONNX `metadata_props` (for PP-OCR, the `character` dictionary).

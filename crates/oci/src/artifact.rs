@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use weft_format::media;
 
-pub use weft_format::{Dim, ModelSpec, ProcessConfig, TensorSpec, WasmConfig, WeftSection};
+pub use weft_format::{
+    Dim, ModelSpec, ProcessConfig, TensorSpec, WasmConfig, WeftSection, type_name,
+};
 
 /// What kind of file a layer holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

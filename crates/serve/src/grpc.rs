@@ -30,11 +30,11 @@ fn some(v: &str) -> Option<&str> {
     (!v.is_empty()).then_some(v)
 }
 
-fn metadata(t: &crate::TensorMeta) -> model_metadata_response::TensorMetadata {
+fn metadata(t: &weft_abi::TensorSpec) -> model_metadata_response::TensorMetadata {
     model_metadata_response::TensorMetadata {
         name: t.name.clone(),
         datatype: t.datatype_name().into(),
-        shape: t.shape_or_any(),
+        shape: t.wire_shape(),
     }
 }
 

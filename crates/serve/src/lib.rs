@@ -6,7 +6,8 @@
 //! `weft_runtime::Instance` for the contract) with a pool of pre-initialized
 //! instances: one request per instance at a time, a bounded queue in front
 //! (full: 503), and a deadline per request. Requests are checked against
-//! the model's [`Interface`] before they reach the module.
+//! the model's interface (`weft_abi::Signature`) before they reach the
+//! module.
 //!
 //! ```no_run
 //! # async fn f(server: std::sync::Arc<weft_serve::Server>) -> std::io::Result<()> {
@@ -31,7 +32,6 @@ pub mod proto {
 }
 
 pub use error::{ApiError, Kind};
-pub use interface::{Interface, TensorMeta};
 pub use metrics::Metrics;
 pub use pool::PoolConfig;
 
@@ -64,7 +64,7 @@ pub struct ModelSpec {
     /// Preloaded models, environment, directories and limits of each
     /// instance (`limits.timeout` bounds instance start-up).
     pub options: RunOptions,
-    pub interface: Interface,
+    pub interface: weft_abi::Signature,
     /// Which backend runs it, for metrics (`cpu`, `gpu`).
     pub backend: &'static str,
     pub pool: PoolConfig,
@@ -85,7 +85,7 @@ impl ModelSpec {
             version: prepared.version.unwrap_or_else(|| "1".into()),
             platform: platform.into(),
             program: Arc::new(prepared.program),
-            interface: Interface::of_preloads(&prepared.options.models),
+            interface: interface::of_preloads(&prepared.options.models),
             options: prepared.options,
             backend: "cpu",
             pool,
@@ -97,7 +97,7 @@ pub(crate) struct Served {
     pub name: String,
     pub version: String,
     pub platform: String,
-    pub interface: Interface,
+    pub interface: weft_abi::Signature,
     pub backend: &'static str,
     pool: Arc<Pool>,
 }
@@ -203,7 +203,7 @@ impl Server {
         // A module that describes itself knows its tensors better than its
         // graph does (its pre/post-processing sits in between).
         let interface = match pool.describe() {
-            Ok(Some(sig)) => Interface::from(sig),
+            Ok(Some(sig)) => sig,
             Ok(None) => spec.interface,
             Err(e) => {
                 return Err(RuntimeError::NotServing {
@@ -428,9 +428,9 @@ impl Server {
                 )));
             }
         }
-        let inputs = m.interface.order_inputs(model, inputs)?;
+        let inputs = interface::order_inputs(&m.interface, model, inputs)?;
         let mut outputs = m.pool.infer(inputs).await?;
-        m.interface.name_outputs(&mut outputs);
+        interface::name_outputs(&m.interface, &mut outputs);
         for t in &outputs {
             t.check().map_err(|e| {
                 ApiError::new(

@@ -118,12 +118,12 @@ struct TensorMetadata<'a> {
     shape: Vec<i64>,
 }
 
-fn tensors(ts: &[crate::TensorMeta]) -> Vec<TensorMetadata<'_>> {
+fn tensors(ts: &[weft_abi::TensorSpec]) -> Vec<TensorMetadata<'_>> {
     ts.iter()
         .map(|t| TensorMetadata {
             name: &t.name,
             datatype: t.datatype_name(),
-            shape: t.shape_or_any(),
+            shape: t.wire_shape(),
         })
         .collect()
 }

@@ -36,7 +36,7 @@ fn onnx_spec(rt: &Runtime, name: &str, file: &str, pool: PoolConfig) -> ModelSpe
         .parse()
         .unwrap();
     let models = Models::load(&[preload], Default::default()).unwrap();
-    let interface = Interface::of_model(models.model("model").unwrap());
+    let interface = models.model("model").unwrap().signature();
     ModelSpec {
         name: name.into(),
         version: "1".into(),
@@ -88,7 +88,7 @@ fn server(max_body: usize) -> Arc<Server> {
             platform: "weft-wasm".into(),
             program: Arc::new(spin),
             options: RunOptions::default(),
-            interface: Interface::default(),
+            interface: Default::default(),
             backend: "cpu",
             pool: PoolConfig {
                 instances: 1,
@@ -105,7 +105,7 @@ fn server(max_body: usize) -> Arc<Server> {
                     .unwrap(),
             ),
             options: RunOptions::default(),
-            interface: Interface::default(),
+            interface: Default::default(),
             backend: "cpu",
             pool: PoolConfig {
                 instances: 1,

@@ -15,7 +15,7 @@ use ocr::pipeline;
 use ocr::rec::Dictionary;
 use weft_guest::Graph;
 use weft_serve_guest::{
-    DataType, Predictor, Signature, Tensor, TensorSpec, bytes_data, bytes_elements,
+    DataType, Dim, Predictor, Signature, Tensor, TensorSpec, bytes_data, bytes_elements,
 };
 
 struct Ocr {
@@ -31,7 +31,7 @@ fn spec(name: &str, datatype: DataType, shape: &[i64]) -> TensorSpec {
     TensorSpec {
         name: name.into(),
         datatype: Some(datatype),
-        shape: Some(shape.to_vec()),
+        shape: Some(shape.iter().map(|&d| Dim::from_wire(d)).collect()),
     }
 }
 

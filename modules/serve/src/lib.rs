@@ -21,7 +21,7 @@
 //! This is a separate crate from `weft-guest` on purpose: the component
 //! world it declares must only be linked into modules that implement it.
 
-pub use weft_abi::{DataType, Signature, Tensor, TensorSpec, bytes_data, bytes_elements};
+pub use weft_abi::{DataType, Dim, Signature, Tensor, TensorSpec, bytes_data, bytes_elements};
 
 /// A serving module's logic.
 pub trait Predictor: Sized + 'static {
@@ -243,7 +243,7 @@ macro_rules! serve {
                     let spec = |t: $crate::TensorSpec| WitSpec {
                         name: t.name,
                         datatype: t.datatype.map(wit_type),
-                        shape: t.shape,
+                        shape: t.shape.map(|d| d.iter().map($crate::Dim::wire).collect()),
                     };
                     <$t as $crate::Predictor>::describe().map(|s| WitSignature {
                         inputs: s.inputs.into_iter().map(spec).collect(),
