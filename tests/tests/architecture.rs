@@ -117,10 +117,10 @@ fn the_layers_depend_only_downwards() {
     if let Some(d) = ws
         .deps
         .get("weft-format")
-        .filter(|d| d.iter().any(|n| n != "serde"))
+        .filter(|d| d.iter().any(|n| n != "serde" && n != "weft-abi"))
     {
         broken.push(format!(
-            "weft-format depends on {d:?} (the artifact format is light enough for the shim: serde only)"
+            "weft-format depends on {d:?} (the artifact format is light enough for the shim: serde and weft-abi only)"
         ));
     }
     broken.extend(ws.never(
@@ -198,6 +198,27 @@ fn no_library_depends_on_the_test_harness() {
         "a library that depends normally on weft-tests ships its test harness:\n{}",
         broken.join("\n")
     );
+}
+
+/// The benchmarks take their servers from the light `weft-testkit`, which
+/// builds no guest module and reaches no Weft crate but the installer; the
+/// harness (every guest module, kube mocks) stays out of them.
+#[test]
+fn benches_use_the_light_test_kit() {
+    let ws = workspace();
+    let mut broken = ws.never(
+        "weft-bench",
+        &["weft-tests"],
+        "the bench would build every test guest module",
+    );
+    let kit_deps = ws.deps.get("weft-testkit").expect("weft-testkit");
+    broken.extend(
+        kit_deps
+            .iter()
+            .filter(|d| d.starts_with("weft-") && d.as_str() != "weft-node-installer")
+            .map(|d| format!("weft-testkit -> {d} (the test kit stays light)")),
+    );
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
 
 /// A nested cargo build of guest modules needs the wasm targets of

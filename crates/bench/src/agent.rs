@@ -14,7 +14,7 @@ use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use weft_tests::containerd::{free_port, http};
+use weft_testkit::containerd::{free_port, http};
 
 #[derive(Parser)]
 #[command(
@@ -127,7 +127,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let work = tempfile::tempdir()?;
-    let pkg = weft_tests::serving_package(work.path(), "bench/m", &a.module, &a.model)?;
+    let pkg = weft_testkit::serving_package(work.path(), "bench/m", &a.module, &a.model)?;
     // Each measured agent gets its own directory, with the artifact in its
     // store already (what `weft copy` does for an air-gapped device).
     let mut n = 0;

@@ -16,7 +16,7 @@ use clap::Parser;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use weft_tests::containerd::{
+use weft_testkit::containerd::{
     Containerd, Options, PAUSE_IMAGE, Release, container_config, free_port, http, pod_config,
 };
 
@@ -113,7 +113,7 @@ fn pod_start(c: &Containerd, image: &str, round: usize) -> anyhow::Result<PodTim
     let t1 = Instant::now();
     let id = cri
         .block(
-            rt.create_container(weft_tests::containerd::cri::CreateContainerRequest {
+            rt.create_container(weft_testkit::containerd::cri::CreateContainerRequest {
                 pod_sandbox_id: pod_id.clone(),
                 config: Some(config),
                 sandbox_config: Some(pod.clone()),
@@ -125,7 +125,7 @@ fn pod_start(c: &Containerd, image: &str, round: usize) -> anyhow::Result<PodTim
     let create = t1.elapsed();
     let t2 = Instant::now();
     cri.block(
-        rt.start_container(weft_tests::containerd::cri::StartContainerRequest {
+        rt.start_container(weft_testkit::containerd::cri::StartContainerRequest {
             container_id: id.clone(),
         }),
     )
@@ -171,9 +171,13 @@ fn main() -> anyhow::Result<()> {
 
     // The classic image of the same module and model.
     let work = tempfile::tempdir()?;
-    let pkg =
-        weft_tests::serving_package(work.path(), "weft.local/bench/m", &args.module, &args.model)?;
-    let tar = weft_tests::containerd::classic_image_tar(
+    let pkg = weft_testkit::serving_package(
+        work.path(),
+        "weft.local/bench/m",
+        &args.module,
+        &args.model,
+    )?;
+    let tar = weft_testkit::containerd::classic_image_tar(
         &args.bin.join("weft"),
         &pkg,
         "weft.local/bench/m:1",
