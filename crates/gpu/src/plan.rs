@@ -373,8 +373,6 @@ impl GpuPlan {
     }
 }
 
-/// A one-node tract plan for a node that stays on the CPU: constant inputs
-/// are baked in (so tract can pack weights), the rest are plan inputs.
 /// What the walk over the graph leaves for the later passes.
 struct Walk {
     values: Vec<Value>,
@@ -387,6 +385,34 @@ struct Walk {
     outputs_set: Vec<OutletId>,
 }
 
+/// The walk's state between nodes.
+struct Walker<'a> {
+    gpu: &'a Gpu,
+    model: &'a TypedModel,
+    coop: Option<Kernel>,
+    limits: crate::split::Limits,
+    max_buffer: u64,
+    /// Whether each value is (also) on the CPU.
+    on_cpu: Vec<bool>,
+    /// Nodes folded into an earlier node's kernel epilogue.
+    fused: HashSet<usize>,
+    out: Walk,
+}
+
+/// One node as the walk sees it.
+struct NodeIo {
+    id: usize,
+    facts: Vec<TypedFact>,
+    inputs: Vec<usize>,
+    outs: Vec<usize>,
+    in_shapes: Vec<Vec<usize>>,
+    out_shape: Vec<usize>,
+    /// All tensors f16 on a device with `shader-f16`.
+    half: bool,
+    /// A tensor over the binding limit: the node is cut into parts.
+    oversize: bool,
+}
+
 /// The first pass: every node in evaluation order, placed on the GPU (its
 /// kernels, cut into parts where a tensor is over the binding limit, with a
 /// following bias and activation fused), as a view, or on the CPU with the
@@ -394,96 +420,143 @@ struct Walk {
 /// each GPU value's live range recorded as a logical buffer.
 fn walk(gpu: &Arc<Gpu>, model: &TypedModel, coop: Option<Kernel>) -> Result<Walk, GpuError> {
     let order = model.eval_order().map_err(lowering)?;
-    let max_binding = gpu.max_binding();
-    let max_buffer = gpu.max_buffer();
-    let limits = crate::split::Limits {
-        binding: max_binding,
-        align: gpu.offset_alignment(),
+    let mut w = Walker {
+        gpu,
+        model,
+        coop,
+        limits: crate::split::Limits {
+            binding: gpu.max_binding(),
+            align: gpu.offset_alignment(),
+        },
+        max_buffer: gpu.max_buffer(),
+        on_cpu: Vec::new(),
+        fused: HashSet::new(),
+        out: Walk {
+            values: Vec::new(),
+            ids: HashMap::new(),
+            logical: Vec::new(),
+            value_logical: HashMap::new(),
+            pending: Vec::new(),
+            report: Report {
+                adapter: gpu.adapter_name().to_string(),
+                ..Report::default()
+            },
+            alias: HashMap::new(),
+            outputs_set: model.output_outlets().map_err(lowering)?.to_vec(),
+        },
     };
-    let mut values: Vec<Value> = Vec::new();
-    let mut ids: HashMap<OutletId, usize> = HashMap::new();
-    let mut on_cpu: Vec<bool> = Vec::new();
-    let mut logical: Vec<Logical> = Vec::new();
-    let mut value_logical: HashMap<usize, usize> = HashMap::new();
-    let mut pending: Vec<Pending> = Vec::new();
-    let mut report = Report {
-        adapter: gpu.adapter_name().to_string(),
-        ..Report::default()
-    };
-    let mut fused: HashSet<usize> = HashSet::new();
-    let mut alias: HashMap<usize, usize> = HashMap::new();
-    let outputs_set: Vec<OutletId> = model.output_outlets().map_err(lowering)?.to_vec();
+    // Every source and constant, used or not (an input the outputs do
+    // not depend on is still an input), before the walk: a fused bias can
+    // refer to a constant ordered later.
+    for node in model.nodes() {
+        if node.op_is::<TypedSource>() || node.op_is::<Const>() {
+            for (slot, o) in node.outputs.iter().enumerate() {
+                let v = w.new_value(&o.fact);
+                w.on_cpu[v] = true;
+                w.out.ids.insert(OutletId::new(node.id, slot), v);
+            }
+        }
+    }
+    for &id in &order {
+        let node = model.node(id);
+        if !(node.op_is::<TypedSource>() || node.op_is::<Const>()) {
+            w.node(node)?;
+        }
+    }
+    Ok(w.out)
+}
 
-    let new_value = |fact: &TypedFact, values: &mut Vec<Value>, on_cpu: &mut Vec<bool>| {
+impl Walker<'_> {
+    fn new_value(&mut self, fact: &TypedFact) -> usize {
         let shape = fact
             .shape
             .as_concrete()
             .map(|s| s.to_vec())
             .unwrap_or_default();
         let bytes = (shape.iter().product::<usize>() * fact.datum_type.size_of()) as u64;
-        values.push(Value {
+        self.out.values.push(Value {
             shape,
             dt: fact.datum_type,
             bytes,
             gpu: None,
             konst: fact.konst.clone(),
         });
-        on_cpu.push(false);
-        values.len() - 1
-    };
-    // Every source and constant, used or not (an input the outputs do
-    // not depend on is still an input).
-    for node in model.nodes() {
-        let id = node.id;
-        if node.op_is::<TypedSource>() || node.op_is::<Const>() {
-            for (slot, o) in node.outputs.iter().enumerate() {
-                let v = new_value(&o.fact, &mut values, &mut on_cpu);
-                on_cpu[v] = true;
-                ids.insert(OutletId::new(id, slot), v);
-            }
-        }
+        self.on_cpu.push(false);
+        self.out.values.len() - 1
     }
-    for &id in &order {
-        let node = model.node(id);
-        let facts: Vec<TypedFact> = node.outputs.iter().map(|o| o.fact.clone()).collect();
-        if node.op_is::<TypedSource>() || node.op_is::<Const>() {
-            // Sources and constants got their values before the walk,
-            // so a fused bias can refer to a constant ordered later.
-            continue;
-        }
-        let inputs: Vec<usize> = node.inputs.iter().map(|o| ids[o]).collect();
-        let outs: Vec<usize> = facts
-            .iter()
-            .map(|f| new_value(f, &mut values, &mut on_cpu))
-            .collect();
-        for (slot, &v) in outs.iter().enumerate() {
-            ids.insert(OutletId::new(id, slot), v);
-        }
-        let flops = flops_of(model, node);
-        let name = node.name.clone();
-        let op_name = node.op.name().to_string();
 
-        // Eligibility: one output, f32 tensors (or all f16 on a device
-        // with `shader-f16`), every tensor within the device's largest
-        // buffer, shapes concrete. A node with a tensor over the binding
-        // limit is cut into parts that fit.
-        let half = gpu.has_f16() && facts.iter().all(|f| f.datum_type == f16::datum_type());
+    /// Place one node and record what it needs.
+    fn node(&mut self, node: &TypedNode) -> Result<(), GpuError> {
+        let id = node.id;
+        let facts: Vec<TypedFact> = node.outputs.iter().map(|o| o.fact.clone()).collect();
+        let inputs: Vec<usize> = node.inputs.iter().map(|o| self.out.ids[o]).collect();
+        let outs: Vec<usize> = facts.iter().map(|f| self.new_value(f)).collect();
+        for (slot, &v) in outs.iter().enumerate() {
+            self.out.ids.insert(OutletId::new(id, slot), v);
+        }
+        let values = &self.out.values;
+        let io = NodeIo {
+            id,
+            half: self.gpu.has_f16() && facts.iter().all(|f| f.datum_type == f16::datum_type()),
+            oversize: inputs
+                .iter()
+                .chain(&outs)
+                .any(|&v| values[v].bytes > self.limits.binding),
+            in_shapes: inputs.iter().map(|&v| values[v].shape.clone()).collect(),
+            out_shape: values[outs[0]].shape.clone(),
+            facts,
+            inputs,
+            outs,
+        };
+        let (lowered, parts, inputs) = self.lower(node, &io)?;
+        let flops = flops_of(self.model, node);
+        let (name, op) = (node.name.clone(), node.op.name().to_string());
+        let place = match lowered {
+            Ok(Lowered::View) => self.view(&io),
+            Ok(Lowered::Kernels(list)) => self.kernels(node, &io, list, inputs, parts),
+            Err(reason) => self.cpu(node, &io, reason)?,
+        };
+        let parts = if matches!(place, Place::Gpu(_)) {
+            parts
+        } else {
+            1
+        };
+        self.out.report.nodes.push(NodeReport {
+            name,
+            op,
+            place,
+            flops,
+            parts,
+        });
+        Ok(())
+    }
+
+    /// The node's lowering (a view, kernels, or why it stays on the CPU),
+    /// into how many parts it is cut, and the values its kernels read (a
+    /// fused bias is the last).
+    #[allow(clippy::type_complexity)]
+    fn lower(
+        &mut self,
+        node: &TypedNode,
+        io: &NodeIo,
+    ) -> Result<(Result<Lowered, String>, usize, Vec<usize>), GpuError> {
         let in_facts: Vec<&TypedFact> = node
             .inputs
             .iter()
-            .map(|o| model.outlet_fact(*o))
+            .map(|o| self.model.outlet_fact(*o))
             .collect::<TractResult<_>>()
             .map_err(lowering)?;
+        let values = &self.out.values;
         let eligible = (|| -> Result<(), String> {
-            if facts.len() != 1 {
+            if io.facts.len() != 1 {
                 return Err("more than one output".into());
             }
-            let wanted = if half {
+            let wanted = if io.half {
                 f16::datum_type()
             } else {
                 f32::datum_type()
             };
-            for f in in_facts.iter().copied().chain(&facts) {
+            for f in in_facts.iter().copied().chain(&io.facts) {
                 if f.datum_type != wanted {
                     return Err(format!("{:?} tensors stay on the CPU", f.datum_type));
                 }
@@ -491,36 +564,34 @@ fn walk(gpu: &Arc<Gpu>, model: &TypedModel, coop: Option<Kernel>) -> Result<Walk
                     return Err("symbolic shape".into());
                 }
             }
-            for &v in inputs.iter().chain(&outs) {
-                if values[v].bytes > max_buffer {
+            for &v in io.inputs.iter().chain(&io.outs) {
+                if values[v].bytes > self.max_buffer {
                     return Err(format!(
-                        "a {} byte tensor exceeds this adapter's {max_buffer} byte largest buffer",
-                        values[v].bytes
+                        "a {} byte tensor exceeds this adapter's {} byte largest buffer",
+                        values[v].bytes, self.max_buffer
                     ));
                 }
             }
             Ok(())
         })();
-        let oversize = inputs
-            .iter()
-            .chain(&outs)
-            .any(|&v| values[v].bytes > max_binding);
-        let elem = facts[0].datum_type.size_of();
+        let elem = io.facts[0].datum_type.size_of();
         let mut parts = 1;
-
-        let in_shapes: Vec<Vec<usize>> = inputs.iter().map(|&v| values[v].shape.clone()).collect();
-        let out_shape = values[outs[0]].shape.clone();
         let op = node.op.as_ref();
-        let mut lowered = if fused.contains(&id) {
+        let mut lowered = if self.fused.contains(&io.id) {
             Ok(Lowered::View)
         } else {
-            eligible.and_then(|()| match lower::lower(op, &in_shapes, &out_shape) {
+            eligible.and_then(|()| match lower::lower(op, &io.in_shapes, &io.out_shape) {
                 // A view binds nothing, whatever its size.
                 Ok(Lowered::View) => Ok(Lowered::View),
-                whole if !oversize => whole,
-                _ => split::split(op, &in_shapes, &out_shape, elem, limits, |i, o| {
-                    lower::lower(op, i, o)
-                })
+                whole if !io.oversize => whole,
+                _ => split::split(
+                    op,
+                    &io.in_shapes,
+                    &io.out_shape,
+                    elem,
+                    self.limits,
+                    |i, o| lower::lower(op, i, o),
+                )
                 .map(|cut| {
                     parts = cut.parts;
                     Lowered::Kernels(cut.specs)
@@ -529,238 +600,230 @@ fn walk(gpu: &Arc<Gpu>, model: &TypedModel, coop: Option<Kernel>) -> Result<Walk
         };
         // A view of a CPU value stays on the CPU with it.
         if matches!(lowered, Ok(Lowered::View))
-            && !fused.contains(&id)
-            && values[inputs[0]].gpu.is_none()
+            && !self.fused.contains(&io.id)
+            && values[io.inputs[0]].gpu.is_none()
         {
             lowered = Err("view of a CPU value".into());
         }
-        // Fold a following bias (EinSum) and activation into the
-        // GEMM/conv epilogue.
-        let mut inputs = inputs;
+        let mut inputs = io.inputs.clone();
         if let Ok(Lowered::Kernels(_)) = &lowered
-            && !outputs_set.contains(&OutletId::new(id, 0))
+            && let Some((fused, fused_parts, bias)) = self.fuse_epilogue(node, io, elem)
         {
-            let single = |outlet: OutletId| match model.outlet_successors(outlet) {
-                [only] if !outputs_set.contains(&outlet) => Some(*only),
-                _ => None,
-            };
-            let mut tail = OutletId::new(id, 0);
-            let mut chain = Vec::new();
-            let mut bias: Option<(usize, Vec<usize>)> = None;
-            if node.op_is::<tract_onnx::tract_core::ops::einsum::EinSum>()
-                && let Some(next) = single(tail)
-                && let Some((v, shape)) = bias_of(model, &ids, &values, next)
-            {
-                bias = Some((v, shape));
-                chain.push(next.node);
-                tail = OutletId::new(next.node, 0);
-            }
-            let mut act = lower::Activation::NONE;
-            if let Some(next) = single(tail) {
-                let n = model.node(next.node);
-                let found = lower::activation_of(n.op.as_ref()).or_else(|| {
-                    (is_relu(model, n) && next.slot == 0).then_some(lower::Activation {
-                        op: 1,
-                        a: 0.0,
-                        b: 0.0,
-                    })
-                });
-                if let Some(found) = found
-                    && n.outputs[0].fact.datum_type == facts[0].datum_type
-                {
-                    act = found;
-                    chain.push(next.node);
-                }
-            }
-            let fuse = |ins: &[Vec<usize>], out: &[usize]| {
-                let (ins, bias) = match bias {
-                    Some(_) => (&ins[..ins.len() - 1], ins.last().map(|b| b.as_slice())),
-                    None => (ins, None),
-                };
-                lower::lower_fused(op, ins, out, bias, act)
-                    .ok_or_else(|| "no fused lowering".to_string())
-            };
-            // The fused bias is the last operand (bound as an input).
-            let mut ins = in_shapes.clone();
-            ins.extend(bias.as_ref().map(|(_, s)| s.clone()));
-            let whole = if chain.is_empty() {
-                None
-            } else if oversize {
-                split::split(op, &ins, &out_shape, elem, limits, fuse)
-                    .ok()
-                    .map(|cut| {
-                        parts = cut.parts;
-                        Lowered::Kernels(cut.specs)
-                    })
-            } else {
-                fuse(&ins, &out_shape).ok()
-            };
-            if let Some(l) = whole {
-                lowered = Ok(l);
-                if let Some((v, _)) = bias {
-                    inputs.push(v);
-                }
-                for n in chain {
-                    fused.insert(n);
-                }
-            }
+            lowered = Ok(fused);
+            parts = fused_parts;
+            inputs.extend(bias);
         }
-
         // The kernels' variants: f16 for f16 tensors, then tensor cores
         // for f16 GEMMs where the device passed the check.
         if let Ok(Lowered::Kernels(list)) = &mut lowered {
             for spec in list {
-                if half {
+                if io.half {
                     spec.kernel = spec.kernel.in_f16();
                 }
-                if let Some(coop) = coop {
+                if let Some(coop) = self.coop {
                     crate::coop::upgrade(spec, coop);
                 }
             }
         }
+        Ok((lowered, parts, inputs))
+    }
 
-        match lowered {
-            Ok(Lowered::View) => {
-                let src = inputs[0];
-                values[outs[0]].gpu = values[src].gpu;
-                alias.insert(outs[0], src);
-                if let Some(&l) = value_logical.get(&src) {
-                    value_logical.insert(outs[0], l);
-                    if outputs_set.contains(&OutletId::new(id, 0)) {
-                        logical[l].pinned = true;
-                    }
-                }
-                report.nodes.push(NodeReport {
-                    name,
-                    op: op_name,
-                    place: if fused.contains(&id) {
-                        Place::Fused
-                    } else {
-                        Place::View
-                    },
-                    flops,
-                    parts: 1,
-                });
+    /// Fold a following bias (after an EinSum) and activation into the
+    /// GEMM/conv epilogue: the fused kernels, their parts, and the bias
+    /// value to bind. The folded nodes become views.
+    fn fuse_epilogue(
+        &mut self,
+        node: &TypedNode,
+        io: &NodeIo,
+        elem: usize,
+    ) -> Option<(Lowered, usize, Option<usize>)> {
+        let (model, outputs_set) = (self.model, &self.out.outputs_set);
+        if outputs_set.contains(&OutletId::new(io.id, 0)) {
+            return None;
+        }
+        let single = |outlet: OutletId| match model.outlet_successors(outlet) {
+            [only] if !outputs_set.contains(&outlet) => Some(*only),
+            _ => None,
+        };
+        let mut tail = OutletId::new(io.id, 0);
+        let mut chain = Vec::new();
+        let mut bias: Option<(usize, Vec<usize>)> = None;
+        if node.op_is::<tract_onnx::tract_core::ops::einsum::EinSum>()
+            && let Some(next) = single(tail)
+            && let Some((v, shape)) = bias_of(model, &self.out.ids, &self.out.values, next)
+        {
+            bias = Some((v, shape));
+            chain.push(next.node);
+            tail = OutletId::new(next.node, 0);
+        }
+        let mut act = lower::Activation::NONE;
+        if let Some(next) = single(tail) {
+            let n = model.node(next.node);
+            let found = lower::activation_of(n.op.as_ref()).or_else(|| {
+                (is_relu(model, n) && next.slot == 0).then_some(lower::Activation {
+                    op: 1,
+                    a: 0.0,
+                    b: 0.0,
+                })
+            });
+            if let Some(found) = found
+                && n.outputs[0].fact.datum_type == io.facts[0].datum_type
+            {
+                act = found;
+                chain.push(next.node);
             }
-            Ok(Lowered::Kernels(list)) => {
-                let step_index = pending.len();
-                let mut uniq = inputs.clone();
-                uniq.sort_unstable();
-                uniq.dedup();
-                let mut uploads = 0;
-                for &v in &uniq {
-                    if values[v].gpu.is_some() {
-                        continue;
-                    }
-                    if values[v].konst.is_some() {
-                        values[v].gpu = Some(Home::Const(usize::MAX));
-                    } else {
-                        logical.push(Logical {
-                            bytes: values[v].bytes,
-                            first: step_index + uploads,
-                            last: usize::MAX,
-                            pinned: true,
-                        });
-                        value_logical.insert(v, logical.len() - 1);
-                        values[v].gpu = Some(Home::Slot(usize::MAX));
-                        pending.push(Pending::Upload(v));
-                        uploads += 1;
-                    }
-                }
-                let gpu_step = pending.len();
-                for &v in &uniq {
-                    if let Some(&l) = value_logical.get(&v) {
-                        let lg = &mut logical[l];
-                        if !lg.pinned {
-                            lg.last = lg.last.max(gpu_step);
-                        }
-                    }
-                }
-                logical.push(Logical {
-                    bytes: values[outs[0]].bytes.max(4),
-                    first: gpu_step,
-                    last: gpu_step,
-                    pinned: outputs_set.contains(&OutletId::new(id, 0)),
-                });
-                value_logical.insert(outs[0], logical.len() - 1);
-                values[outs[0]].gpu = Some(Home::Slot(usize::MAX));
-                // One part's kernels (every part has the same).
-                let kernels: Vec<&'static str> = list
-                    .iter()
-                    .take(list.len() / parts)
-                    .map(|s| s.kernel.name())
-                    .collect();
-                pending.push(Pending::Gpu(
-                    node.name.clone(),
-                    list,
-                    inputs.clone(),
-                    outs[0],
-                ));
-                report.nodes.push(NodeReport {
-                    name,
-                    op: op_name,
-                    place: Place::Gpu(kernels),
-                    flops,
-                    parts,
-                });
+        }
+        if chain.is_empty() {
+            return None;
+        }
+        let op = node.op.as_ref();
+        let fuse = |ins: &[Vec<usize>], out: &[usize]| {
+            let (ins, bias) = match bias {
+                Some(_) => (&ins[..ins.len() - 1], ins.last().map(|b| b.as_slice())),
+                None => (ins, None),
+            };
+            lower::lower_fused(op, ins, out, bias, act)
+                .ok_or_else(|| "no fused lowering".to_string())
+        };
+        // The fused bias is the last operand (bound as an input).
+        let mut ins = io.in_shapes.clone();
+        ins.extend(bias.as_ref().map(|(_, s)| s.clone()));
+        let (lowered, parts) = if io.oversize {
+            split::split(op, &ins, &io.out_shape, elem, self.limits, fuse)
+                .ok()
+                .map(|cut| (Lowered::Kernels(cut.specs), cut.parts))?
+        } else {
+            (fuse(&ins, &io.out_shape).ok()?, 1)
+        };
+        self.fused.extend(chain);
+        Some((lowered, parts, bias.map(|(v, _)| v)))
+    }
+
+    /// A view: the output is its input's buffer.
+    fn view(&mut self, io: &NodeIo) -> Place {
+        let w = &mut self.out;
+        let (src, out) = (io.inputs[0], io.outs[0]);
+        w.values[out].gpu = w.values[src].gpu;
+        w.alias.insert(out, src);
+        if let Some(&l) = w.value_logical.get(&src) {
+            w.value_logical.insert(out, l);
+            if w.outputs_set.contains(&OutletId::new(io.id, 0)) {
+                w.logical[l].pinned = true;
             }
-            Err(reason) => {
-                // Inputs the CPU lacks come down first, in one step.
-                let need: Vec<usize> = inputs
-                    .iter()
-                    .copied()
-                    .filter(|&v| !on_cpu[v] && values[v].konst.is_none())
-                    .collect();
-                if !need.is_empty() {
-                    let s = pending.len();
-                    pending.push(Pending::Download(need.clone()));
-                    for &v in &need {
-                        on_cpu[v] = true;
-                        if let Some(&l) = value_logical.get(&v) {
-                            let lg = &mut logical[l];
-                            if !lg.pinned {
-                                lg.last = lg.last.max(s);
-                            }
-                        }
-                    }
-                }
-                let plan = cpu_plan(model, node).map_err(|e| GpuError::Lowering {
-                    message: format!("node {}: {e:#}", node.name),
-                })?;
-                let fed: Vec<usize> = inputs
-                    .iter()
-                    .copied()
-                    .filter(|&v| values[v].konst.is_none())
-                    .collect();
-                for &v in &outs {
-                    on_cpu[v] = true;
-                }
-                pending.push(Pending::Cpu(Step::Cpu {
-                    plan,
-                    inputs: fed,
-                    outputs: outs.clone(),
-                }));
-                report.nodes.push(NodeReport {
-                    name,
-                    op: op_name,
-                    place: Place::Cpu(reason),
-                    flops,
-                    parts: 1,
-                });
-            }
+        }
+        if self.fused.contains(&io.id) {
+            Place::Fused
+        } else {
+            Place::View
         }
     }
 
-    Ok(Walk {
-        values,
-        ids,
-        logical,
-        value_logical,
-        pending,
-        report,
-        alias,
-        outputs_set,
-    })
+    /// GPU kernels: upload what the GPU lacks, extend the live ranges of
+    /// what they read, and give the output a logical buffer.
+    fn kernels(
+        &mut self,
+        node: &TypedNode,
+        io: &NodeIo,
+        list: Vec<Spec>,
+        inputs: Vec<usize>,
+        parts: usize,
+    ) -> Place {
+        let w = &mut self.out;
+        let step_index = w.pending.len();
+        let mut uniq = inputs.clone();
+        uniq.sort_unstable();
+        uniq.dedup();
+        let mut uploads = 0;
+        for &v in &uniq {
+            if w.values[v].gpu.is_some() {
+                continue;
+            }
+            if w.values[v].konst.is_some() {
+                w.values[v].gpu = Some(Home::Const(usize::MAX));
+            } else {
+                w.logical.push(Logical {
+                    bytes: w.values[v].bytes,
+                    first: step_index + uploads,
+                    last: usize::MAX,
+                    pinned: true,
+                });
+                w.value_logical.insert(v, w.logical.len() - 1);
+                w.values[v].gpu = Some(Home::Slot(usize::MAX));
+                w.pending.push(Pending::Upload(v));
+                uploads += 1;
+            }
+        }
+        let gpu_step = w.pending.len();
+        for &v in &uniq {
+            if let Some(&l) = w.value_logical.get(&v) {
+                let lg = &mut w.logical[l];
+                if !lg.pinned {
+                    lg.last = lg.last.max(gpu_step);
+                }
+            }
+        }
+        let out = io.outs[0];
+        w.logical.push(Logical {
+            bytes: w.values[out].bytes.max(4),
+            first: gpu_step,
+            last: gpu_step,
+            pinned: w.outputs_set.contains(&OutletId::new(io.id, 0)),
+        });
+        w.value_logical.insert(out, w.logical.len() - 1);
+        w.values[out].gpu = Some(Home::Slot(usize::MAX));
+        // One part's kernels (every part has the same).
+        let kernels: Vec<&'static str> = list
+            .iter()
+            .take(list.len() / parts)
+            .map(|s| s.kernel.name())
+            .collect();
+        w.pending
+            .push(Pending::Gpu(node.name.clone(), list, inputs, out));
+        Place::Gpu(kernels)
+    }
+
+    /// The CPU: download what it lacks (in one step), then a one-node tract
+    /// plan.
+    fn cpu(&mut self, node: &TypedNode, io: &NodeIo, reason: String) -> Result<Place, GpuError> {
+        let w = &mut self.out;
+        let need: Vec<usize> = io
+            .inputs
+            .iter()
+            .copied()
+            .filter(|&v| !self.on_cpu[v] && w.values[v].konst.is_none())
+            .collect();
+        if !need.is_empty() {
+            let s = w.pending.len();
+            w.pending.push(Pending::Download(need.clone()));
+            for &v in &need {
+                self.on_cpu[v] = true;
+                if let Some(&l) = w.value_logical.get(&v) {
+                    let lg = &mut w.logical[l];
+                    if !lg.pinned {
+                        lg.last = lg.last.max(s);
+                    }
+                }
+            }
+        }
+        let plan = cpu_plan(self.model, node).map_err(|e| GpuError::Lowering {
+            message: format!("node {}: {e:#}", node.name),
+        })?;
+        let fed: Vec<usize> = io
+            .inputs
+            .iter()
+            .copied()
+            .filter(|&v| w.values[v].konst.is_none())
+            .collect();
+        for &v in &io.outs {
+            self.on_cpu[v] = true;
+        }
+        w.pending.push(Pending::Cpu(Step::Cpu {
+            plan,
+            inputs: fed,
+            outputs: io.outs.clone(),
+        }));
+        Ok(Place::Cpu(reason))
+    }
 }
 
 /// Logical buffers to slots: a slot is reused once the last reader of its
@@ -987,6 +1050,8 @@ fn encode(
     Ok((steps, submissions))
 }
 
+/// A one-node tract plan for a node that stays on the CPU: constant inputs
+/// are baked in (so tract can pack weights), the rest are plan inputs.
 fn cpu_plan(model: &TypedModel, node: &TypedNode) -> TractResult<Arc<TypedRunnableModel>> {
     let mut sub = TypedModel::default();
     let mut wires = TVec::new();

@@ -300,17 +300,67 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     status.resolved_digest = Some(resolved.clone());
 
     // 3. What the cluster offers.
+    let devices_api: Api<EdgeDevice> = Api::namespaced(ctx.client.clone(), &ns);
+    let (all_targets, devices) = offered(ctx, md, &ns, now).await?;
+
+    // 4. Placement.
+    let outcomes = placement::place(&demands(md, &devices), &all_targets);
+
+    // 5. The rollout.
+    let progressing = roll_out(ctx, md, &resolved, now, &mut status).await;
+
+    // 6. Write what runs.
+    let (placements, unschedulable) =
+        write_children(ctx, md, &ns, &outcomes, &devices, &status).await?;
+    status.placements = placements;
+    let keys: Vec<String> = md
+        .spec
+        .placements
+        .iter()
+        .map(|p| assignment_key(&name, &p.name))
+        .collect();
+    remove_assignments(&devices_api, &devices, md, &keys).await?;
+
+    // 7. Conditions.
+    let desired: u32 = md.spec.placements.iter().map(|p| p.replicas).sum();
+    let ready: u32 = status.placements.iter().map(|p| p.ready).sum();
+    let conds = closing_conditions(
+        md,
+        &resolved,
+        &unschedulable,
+        ready,
+        progressing,
+        generation,
+        &now_s,
+    );
+    status.conditions = merge_conditions(&old.conditions, conds);
+    write_status(&api, &name, &old, &status).await?;
+    announce(ctx, md, &old.conditions, &status.conditions).await;
+    ctx.metrics.replicas(&name, ready, desired);
+    Ok(Action::requeue(requeue_after(md, &status)))
+}
+
+/// What the cluster offers: nodes with the weft runtime ready, and every
+/// edge device (online or not, by its lease). The devices, for their
+/// assignments.
+async fn offered(
+    ctx: &Context,
+    md: &ModelDeployment,
+    ns: &str,
+    now: Timestamp,
+) -> Result<(Vec<placement::Target>, Vec<EdgeDevice>)> {
+    let name = md.name_any();
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let nodes = nodes
         .list(&ListParams::default().labels(&format!("{}=ready", targets::RUNTIME_READY)))
         .await
         .map_err(Error::Kube)?;
-    let devices_api: Api<EdgeDevice> = Api::namespaced(ctx.client.clone(), &ns);
+    let devices_api: Api<EdgeDevice> = Api::namespaced(ctx.client.clone(), ns);
     let devices = devices_api
         .list(&ListParams::default())
         .await
         .map_err(Error::Kube)?;
-    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), ns);
     let leases = targets::leases_by_name(
         leases
             .list(&ListParams::default())
@@ -324,21 +374,26 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
             .iter()
             .any(|p| key == assignment_key(&name, &p.name))
     };
-    let mut all_targets: Vec<placement::Target> = nodes
+    let mut all: Vec<placement::Target> = nodes
         .items
         .iter()
         .filter_map(targets::node_target)
         .collect();
     for d in &devices.items {
         let lease = leases.get(&weft_crd::lease_name(&d.name_any()));
-        all_targets.push(targets::device_target(
+        all.push(targets::device_target(
             d,
             targets::lease_fresh(lease, now),
             &ours,
         ));
     }
+    Ok((all, devices.items))
+}
 
-    // 4. Placement.
+/// Each placement's demand: its replicas, tier, selectors, accelerator,
+/// memory, and the devices that run it now (kept where they still fit).
+fn demands(md: &ModelDeployment, devices: &[EdgeDevice]) -> Vec<Demand> {
+    let name = md.name_any();
     let memory = md
         .spec
         .resources
@@ -346,8 +401,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         .and_then(|r| r.memory.as_deref())
         .and_then(quantity::bytes)
         .unwrap_or(crate::DEFAULT_MEMORY);
-    let demands: Vec<Demand> = md
-        .spec
+    md.spec
         .placements
         .iter()
         .map(|p| Demand {
@@ -361,7 +415,6 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
             // One module per device: a device's agent runs an assignment once.
             spread: p.spread || p.tier == Tier::Edge,
             current: devices
-                .items
                 .iter()
                 .filter(|d| {
                     d.spec
@@ -371,10 +424,22 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
                 .map(|d| d.name_any())
                 .collect(),
         })
-        .collect();
-    let outcomes = placement::place(&demands, &all_targets);
+        .collect()
+}
 
-    // 5. The rollout.
+/// Read the canary's counters, decide the rollout's next move, record it in
+/// `status` ([`transition`]) and count it; the `Progressing` condition.
+async fn roll_out(
+    ctx: &Context,
+    md: &ModelDeployment,
+    resolved: &str,
+    now: Timestamp,
+    status: &mut ModelDeploymentStatus,
+) -> Condition {
+    let name = md.name_any();
+    let old = md.status.clone().unwrap_or_default();
+    let now_s = now.to_string();
+    let generation = md.metadata.generation;
     let strategy = md.spec.strategy.as_ref().and_then(|s| s.canary.as_ref());
     let in_flight = old.canary.as_ref().map(|c| InFlight {
         digest: c.digest.clone(),
@@ -395,9 +460,9 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         }
         None => None,
     };
-    let refused = old.refused.contains_key(&resolved);
+    let refused = old.refused.contains_key(resolved);
     let decision = rollout::decide(
-        &resolved,
+        resolved,
         old.stable_digest.as_deref(),
         in_flight.as_ref(),
         refused,
@@ -418,14 +483,14 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     let progressing = transition(
         &decision,
         &Facts {
-            resolved: &resolved,
+            resolved,
             old: &old,
             strategy,
             baseline,
             generation,
             now: &now_s,
         },
-        &mut status,
+        status,
     );
     let outcome = match &decision {
         Decision::Start { .. } => Some("started"),
@@ -446,22 +511,38 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         ctx.metrics.rollout(&name, outcome);
     }
 
-    // 6. Write what runs.
+    progressing
+}
+
+/// Server-side apply the Deployments and Services of cloud placements and
+/// merge-patch the assignments of edge devices; delete what no placement
+/// wants any more. Each placement's status, and why replicas cannot run.
+async fn write_children(
+    ctx: &Context,
+    md: &ModelDeployment,
+    ns: &str,
+    outcomes: &[placement::Outcome],
+    devices: &[EdgeDevice],
+    status: &ModelDeploymentStatus,
+) -> Result<(Vec<PlacementStatus>, Vec<String>)> {
+    let name = md.name_any();
+    let resolved = status.resolved_digest.clone().unwrap_or_default();
+    let devices_api: Api<EdgeDevice> = Api::namespaced(ctx.client.clone(), ns);
     let stable = status
         .stable_digest
         .clone()
         .unwrap_or_else(|| resolved.clone());
     let canary = status.canary.clone();
     let owner = md.controller_owner_ref(&()).ok_or(Error::NoOwner)?;
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
     let params = PatchParams::apply(MANAGER).force();
     let owned = ListParams::default().labels(&format!("{}={name}", children::LABEL_DEPLOYMENT));
     let mut stale_deployments = names(&deployments, &owned).await?;
     let mut stale_services = names(&services, &owned).await?;
     let mut placements = Vec::new();
     let mut unschedulable = Vec::new();
-    for (p, o) in md.spec.placements.iter().zip(&outcomes) {
+    for (p, o) in md.spec.placements.iter().zip(outcomes) {
         let key = assignment_key(&name, &p.name);
         let scheduled = o.scheduled();
         // The canary's share, of the pods and of the devices separately.
@@ -538,7 +619,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
 
         // Assignments, on agent-only devices; the first by name carry the
         // canary.
-        for d in &devices.items {
+        for d in devices {
             let dn = d.name_any();
             let pos = o.devices.iter().position(|c| c == &dn);
             let want = pos.map(|i| {
@@ -580,7 +661,6 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         }
         placements.push(ps);
     }
-    status.placements = placements;
     // What no placement wants any more: a finished canary, a placement
     // taken out of the spec, one that has nowhere to run.
     for d in &stale_deployments {
@@ -589,26 +669,32 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     for s in &stale_services {
         delete(&services, s).await?;
     }
-    let keys: Vec<String> = md
-        .spec
-        .placements
-        .iter()
-        .map(|p| assignment_key(&name, &p.name))
-        .collect();
-    remove_assignments(&devices_api, &devices.items, md, &keys).await?;
 
-    // 7. Conditions.
+    Ok((placements, unschedulable))
+}
+
+/// The conditions a pass ends with: the artifact resolved, every replica
+/// placed or why not, the rollout's progress, and readiness.
+fn closing_conditions(
+    md: &ModelDeployment,
+    resolved: &str,
+    unschedulable: &[String],
+    ready: u32,
+    progressing: Condition,
+    generation: Option<i64>,
+    now_s: &str,
+) -> Vec<Condition> {
     let desired: u32 = md.spec.placements.iter().map(|p| p.replicas).sum();
-    let ready: u32 = status.placements.iter().map(|p| p.ready).sum();
     let scheduled_ok = unschedulable.is_empty();
-    let mut conds = vec![
+    let all_ready = ready >= desired && scheduled_ok;
+    vec![
         condition(
             "ArtifactResolved",
             true,
             "Resolved",
             format!("{} is {}", md.spec.artifact, resolved),
             generation,
-            &now_s,
+            now_s,
         ),
         if scheduled_ok {
             condition(
@@ -617,7 +703,7 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
                 "Placed",
                 "every replica has a node or a device",
                 generation,
-                &now_s,
+                now_s,
             )
         } else {
             condition(
@@ -626,40 +712,38 @@ async fn apply(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
                 "Unschedulable",
                 unschedulable.join("; "),
                 generation,
-                &now_s,
+                now_s,
             )
         },
         progressing,
-    ];
-    let all_ready = ready >= desired && scheduled_ok;
-    conds.push(condition(
-        "Ready",
-        all_ready,
-        if all_ready {
-            "Ready"
-        } else if scheduled_ok {
-            "Waiting"
-        } else {
-            "Unschedulable"
-        },
-        format!("{ready} of {desired} replica(s) ready"),
-        generation,
-        &now_s,
-    ));
-    status.conditions = merge_conditions(&old.conditions, conds);
-    write_status(&api, &name, &old, &status).await?;
-    announce(ctx, md, &old.conditions, &status.conditions).await;
-    ctx.metrics.replicas(&name, ready, desired);
+        condition(
+            "Ready",
+            all_ready,
+            if all_ready {
+                "Ready"
+            } else if scheduled_ok {
+                "Waiting"
+            } else {
+                "Unschedulable"
+            },
+            format!("{ready} of {desired} replica(s) ready"),
+            generation,
+            now_s,
+        ),
+    ]
+}
+
+/// How soon to look again: often while a canary runs, then while edge
+/// devices report, else once a minute.
+fn requeue_after(md: &ModelDeployment, status: &ModelDeploymentStatus) -> Duration {
     let has_edge = md.spec.placements.iter().any(|p| p.tier == Tier::Edge);
-    Ok(Action::requeue(Duration::from_secs(
-        if status.canary.is_some() {
-            10
-        } else if has_edge {
-            20
-        } else {
-            60
-        },
-    )))
+    Duration::from_secs(if status.canary.is_some() {
+        10
+    } else if has_edge {
+        20
+    } else {
+        60
+    })
 }
 
 /// Take `md`'s assignments off `devices`, but for the keys in `keep`.
@@ -1045,5 +1129,111 @@ mod tests {
             (c.reason.as_str(), c.message.as_str()),
             ("CanaryHolding", "3 of 10 requests")
         );
+    }
+
+    fn deployment(spec: serde_json::Value) -> ModelDeployment {
+        serde_json::from_value(json!({
+            "apiVersion": "weft.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "ocr", "namespace": "default"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn device(name: &str, assignments: &[&str]) -> EdgeDevice {
+        let assignments: serde_json::Map<_, _> = assignments
+            .iter()
+            .map(|k| {
+                (
+                    k.to_string(),
+                    json!({"artifact": "r/ocr@sha256:1", "port": 8000, "modelName": "ocr"}),
+                )
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "apiVersion": "weft.dev/v1alpha1",
+            "kind": "EdgeDevice",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"assignments": assignments},
+        }))
+        .unwrap()
+    }
+
+    /// Each placement asks for its replicas with the deployment's memory;
+    /// edge placements spread (one module per device) and keep the devices
+    /// that run them now.
+    #[test]
+    fn demands_carry_each_placements_rules_and_current_devices() {
+        let md = deployment(json!({
+            "artifact": "r/ocr:1",
+            "resources": {"memory": "256Mi"},
+            "placements": [
+                {"name": "cloud", "tier": "cloud", "replicas": 2,
+                 "accelerator": {"kind": "nvidia.com/gpu", "required": true}},
+                {"name": "eu", "tier": "edge", "replicas": 3, "architecture": "arm64"},
+            ],
+        }));
+        let devices = [
+            device("pi-1", &["ocr-eu"]),
+            device("pi-2", &["other-eu"]),
+            device("pi-3", &["ocr-eu", "ocr-cloud"]),
+        ];
+        let d = demands(&md, &devices);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].memory, 256 << 20);
+        assert_eq!(d[0].accelerator, Some(("nvidia.com/gpu".to_string(), true)));
+        assert!(!d[0].spread, "a cloud placement spreads only when asked");
+        assert_eq!(d[0].current, ["pi-3"]);
+        assert_eq!((d[1].replicas, d[1].spread), (3, true));
+        assert_eq!(d[1].architecture.as_deref(), Some("arm64"));
+        assert_eq!(d[1].current, ["pi-1", "pi-3"]);
+        let bare = deployment(json!({"artifact": "r/ocr:1", "placements": [
+            {"name": "c", "tier": "cloud", "replicas": 1}]}));
+        assert_eq!(demands(&bare, &[])[0].memory, crate::DEFAULT_MEMORY);
+    }
+
+    /// A pass ends Ready only when every replica is placed and ready;
+    /// otherwise Ready says which of the two is missing.
+    #[test]
+    fn closing_conditions_say_what_is_missing() {
+        let md = deployment(json!({"artifact": "r/ocr:1", "placements": [
+            {"name": "c", "tier": "cloud", "replicas": 2},
+            {"name": "e", "tier": "edge", "replicas": 1}]}));
+        let progressing = condition("Progressing", false, "Steady", "", None, "t");
+        let ready = |conds: &[Condition]| {
+            let c = conds.iter().find(|c| c.type_ == "Ready").unwrap();
+            (c.status.clone(), c.reason.clone(), c.message.clone())
+        };
+        let all = closing_conditions(&md, NEW, &[], 3, progressing.clone(), None, "t");
+        let types: Vec<&str> = all.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(
+            types,
+            ["ArtifactResolved", "Scheduled", "Progressing", "Ready"]
+        );
+        assert_eq!(ready(&all).0, "True");
+        let waiting = closing_conditions(&md, NEW, &[], 2, progressing.clone(), None, "t");
+        assert_eq!(
+            ready(&waiting),
+            (
+                "False".into(),
+                "Waiting".into(),
+                "2 of 3 replica(s) ready".into()
+            )
+        );
+        let stuck = closing_conditions(
+            &md,
+            NEW,
+            &["c: 1 of 2 replica(s) cannot run: no node".into()],
+            3,
+            progressing,
+            None,
+            "t",
+        );
+        assert_eq!(ready(&stuck).1, "Unschedulable");
+        let scheduled = stuck.iter().find(|c| c.type_ == "Scheduled").unwrap();
+        assert!(scheduled.message.contains("no node"), "{scheduled:?}");
+        // Edge placements are looked at more often than cloud-only ones.
+        assert_eq!(requeue_after(&md, &Default::default()).as_secs(), 20);
     }
 }
