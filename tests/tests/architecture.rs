@@ -116,6 +116,15 @@ fn the_layers_depend_only_downwards() {
     }
     if let Some(d) = ws
         .deps
+        .get("weft-autodiff")
+        .filter(|d| d.iter().any(|n| n != "prost" && n != "thiserror"))
+    {
+        broken.push(format!(
+            "weft-autodiff depends on {d:?} (guests build it for wasm: prost and thiserror only)"
+        ));
+    }
+    if let Some(d) = ws
+        .deps
         .get("weft-format")
         .filter(|d| d.iter().any(|n| n != "serde" && n != "weft-abi"))
     {

@@ -1,0 +1,391 @@
+//! The op set: each op's shape rule, and the builder methods that record
+//! it. Every op is one standard ONNX operator (see `write.rs`).
+
+use crate::{Error, Graph, T};
+
+/// An operation of the graph. Binary element-wise ops broadcast as numpy
+/// (and ONNX) do.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Op {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Neg,
+    Relu,
+    Sigmoid,
+    Tanh,
+    Exp,
+    Log,
+    Sqrt,
+    /// `1` where positive, `-1` where negative, `0` at zero.
+    Sign,
+    /// Element-wise power (no gradient: optimizer bias corrections only).
+    Pow,
+    /// Matrix product of two rank-2 tensors.
+    MatMul,
+    /// Sum over `axes`, keeping them as size 1 when `keep`.
+    Sum {
+        axes: Vec<usize>,
+        keep: bool,
+    },
+    Reshape(Vec<usize>),
+    Transpose(Vec<usize>),
+    /// Broadcast to a shape.
+    Expand(Vec<usize>),
+    LogSoftmax {
+        axis: usize,
+    },
+    /// 2-D convolution of `[N, C, H, W]` by `[O, C, kh, kw]`, square
+    /// stride, symmetric padding and dilation, no groups.
+    Conv {
+        stride: usize,
+        pad: usize,
+        dilation: usize,
+    },
+    /// The transposed convolution a convolution's input gradient is:
+    /// `[N, O, Ho, Wo]` by `[O, C, kh, kw]` to `[N, C, H, W]`.
+    ConvTranspose {
+        stride: usize,
+        pad: usize,
+        out: [usize; 2],
+    },
+    /// `[start, end)` along each axis.
+    Slice {
+        starts: Vec<usize>,
+        ends: Vec<usize>,
+    },
+}
+
+fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>, Error> {
+    let rank = a.len().max(b.len());
+    let dim = |s: &[usize], i: usize| (i + s.len()).checked_sub(rank).map_or(1, |j| s[j]);
+    (0..rank)
+        .map(|i| match (dim(a, i), dim(b, i)) {
+            (x, y) if x == y => Ok(x),
+            (1, y) => Ok(y),
+            (x, 1) => Ok(x),
+            _ => Err(Error::Shape {
+                op,
+                message: format!("shapes {a:?} and {b:?} do not broadcast"),
+            }),
+        })
+        .collect()
+}
+
+impl Op {
+    /// The ONNX operator's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Add => "Add",
+            Op::Sub => "Sub",
+            Op::Mul => "Mul",
+            Op::Div => "Div",
+            Op::Neg => "Neg",
+            Op::Relu => "Relu",
+            Op::Sigmoid => "Sigmoid",
+            Op::Tanh => "Tanh",
+            Op::Exp => "Exp",
+            Op::Log => "Log",
+            Op::Sqrt => "Sqrt",
+            Op::Sign => "Sign",
+            Op::Pow => "Pow",
+            Op::MatMul => "MatMul",
+            Op::Sum { .. } => "ReduceSum",
+            Op::Reshape(_) => "Reshape",
+            Op::Transpose(_) => "Transpose",
+            Op::Expand(_) => "Expand",
+            Op::LogSoftmax { .. } => "LogSoftmax",
+            Op::Conv { .. } => "Conv",
+            Op::ConvTranspose { .. } => "ConvTranspose",
+            Op::Slice { .. } => "Slice",
+        }
+    }
+
+    /// The output shape for inputs of `shapes`, or why they do not fit.
+    pub(crate) fn shape(&self, shapes: &[&[usize]]) -> Result<Vec<usize>, Error> {
+        let op = self.name();
+        let bad = |message: String| Err(Error::Shape { op, message });
+        let arity = match self {
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::MatMul => 2,
+            Op::Conv { .. } | Op::ConvTranspose { .. } => 2,
+            _ => 1,
+        };
+        if shapes.len() != arity {
+            return bad(format!("{} inputs, expected {arity}", shapes.len()));
+        }
+        let a = shapes[0];
+        match self {
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => broadcast(op, a, shapes[1]),
+            Op::Neg
+            | Op::Relu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::Exp
+            | Op::Log
+            | Op::Sqrt
+            | Op::Sign => Ok(a.to_vec()),
+            Op::MatMul => {
+                let b = shapes[1];
+                if a.len() != 2 || b.len() != 2 || a[1] != b[0] {
+                    return bad(format!("cannot multiply {a:?} by {b:?}"));
+                }
+                Ok(vec![a[0], b[1]])
+            }
+            Op::Sum { axes, keep } => {
+                if axes.is_empty() || axes.iter().any(|&x| x >= a.len()) {
+                    return bad(format!("axes {axes:?} of a rank-{} tensor", a.len()));
+                }
+                Ok(a.iter()
+                    .enumerate()
+                    .filter_map(|(i, &d)| match (axes.contains(&i), keep) {
+                        (false, _) => Some(d),
+                        (true, true) => Some(1),
+                        (true, false) => None,
+                    })
+                    .collect())
+            }
+            Op::Reshape(to) => {
+                if to.iter().product::<usize>() != a.iter().product::<usize>() {
+                    return bad(format!("cannot reshape {a:?} to {to:?}"));
+                }
+                Ok(to.clone())
+            }
+            Op::Transpose(perm) => {
+                let mut seen = perm.clone();
+                seen.sort_unstable();
+                if seen != (0..a.len()).collect::<Vec<_>>() {
+                    return bad(format!("{perm:?} is not a permutation of {a:?}'s axes"));
+                }
+                Ok(perm.iter().map(|&i| a[i]).collect())
+            }
+            Op::Expand(to) => {
+                let b = broadcast(op, a, to)?;
+                if &b != to {
+                    return bad(format!("cannot broadcast {a:?} to {to:?}"));
+                }
+                Ok(b)
+            }
+            Op::LogSoftmax { axis } => {
+                if *axis >= a.len() {
+                    return bad(format!("axis {axis} of a rank-{} tensor", a.len()));
+                }
+                Ok(a.to_vec())
+            }
+            Op::Conv {
+                stride,
+                pad,
+                dilation,
+            } => {
+                let w = shapes[1];
+                if a.len() != 4 || w.len() != 4 || a[1] != w[1] || *stride == 0 || *dilation == 0 {
+                    return bad(format!("input {a:?} and kernel {w:?} (NCHW, OCkk)"));
+                }
+                let out = |x: usize, k: usize| {
+                    (x + 2 * pad)
+                        .checked_sub((k - 1) * dilation + 1)
+                        .map(|d| d / stride + 1)
+                };
+                match (out(a[2], w[2]), out(a[3], w[3])) {
+                    (Some(h), Some(wd)) => Ok(vec![a[0], w[0], h, wd]),
+                    _ => bad(format!("kernel {w:?} larger than the padded input {a:?}")),
+                }
+            }
+            Op::ConvTranspose { stride, pad, out } => {
+                let w = shapes[1];
+                if a.len() != 4 || w.len() != 4 || a[1] != w[0] || *stride == 0 {
+                    return bad(format!("input {a:?} and kernel {w:?}"));
+                }
+                // The sizes a convolution of this stride maps onto `a`'s.
+                for (i, &o) in out.iter().enumerate() {
+                    let k = w[2 + i];
+                    let full = (a[2 + i] - 1) * stride + k;
+                    if o + 2 * pad < full || o + 2 * pad >= full + stride {
+                        return bad(format!("output size {o} does not match input {a:?}"));
+                    }
+                }
+                Ok(vec![a[0], w[1], out[0], out[1]])
+            }
+            Op::Slice { starts, ends } => {
+                if starts.len() != a.len() || ends.len() != a.len() {
+                    return bad(format!("bounds for {} axes of {a:?}", starts.len()));
+                }
+                (0..a.len())
+                    .map(|i| {
+                        if starts[i] < ends[i] && ends[i] <= a[i] {
+                            Ok(ends[i] - starts[i])
+                        } else {
+                            Err(Error::Shape {
+                                op,
+                                message: format!(
+                                    "[{}, {}) of axis {i} of {a:?}",
+                                    starts[i], ends[i]
+                                ),
+                            })
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Builder methods: one per op, plus composites (means, losses).
+impl Graph {
+    pub fn add(&mut self, a: T, b: T) -> Result<T, Error> {
+        self.apply(Op::Add, &[a, b])
+    }
+    pub fn sub(&mut self, a: T, b: T) -> Result<T, Error> {
+        self.apply(Op::Sub, &[a, b])
+    }
+    pub fn mul(&mut self, a: T, b: T) -> Result<T, Error> {
+        self.apply(Op::Mul, &[a, b])
+    }
+    pub fn div(&mut self, a: T, b: T) -> Result<T, Error> {
+        self.apply(Op::Div, &[a, b])
+    }
+    pub fn neg(&mut self, a: T) -> Result<T, Error> {
+        self.apply(Op::Neg, &[a])
+    }
+    pub fn relu(&mut self, a: T) -> Result<T, Error> {
+        self.apply(Op::Relu, &[a])
+    }
+    pub fn sigmoid(&mut self, a: T) -> Result<T, Error> {
+        self.apply(Op::Sigmoid, &[a])
+    }
+    pub fn tanh(&mut self, a: T) -> Result<T, Error> {
+        self.apply(Op::Tanh, &[a])
+    }
+    pub fn exp(&mut self, a: T) -> Result<T, Error> {
+        self.apply(Op::Exp, &[a])
+    }
+    pub fn log(&mut self, a: T) -> Result<T, Error> {
+        self.apply(Op::Log, &[a])
+    }
+    pub fn sqrt(&mut self, a: T) -> Result<T, Error> {
+        self.apply(Op::Sqrt, &[a])
+    }
+    pub fn matmul(&mut self, a: T, b: T) -> Result<T, Error> {
+        self.apply(Op::MatMul, &[a, b])
+    }
+    pub fn sum(&mut self, a: T, axes: &[usize], keep: bool) -> Result<T, Error> {
+        self.apply(
+            Op::Sum {
+                axes: axes.to_vec(),
+                keep,
+            },
+            &[a],
+        )
+    }
+    pub fn reshape(&mut self, a: T, to: &[usize]) -> Result<T, Error> {
+        if self.shape(a) == to {
+            return Ok(a);
+        }
+        self.apply(Op::Reshape(to.to_vec()), &[a])
+    }
+    pub fn transpose(&mut self, a: T, perm: &[usize]) -> Result<T, Error> {
+        self.apply(Op::Transpose(perm.to_vec()), &[a])
+    }
+    pub fn expand(&mut self, a: T, to: &[usize]) -> Result<T, Error> {
+        if self.shape(a) == to {
+            return Ok(a);
+        }
+        self.apply(Op::Expand(to.to_vec()), &[a])
+    }
+    pub fn log_softmax(&mut self, a: T, axis: usize) -> Result<T, Error> {
+        self.apply(Op::LogSoftmax { axis }, &[a])
+    }
+    /// 2-D convolution (`[N, C, H, W]` by `[O, C, kh, kw]`).
+    pub fn conv2d(&mut self, x: T, w: T, stride: usize, pad: usize) -> Result<T, Error> {
+        self.apply(
+            Op::Conv {
+                stride,
+                pad,
+                dilation: 1,
+            },
+            &[x, w],
+        )
+    }
+    /// Flatten all axes after the first: `[N, ...]` to `[N, rest]`.
+    pub fn flatten(&mut self, a: T) -> Result<T, Error> {
+        let s = self.shape(a).to_vec();
+        let rest = s.iter().skip(1).product();
+        self.reshape(a, &[s.first().copied().unwrap_or(1), rest])
+    }
+
+    /// The mean of every element: a scalar.
+    pub fn mean_all(&mut self, a: T) -> Result<T, Error> {
+        let s = self.shape(a).to_vec();
+        let n: usize = s.iter().product();
+        let all: Vec<usize> = (0..s.len()).collect();
+        let total = if all.is_empty() {
+            a
+        } else {
+            self.sum(a, &all, false)?
+        };
+        let k = self.scalar(1.0 / n.max(1) as f64);
+        self.mul(total, k)
+    }
+
+    /// A dense layer: `x · w + b`.
+    pub fn linear(&mut self, x: T, w: T, b: T) -> Result<T, Error> {
+        let y = self.matmul(x, w)?;
+        self.add(y, b)
+    }
+
+    /// Mean squared error between two tensors of one shape.
+    pub fn mse(&mut self, pred: T, target: T) -> Result<T, Error> {
+        let d = self.sub(pred, target)?;
+        let sq = self.mul(d, d)?;
+        self.mean_all(sq)
+    }
+
+    /// Softmax cross-entropy of `logits` `[N, K]` against one-hot (or
+    /// soft) `labels` `[N, K]`, averaged over the batch.
+    pub fn softmax_cross_entropy(&mut self, logits: T, labels: T) -> Result<T, Error> {
+        let s = self.shape(logits).to_vec();
+        if s.len() != 2 || self.shape(labels) != s {
+            return Err(Error::Shape {
+                op: "softmax_cross_entropy",
+                message: format!(
+                    "logits {s:?} and labels {:?} must both be [N, K]",
+                    self.shape(labels)
+                ),
+            });
+        }
+        let logp = self.log_softmax(logits, 1)?;
+        let picked = self.mul(logp, labels)?;
+        let per_example = self.sum(picked, &[1], false)?;
+        let mean = self.mean_all(per_example)?;
+        self.neg(mean)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+
+    #[test]
+    fn shapes_are_checked_and_named() {
+        let mut g = Graph::new(DType::F32);
+        let a = g.input("a", &[2, 3]);
+        let b = g.input("b", &[4, 3]);
+        let e = g.matmul(a, b).unwrap_err();
+        assert_eq!(e.to_string(), "MatMul: cannot multiply [2, 3] by [4, 3]");
+        assert!(
+            g.add(a, b)
+                .unwrap_err()
+                .to_string()
+                .contains("do not broadcast")
+        );
+        let c = g.input("c", &[3]);
+        assert_eq!(g.shape(g.add(a, c).unwrap()), [2, 3]);
+        assert!(g.reshape(a, &[5]).is_err());
+        let x = g.input("x", &[1, 2, 8, 8]);
+        let w = g.input("w", &[4, 2, 3, 3]);
+        let y = g.conv2d(x, w, 2, 1).unwrap();
+        assert_eq!(g.shape(y), [1, 4, 4, 4]);
+    }
+}
