@@ -1,26 +1,38 @@
-//! Builds the generic serving module bundled into `weft serve`
-//! (`modules/predictor`, a wasm32-wasip2 component) so that `weft serve
-//! model.onnx` works with nothing but the binary. `WEFT_PREDICTOR_WASM=path`
-//! uses a prebuilt one.
+//! Builds the guest modules bundled into `weft`: the generic serving module
+//! of `weft serve` (`modules/predictor`) and the generic trainer of `weft
+//! train` (`modules/trainer`), both wasm32-wasip2 components, so that `weft
+//! serve model.onnx` and `weft train --data DIR` work with nothing but the
+//! binary. `WEFT_PREDICTOR_WASM=path` and `WEFT_TRAINER_WASM=path` use
+//! prebuilt ones.
 
 use std::path::{Path, PathBuf};
 
 fn main() {
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("predictor.wasm");
-    println!("cargo:rerun-if-env-changed=WEFT_PREDICTOR_WASM");
-    let built = match std::env::var_os("WEFT_PREDICTOR_WASM") {
-        Some(path) => PathBuf::from(path),
-        None => {
-            let guests =
-                weft_guest_build::Guests::at(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
-            guests.rerun_if_changed(&weft_guest_build::SHARED_INPUTS);
-            guests.rerun_if_changed(&["predictor"]);
-            guests
-                .build("wasm32-wasip2", &["predictor"])
-                .unwrap_or_else(|e| panic!("{e}"))
-                .join("predictor.wasm")
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let guests = weft_guest_build::Guests::at(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
+    let mut built = Vec::new();
+    let mut missing = Vec::new();
+    for (name, var) in [
+        ("predictor", "WEFT_PREDICTOR_WASM"),
+        ("trainer", "WEFT_TRAINER_WASM"),
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+        match std::env::var_os(var) {
+            Some(path) => built.push((name, PathBuf::from(path))),
+            None => missing.push(name),
         }
-    };
-    std::fs::copy(&built, &out)
-        .unwrap_or_else(|e| panic!("copying {} to {}: {e}", built.display(), out.display()));
+    }
+    if !missing.is_empty() {
+        guests.rerun_if_changed(&weft_guest_build::SHARED_INPUTS);
+        guests.rerun_if_changed(&missing);
+        let dir = guests
+            .build("wasm32-wasip2", &missing)
+            .unwrap_or_else(|e| panic!("{e}"));
+        built.extend(missing.iter().map(|n| (*n, dir.join(format!("{n}.wasm")))));
+    }
+    for (name, path) in built {
+        let to = out.join(format!("{name}.wasm"));
+        std::fs::copy(&path, &to)
+            .unwrap_or_else(|e| panic!("copying {} to {}: {e}", path.display(), to.display()));
+    }
 }

@@ -26,6 +26,7 @@ mod remote;
 mod run;
 mod serve;
 mod store;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +43,7 @@ struct Cli {
 enum Command {
     Run(run::RunArgs),
     Serve(serve::ServeArgs),
+    Train(train::TrainArgs),
     Build(build::BuildArgs),
     Images(images::ImagesArgs),
     Inspect(images::InspectArgs),
@@ -69,6 +71,7 @@ fn main() {
     let code = match cli.command {
         Command::Run(args) => run::exec(args),
         Command::Serve(args) => serve::exec(args),
+        Command::Train(args) => train::exec(args),
         Command::Build(args) => build::exec(args),
         Command::Images(args) => images::images(args),
         Command::Inspect(args) => images::inspect(args),

@@ -22,14 +22,16 @@ pub const SCRUBBED: [&str; 8] = [
 
 /// What every guest build reads besides its own crate (paths relative to
 /// `modules/`): the guest workspace's manifest and lock, the guest SDK and
-/// serving crates, the WIT files and the shared wire format.
-pub const SHARED_INPUTS: [&str; 6] = [
+/// serving crates, the WIT files, the shared wire format and the graph
+/// builder training guests use.
+pub const SHARED_INPUTS: [&str; 7] = [
     "Cargo.toml",
     "Cargo.lock",
     "sdk",
     "serve",
     "../runtime/wit",
     "../crates/abi/src",
+    "../crates/autodiff/src",
 ];
 
 /// The guest workspace of one repository checkout.

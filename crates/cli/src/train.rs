@@ -1,0 +1,284 @@
+//! `weft train`: run a training module in the sandbox and follow its
+//! metrics.
+
+use crate::run::{GpuArgs, resolve_module, runtime_config};
+use crate::store::StoreArgs;
+use anyhow::Context as _;
+use clap::Args;
+use std::io::{BufRead, Seek};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use weft_runtime::{DirGrant, Launch, Limits, Purpose, Resolved, Runtime};
+
+/// The generic trainer bundled into `weft` (`modules/trainer`).
+pub const TRAINER_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/trainer.wasm"));
+
+/// Train a model inside the sandbox. The training step is an ONNX graph
+/// the module builds and runs through wasi-nn, on the CPU or the GPU. The
+/// bundled trainer fits an MLP classifier to CSV data (features, then the
+/// class label): DATA/train.csv, and DATA/test.csv for accuracy.
+#[derive(Args)]
+#[command(
+    after_help = "Files: the module sees DATA as /data (read only), OUT as /out (metrics.jsonl, model.onnx) and the checkpoint directory as /checkpoints (checkpoint.safetensors).\n\nExample:\n  weft train --data digits --epochs 20 --out digits-run -- --hidden 64 --lr 0.005\n  weft serve digits-run/model.onnx"
+)]
+pub struct TrainArgs {
+    /// A training module (.wasm, or a reference in the local store)
+    /// [default: the bundled trainer].
+    #[arg(value_name = "MODULE|REF")]
+    pub module: Option<String>,
+
+    /// The data directory (train.csv, test.csv for the bundled trainer).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+
+    /// Passes over the training data.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: u64,
+
+    /// Where the training step runs.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu", "auto"])]
+    pub target: String,
+
+    /// Where the metrics and the trained model go (created).
+    #[arg(long, value_name = "DIR", default_value = "weft-train")]
+    pub out: PathBuf,
+
+    /// Where checkpoints go (created) [default: OUT/checkpoints].
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+
+    /// Continue from the checkpoint in the checkpoint directory; the result
+    /// is the one an uninterrupted run gives.
+    #[arg(long)]
+    pub resume: bool,
+
+    /// Print every metrics record as a JSON line on stdout, no progress bar.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Cap on what the module holds on the host (e.g. 2GiB).
+    #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = crate::parse::size)]
+    pub max_memory: usize,
+
+    /// Wall-clock deadline (e.g. 2h) or `none`.
+    #[arg(long, value_name = "DURATION", default_value = "none", value_parser = crate::parse::timeout)]
+    pub timeout: Duration,
+
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    #[command(flatten)]
+    pub remote: crate::remote::RemoteArgs,
+
+    /// Arguments for the training module (after `--`); the bundled
+    /// trainer's: --hidden 64,32 --classes K --optimizer adam|sgd --lr X
+    /// --batch N --seed N --checkpoint-every STEPS.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+/// Grant `host` (given with `flag`) as `guest`, creating it when writable.
+fn grant(flag: &str, host: &Path, guest: &str, read_only: bool) -> anyhow::Result<DirGrant> {
+    if !read_only {
+        std::fs::create_dir_all(host)
+            .with_context(|| format!("{flag} {}: cannot create it", host.display()))?;
+    }
+    let host = host
+        .canonicalize()
+        .with_context(|| format!("{flag} {}", host.display()))?;
+    Ok(DirGrant {
+        host,
+        guest: guest.into(),
+        read_only,
+    })
+}
+
+pub fn exec(a: TrainArgs) -> anyhow::Result<i32> {
+    a.gpu.apply();
+    let runtime = Runtime::new(runtime_config(a.gpu.nn_gpu_fallback, false, None, false))?;
+    let resolved = match &a.module {
+        None => Resolved::module("trainer.wasm", TRAINER_WASM.to_vec()),
+        Some(m) => resolve_module(m, &a.store, &a.remote, a.json)?,
+    };
+    let checkpoints = a
+        .checkpoint_dir
+        .clone()
+        .unwrap_or_else(|| a.out.join("checkpoints"));
+    let dirs = vec![
+        grant("--data", &a.data, "/data", true)?,
+        grant("--out", &a.out, "/out", false)?,
+        grant("--checkpoint-dir", &checkpoints, "/checkpoints", false)?,
+    ];
+    let metrics = a.out.join("metrics.jsonl");
+    if !a.resume {
+        // A fresh run starts fresh records (a resumed one appends).
+        let _ = std::fs::remove_file(&metrics);
+    }
+    let mut args = vec![
+        "--epochs".to_string(),
+        a.epochs.to_string(),
+        "--target".into(),
+        a.target.clone(),
+    ];
+    if a.resume {
+        args.push("--resume".into());
+    }
+    args.extend(a.args.iter().cloned());
+    let prepared = runtime.prepare(
+        resolved,
+        Purpose::Run,
+        Launch {
+            dirs,
+            args,
+            limits: Limits {
+                max_memory: a.max_memory,
+                timeout: (!a.timeout.is_zero()).then_some(a.timeout),
+                fuel: None,
+            },
+            ..Default::default()
+        },
+    )?;
+    let started = Instant::now();
+    let follow = Follow::new(&metrics, a.json);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let code = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut follow = follow;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                follow.poll();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            follow.poll();
+            follow
+        });
+        let code = prepared.run(&runtime);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let follow = watcher.join().expect("the metrics follower");
+        follow.finish(code.as_ref().is_ok_and(|c| *c == 0));
+        code
+    })?;
+    if code == 0 && !a.json {
+        let model = a.out.join("model.onnx");
+        eprintln!(
+            "weft: trained in {:.1}s; checkpoint {}",
+            started.elapsed().as_secs_f64(),
+            checkpoints.join("checkpoint.safetensors").display()
+        );
+        if model.exists() {
+            eprintln!(
+                "weft: model {} (serve it: weft serve {})",
+                model.display(),
+                model.display()
+            );
+        }
+    }
+    Ok(code)
+}
+
+/// Follows `metrics.jsonl` as the module appends to it: a progress bar
+/// (loss, examples/s, ETA) on a terminal, or each record on stdout.
+struct Follow {
+    path: PathBuf,
+    offset: u64,
+    json: bool,
+    bar: indicatif::ProgressBar,
+    started: Instant,
+    first_examples: Option<u64>,
+}
+
+impl Follow {
+    fn new(path: &Path, json: bool) -> Follow {
+        let offset = std::fs::metadata(path).map_or(0, |m| m.len());
+        let bar = if json {
+            indicatif::ProgressBar::hidden()
+        } else {
+            let bar = indicatif::ProgressBar::new(0);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{spinner} epoch {prefix} [{bar:30}] {pos}/{len} steps, {msg}, ETA {eta}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar
+        };
+        Follow {
+            path: path.to_owned(),
+            offset,
+            json,
+            bar,
+            started: Instant::now(),
+            first_examples: None,
+        }
+    }
+
+    fn poll(&mut self) {
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        if f.seek(std::io::SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut reader = std::io::BufReader::new(f);
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if !line.ends_with('\n') {
+                // Half a record: read it whole next time.
+                break;
+            }
+            self.offset += line.len() as u64;
+            self.record(line.trim());
+            line.clear();
+        }
+    }
+
+    fn record(&mut self, line: &str) {
+        if self.json {
+            outln!("{line}");
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            return;
+        };
+        let num = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+        if let Some(total) = num("total_steps") {
+            self.bar.set_length(total as u64);
+        }
+        if let Some(epoch) = num("epoch") {
+            self.bar.set_prefix(format!("{epoch}"));
+        }
+        if let Some(acc) = num("accuracy") {
+            let line = format!(
+                "epoch {}: accuracy {:.2}%",
+                num("epoch").unwrap_or(0.0),
+                acc * 100.0
+            );
+            if self.bar.is_hidden() {
+                eprintln!("weft: {line}");
+            } else {
+                self.bar.println(line);
+            }
+            return;
+        }
+        if let (Some(step), Some(loss), Some(examples)) =
+            (num("step"), num("loss"), num("examples"))
+        {
+            self.bar.set_position(step as u64);
+            let first = *self.first_examples.get_or_insert(examples as u64);
+            let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+            self.bar.set_message(format!(
+                "loss {loss:.4}, {:.0} examples/s",
+                (examples as u64).saturating_sub(first) as f64 / secs
+            ));
+        }
+    }
+
+    fn finish(&self, ok: bool) {
+        if ok {
+            self.bar.finish();
+        } else {
+            self.bar.abandon();
+        }
+    }
+}

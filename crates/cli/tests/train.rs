@@ -1,0 +1,241 @@
+//! `weft train` with the bundled trainer, end to end: it learns, a resumed
+//! run (after a clean stop or `kill -9`) ends with the same bytes, the
+//! model it exports serves, and bad input names what is wrong.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn weft_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_weft")
+}
+
+fn train(args: &[&str], cwd: &Path) -> Output {
+    Command::new(weft_bin())
+        .arg("train")
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("weft runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Three noisy clusters in four dimensions, one per class, as CSV with a
+/// header (deterministic).
+fn clusters(dir: &Path, rows: usize, seed: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut unit = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let centers = [
+        [0.0, 0.0, 2.0, 1.0],
+        [2.0, 2.0, 0.0, 0.0],
+        [-2.0, 1.0, -1.0, 2.0],
+    ];
+    for (name, n) in [("train.csv", rows), ("test.csv", rows / 4)] {
+        let mut text = String::from("a,b,c,d,label\n");
+        for _ in 0..n {
+            let k = (unit() * 3.0) as usize % 3;
+            let row: Vec<String> = centers[k]
+                .iter()
+                .map(|c| format!("{:.4}", c + (unit() - 0.5) * 2.4))
+                .collect();
+            text += &format!("{},{k}\n", row.join(","));
+        }
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+}
+
+fn records(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The tensor bytes of a run's checkpoint: parameters and optimizer state
+/// (safetensors: an 8-byte header length, the JSON header, then the data;
+/// the header's metadata is a map whose key order is not fixed).
+fn checkpoint(out: &Path) -> Vec<u8> {
+    let bytes = std::fs::read(out.join("checkpoints/checkpoint.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + n..].to_vec()
+}
+
+#[test]
+fn training_learns_resumes_exactly_and_its_model_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    clusters(&dir.join("data"), 600, 1);
+
+    let o = train(&["--data", "data", "--epochs", "4", "--out", "a"], dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let recs = records(&dir.join("a"));
+    let acc = recs
+        .iter()
+        .rev()
+        .find_map(|r| r["accuracy"].as_f64())
+        .expect("an accuracy record");
+    assert!(acc >= 0.9, "test accuracy {acc}");
+    let losses: Vec<f64> = recs.iter().filter_map(|r| r["loss"].as_f64()).collect();
+    assert_eq!(losses.len(), 4 * (600 / 32));
+    assert!(recs.last().unwrap()["done"] == true, "{:?}", recs.last());
+
+    // Two epochs, then two more with --resume: the same bytes.
+    let o = train(&["--data", "data", "--epochs", "2", "--out", "b"], dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = train(
+        &["--data", "data", "--epochs", "4", "--out", "b", "--resume"],
+        dir,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        checkpoint(&dir.join("a")) == checkpoint(&dir.join("b")),
+        "a resumed run ended with other parameters"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("a/model.onnx")).unwrap(),
+        std::fs::read(dir.join("b/model.onnx")).unwrap()
+    );
+
+    // The exported model serves as it is, and classifies.
+    let model = format!("m={}", dir.join("a/model.onnx").display());
+    let server = weft_tests::ServeProcess::start(weft_bin(), &[model.as_str(), "--no-grpc"]);
+    let addr = server.rest.trim_start_matches("http://");
+    let (status, body) = weft_tests::containerd::http(
+        addr,
+        "POST",
+        "/v2/models/m/infer",
+        r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[2,2,0,0]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let p: Vec<f64> = v["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(p.len(), 3, "{body}");
+    assert!(p[1] > 0.9, "the middle cluster's center is class 1: {p:?}");
+}
+
+/// `kill -9` at any moment: the checkpoint on disk is whole, and resuming
+/// from it ends where an uninterrupted run ends.
+#[test]
+fn a_run_killed_anywhere_resumes_to_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    clusters(&dir.join("data"), 2000, 3);
+    let args = ["--data", "data", "--epochs", "12"];
+    let extra = ["--", "--batch", "16", "--checkpoint-every", "7"];
+    let full: Vec<&str> = args
+        .iter()
+        .chain(&["--out", "straight"])
+        .chain(&extra)
+        .copied()
+        .collect();
+    let started = std::time::Instant::now();
+    let o = train(&full, dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let straight = started.elapsed();
+
+    for (i, fraction) in [0.3, 0.7].into_iter().enumerate() {
+        let out = format!("killed{i}");
+        let run: Vec<&str> = args
+            .iter()
+            .chain(&["--out", out.as_str()])
+            .chain(&extra)
+            .copied()
+            .collect();
+        let mut child = Command::new(weft_bin())
+            .arg("train")
+            .args(&run)
+            .current_dir(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(straight.mul_f64(fraction));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let seen =
+            std::fs::read_to_string(dir.join(&out).join("metrics.jsonl")).unwrap_or_default();
+        assert!(
+            !seen.contains("\"done\""),
+            "killed at {fraction} of the run, it had already finished"
+        );
+        let resumed: Vec<&str> = run
+            .iter()
+            .take(6)
+            .chain(&["--resume"])
+            .chain(&extra)
+            .copied()
+            .collect();
+        let o = train(&resumed, dir);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            checkpoint(&dir.join("straight")) == checkpoint(&dir.join(&out)),
+            "killed at {fraction} of the run, the resumed run ended elsewhere"
+        );
+    }
+}
+
+#[test]
+fn bad_data_and_foreign_checkpoints_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("ragged")).unwrap();
+    std::fs::write(
+        dir.join("ragged/train.csv"),
+        "a,b,label\n1,2,0\n3,4,1\n5,6\n7,8,1\n",
+    )
+    .unwrap();
+    let o = train(&["--data", "ragged", "--out", "r"], dir);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.contains("/data/train.csv:4: 2 columns, but the first row has 3"),
+        "{e}"
+    );
+
+    std::fs::create_dir_all(dir.join("labels")).unwrap();
+    std::fs::write(dir.join("labels/train.csv"), "1,2,0\n3,4,7\n").unwrap();
+    let o = train(
+        &["--data", "labels", "--out", "l", "--", "--classes", "3"],
+        dir,
+    );
+    let e = stderr(&o);
+    assert!(
+        e.contains("/data/train.csv:2: label 7 is not a class (0 to 2)"),
+        "{e}"
+    );
+
+    let o = train(&["--data", "nowhere", "--out", "n"], dir);
+    assert!(stderr(&o).contains("--data nowhere"), "{}", stderr(&o));
+
+    clusters(&dir.join("data"), 200, 2);
+    let o = train(&["--data", "data", "--epochs", "1", "--out", "c"], dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = checkpoint(&dir.join("c"));
+    let o = train(
+        &[
+            "--data", "data", "--epochs", "2", "--out", "c", "--resume", "--", "--hidden", "8",
+        ],
+        dir,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("a checkpoint of another training"), "{e}");
+    assert_eq!(before, checkpoint(&dir.join("c")), "the checkpoint changed");
+}

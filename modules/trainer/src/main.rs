@@ -1,0 +1,401 @@
+//! `trainer`: the generic training module `weft train` bundles.
+//!
+//! Trains an MLP classifier on CSV data (features, then the class label)
+//! entirely inside the sandbox: the training step is an ONNX graph built
+//! here with weft-autodiff and run through wasi-nn on the host's CPU or GPU
+//! backend. Every step copies the parameters in and out through guest
+//! memory.
+//!
+//! Files (the host grants the directories):
+//! - `/data/train.csv`, and `/data/test.csv` when there is one;
+//! - `/checkpoints/checkpoint.safetensors`: parameters, optimizer state
+//!   and the step, rewritten atomically every `--checkpoint-every` steps;
+//! - `/out/metrics.jsonl`: one JSON object per step (`step`, `epoch`,
+//!   `loss`, `examples`, `total_steps`), per epoch (`accuracy` on the test
+//!   data) and one at the end (`done`, `steps`);
+//! - `/out/model.onnx`: the trained model for serving (`input` `[1, F]` →
+//!   `probabilities` `[1, K]`).
+//!
+//! Training is deterministic for a seed and a backend: the data order of
+//! each epoch comes from the seed and the epoch, so a run resumed from a
+//! checkpoint ends with the same parameters as one never interrupted.
+
+mod checkpoint;
+mod data;
+mod model;
+
+use checkpoint::Checkpoint;
+use data::{Data, Rng};
+use model::Net;
+use std::io::Write;
+use weft_autodiff::optim::Optimizer;
+use weft_guest::{Encoding, Graph, Target, Tensor, TensorType};
+
+struct Args {
+    epochs: u64,
+    hidden: Vec<usize>,
+    classes: Option<usize>,
+    optimizer: String,
+    lr: f32,
+    batch: usize,
+    seed: u64,
+    target: String,
+    resume: bool,
+    checkpoint_every: Option<u64>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        epochs: 10,
+        hidden: vec![64],
+        classes: None,
+        optimizer: "adam".into(),
+        lr: 0.01,
+        batch: 32,
+        seed: 1,
+        target: "cpu".into(),
+        resume: false,
+        checkpoint_every: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--resume" {
+            a.resume = true;
+            continue;
+        }
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let bad = |what: &str| format!("{flag} {value}: {what}");
+        match flag.as_str() {
+            "--epochs" => a.epochs = value.parse().map_err(|_| bad("not a number"))?,
+            "--hidden" => {
+                a.hidden = value
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().ok().filter(|&n| n > 0))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| bad("layer widths such as 64,32"))?
+            }
+            "--classes" => {
+                a.classes = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|&k| k > 1)
+                        .ok_or_else(|| bad("at least 2"))?,
+                )
+            }
+            "--optimizer" if value == "adam" || value == "sgd" => a.optimizer = value,
+            "--optimizer" => return Err(bad("adam or sgd")),
+            "--lr" => {
+                a.lr = value
+                    .parse()
+                    .ok()
+                    .filter(|x: &f32| *x > 0.0 && x.is_finite())
+                    .ok_or_else(|| bad("a positive number"))?
+            }
+            "--batch" => {
+                a.batch = value
+                    .parse()
+                    .ok()
+                    .filter(|&b| b > 0)
+                    .ok_or_else(|| bad("a positive number"))?
+            }
+            "--seed" => a.seed = value.parse().map_err(|_| bad("not a number"))?,
+            "--target" if ["cpu", "gpu", "auto"].contains(&value.as_str()) => a.target = value,
+            "--target" => return Err(bad("cpu, gpu or auto")),
+            "--checkpoint-every" => {
+                a.checkpoint_every = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|&n| n > 0)
+                        .ok_or_else(|| bad("a positive number of steps"))?,
+                )
+            }
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    Ok(a)
+}
+
+fn load(bytes: &[u8], target: &str) -> Result<Graph, String> {
+    let on = |t| Graph::load(&[bytes], Encoding::Onnx, t).map_err(|e| e.to_string());
+    match target {
+        "gpu" => on(Target::Gpu),
+        "auto" => on(Target::Gpu).or_else(|_| on(Target::Cpu)),
+        _ => on(Target::Cpu),
+    }
+}
+
+fn floats(t: &Tensor) -> Vec<f32> {
+    t.data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn dims(shape: &[usize]) -> Vec<u32> {
+    shape.iter().map(|&d| d as u32).collect()
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("trainer: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let a = parse()?;
+    let train = Data::read("/data/train.csv", a.classes)?;
+    let classes = a
+        .classes
+        .unwrap_or_else(|| train.labels.iter().max().map_or(2, |m| m + 1).max(2));
+    let test = match std::fs::metadata("/data/test.csv") {
+        Ok(_) => {
+            let t = Data::read("/data/test.csv", Some(classes))?;
+            if t.features != train.features {
+                return Err(format!(
+                    "/data/test.csv: {} features, /data/train.csv has {}",
+                    t.features, train.features
+                ));
+            }
+            Some(t)
+        }
+        Err(_) => None,
+    };
+    let batch = a.batch.min(train.rows());
+    let per_epoch = (train.rows() / batch) as u64;
+    let total = per_epoch * a.epochs;
+    let every = a.checkpoint_every.unwrap_or(per_epoch).max(1);
+    let mut sizes = vec![train.features];
+    sizes.extend(&a.hidden);
+    sizes.push(classes);
+    let net = Net { sizes };
+    let opt = match a.optimizer.as_str() {
+        "sgd" => Optimizer::Sgd {
+            momentum: 0.9,
+            weight_decay: 0.0,
+        },
+        _ => Optimizer::adam(),
+    };
+    let signature = format!(
+        "mlp {:?}, {}, batch {batch}, seed {}",
+        net.sizes, a.optimizer, a.seed
+    );
+    let (step_onnx, spec) = net.step(batch, &opt).map_err(|e| e.to_string())?;
+
+    // The state every step reads and writes, by graph input name.
+    let mut values: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let params = net.params();
+    let init = net.init(&mut Rng::new(a.seed));
+    for ((name, shape), v) in params.iter().zip(init) {
+        values.push((name.clone(), shape.clone(), v));
+    }
+    for s in &spec.state {
+        let base = s.rsplit_once('.').map_or(s.as_str(), |(b, _)| b);
+        let shape = params
+            .iter()
+            .find(|(n, _)| n == base)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default();
+        let n = shape.iter().product();
+        values.push((s.clone(), shape, vec![0.0; n]));
+    }
+    let ckpt = "/checkpoints/checkpoint.safetensors";
+    let mut step: u64 = 0;
+    if a.resume && std::fs::metadata(ckpt).is_ok() {
+        let c = Checkpoint::read(ckpt, &signature)?;
+        for (name, shape, v) in c.tensors {
+            let slot = values
+                .iter_mut()
+                .find(|(n, _, _)| *n == name)
+                .ok_or_else(|| format!("{ckpt}: unexpected tensor {name}"))?;
+            if slot.1 != shape {
+                return Err(format!(
+                    "{ckpt}: {name} has shape {shape:?}, this training's is {:?}",
+                    slot.1
+                ));
+            }
+            slot.2 = v;
+        }
+        step = c.step;
+    }
+
+    let graph = load(&step_onnx, &a.target)?;
+    let mut ctx = graph.context().map_err(|e| e.to_string())?;
+    let eval = match &test {
+        Some(t) => {
+            let rows = t.rows().min(256);
+            let g = load(&net.eval(rows).map_err(|e| e.to_string())?, &a.target)?;
+            Some((g, rows))
+        }
+        None => None,
+    };
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open("/out/metrics.jsonl")
+        .map_err(|e| format!("/out/metrics.jsonl: {e}"))?;
+    let mut order = Vec::new();
+    let mut order_epoch = u64::MAX;
+    let mut last_saved = step;
+    while step < total {
+        let epoch = step / per_epoch;
+        if epoch != order_epoch {
+            order = Rng::new(a.seed ^ (epoch + 1).wrapping_mul(0x51_7cc1_b727_220a))
+                .permutation(train.rows());
+            order_epoch = epoch;
+        }
+        let pos = (step % per_epoch) as usize;
+        let rows = &order[pos * batch..(pos + 1) * batch];
+        let mut x = Vec::with_capacity(batch * train.features);
+        let mut labels = vec![0.0f32; batch * classes];
+        for (i, &r) in rows.iter().enumerate() {
+            x.extend_from_slice(&train.x[r * train.features..(r + 1) * train.features]);
+            labels[i * classes + train.labels[r]] = 1.0;
+        }
+        for (index, name) in spec.inputs.iter().enumerate() {
+            let tensor = match name.as_str() {
+                "x" => Tensor::f32(&[batch as u32, train.features as u32], &x),
+                "labels" => Tensor::f32(&[batch as u32, classes as u32], &labels),
+                "lr" => Tensor::f32(&[], &[a.lr]),
+                "step" => Tensor::f32(&[], &[(step + 1) as f32]),
+                _ => {
+                    let (_, shape, v) = values
+                        .iter()
+                        .find(|(n, _, _)| n == name)
+                        .ok_or_else(|| format!("the step graph wants {name}"))?;
+                    Tensor::f32(&dims(shape), v)
+                }
+            }
+            .map_err(|e| e.to_string())?;
+            ctx.set_input(index as u32, &tensor)
+                .map_err(|e| format!("step {}: input {name}: {e}", step + 1))?;
+        }
+        ctx.compute()
+            .map_err(|e| format!("step {}: {e}", step + 1))?;
+        let mut loss = f32::NAN;
+        let mut next = Vec::new();
+        for (index, name) in spec.outputs.iter().enumerate() {
+            let shape = match name.strip_suffix(".next") {
+                Some(base) => values
+                    .iter()
+                    .find(|(n, _, _)| n == base)
+                    .map(|(_, s, _)| s.clone())
+                    .unwrap_or_default(),
+                None => vec![],
+            };
+            let t = ctx
+                .output(index as u32, TensorType::F32, &dims(&shape))
+                .map_err(|e| format!("step {}: output {name}: {e}", step + 1))?;
+            match name.strip_suffix(".next") {
+                Some(base) => next.push((base.to_string(), floats(&t))),
+                None => loss = floats(&t).first().copied().unwrap_or(f32::NAN),
+            }
+        }
+        if !loss.is_finite() {
+            return Err(format!(
+                "the loss is {loss} at step {}; the last good checkpoint (step {last_saved}) is kept in {ckpt}; lower --lr",
+                step + 1
+            ));
+        }
+        for (name, v) in next {
+            if let Some(slot) = values.iter_mut().find(|(n, _, _)| *n == name) {
+                slot.2 = v;
+            }
+        }
+        step += 1;
+        writeln!(
+            metrics,
+            "{{\"step\":{step},\"epoch\":{},\"loss\":{loss},\"examples\":{},\"total_steps\":{total}}}",
+            epoch + 1,
+            step * batch as u64
+        )
+        .map_err(|e| format!("/out/metrics.jsonl: {e}"))?;
+        if step.is_multiple_of(every) || step == total {
+            Checkpoint {
+                tensors: values.clone(),
+                step,
+                signature: signature.clone(),
+            }
+            .write(ckpt)?;
+            last_saved = step;
+        }
+        if step.is_multiple_of(per_epoch)
+            && let (Some((g, rows)), Some(t)) = (&eval, &test)
+        {
+            let acc = accuracy(g, *rows, t, &net, &values)?;
+            writeln!(
+                metrics,
+                "{{\"step\":{step},\"epoch\":{},\"accuracy\":{acc}}}",
+                epoch + 1
+            )
+            .map_err(|e| format!("/out/metrics.jsonl: {e}"))?;
+        }
+    }
+    let trained: Vec<Vec<f32>> = params
+        .iter()
+        .map(|(n, _)| {
+            values
+                .iter()
+                .find(|(m, _, _)| m == n)
+                .map(|(_, _, v)| v.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    let model = net.export(&trained).map_err(|e| e.to_string())?;
+    std::fs::write("/out/model.onnx.partial", &model)
+        .and_then(|()| std::fs::rename("/out/model.onnx.partial", "/out/model.onnx"))
+        .map_err(|e| format!("/out/model.onnx: {e}"))?;
+    writeln!(metrics, "{{\"done\":true,\"steps\":{step}}}")
+        .map_err(|e| format!("/out/metrics.jsonl: {e}"))?;
+    Ok(())
+}
+
+/// The share of `data` the network classifies right.
+fn accuracy(
+    graph: &Graph,
+    rows: usize,
+    data: &Data,
+    net: &Net,
+    values: &[(String, Vec<usize>, Vec<f32>)],
+) -> Result<f32, String> {
+    let mut ctx = graph.context().map_err(|e| e.to_string())?;
+    let params = net.params();
+    for (i, (name, shape)) in params.iter().enumerate() {
+        let v = &values
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .ok_or_else(|| format!("no parameter {name}"))?
+            .2;
+        let t = Tensor::f32(&dims(shape), v).map_err(|e| e.to_string())?;
+        ctx.set_input(i as u32, &t).map_err(|e| e.to_string())?;
+    }
+    let classes = *net.sizes.last().unwrap_or(&2);
+    let f = data.features;
+    let mut right = 0;
+    for start in (0..data.rows()).step_by(rows) {
+        let n = rows.min(data.rows() - start);
+        let mut x = data.x[start * f..(start + n) * f].to_vec();
+        x.resize(rows * f, 0.0);
+        let t = Tensor::f32(&[rows as u32, f as u32], &x).map_err(|e| e.to_string())?;
+        ctx.set_input(params.len() as u32, &t)
+            .map_err(|e| e.to_string())?;
+        ctx.compute().map_err(|e| e.to_string())?;
+        let logits = floats(
+            &ctx.output(0, TensorType::F32, &[rows as u32, classes as u32])
+                .map_err(|e| e.to_string())?,
+        );
+        for i in 0..n {
+            let row = &logits[i * classes..(i + 1) * classes];
+            let best = (0..classes)
+                .max_by(|&p, &q| row[p].total_cmp(&row[q]))
+                .unwrap_or(0);
+            if best == data.labels[start + i] {
+                right += 1;
+            }
+        }
+    }
+    Ok(right as f32 / data.rows() as f32)
+}
