@@ -381,7 +381,8 @@ mod tests {
                 .contains("do not broadcast")
         );
         let c = g.input("c", &[3]);
-        assert_eq!(g.shape(g.add(a, c).unwrap()), [2, 3]);
+        let sum = g.add(a, c).unwrap();
+        assert_eq!(g.shape(sum), [2, 3]);
         assert!(g.reshape(a, &[5]).is_err());
         let x = g.input("x", &[1, 2, 8, 8]);
         let w = g.input("w", &[4, 2, 3, 3]);

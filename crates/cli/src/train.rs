@@ -56,6 +56,12 @@ pub struct TrainArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Package the trained model as a model module (the bundled predictor
+    /// serving OUT/model.onnx) tagged REF in the local store, and push it
+    /// when REF names a registry (REGISTRY/REPOSITORY:TAG).
+    #[arg(long, value_name = "REF")]
+    pub push: Option<String>,
+
     /// Cap on what the module holds on the host (e.g. 2GiB).
     #[arg(long, value_name = "SIZE", default_value = "2GiB", value_parser = crate::parse::size)]
     pub max_memory: usize,
@@ -141,6 +147,10 @@ pub fn exec(a: TrainArgs) -> anyhow::Result<i32> {
             ..Default::default()
         },
     )?;
+    if let Some(reference) = &a.push {
+        // Refuse a bad reference before training, not after.
+        weft_oci::parse_reference(reference).with_context(|| format!("--push {reference}"))?;
+    }
     let started = Instant::now();
     let follow = Follow::new(&metrics, a.json);
     let done = std::sync::atomic::AtomicBool::new(false);
@@ -175,7 +185,51 @@ pub fn exec(a: TrainArgs) -> anyhow::Result<i32> {
             );
         }
     }
+    if code == 0
+        && let Some(reference) = &a.push
+    {
+        publish(&a, reference)?;
+    }
     Ok(code)
+}
+
+/// Package OUT/model.onnx with the bundled predictor as the model module
+/// `reference` in the local store, and push it when it names a registry.
+fn publish(a: &TrainArgs, reference: &str) -> anyhow::Result<()> {
+    let model = a.out.join("model.onnx");
+    anyhow::ensure!(
+        model.exists(),
+        "--push: the training module wrote no {}",
+        model.display()
+    );
+    let pkg = a.out.join("package");
+    std::fs::create_dir_all(&pkg).with_context(|| format!("creating {}", pkg.display()))?;
+    std::fs::write(pkg.join("predictor.wasm"), crate::serve::PREDICTOR_WASM)?;
+    std::fs::copy(&model, pkg.join("model.onnx"))?;
+    let repo = reference.rsplit_once(':').map_or(reference, |(r, _)| r);
+    let name = repo.rsplit('/').next().unwrap_or(repo);
+    std::fs::write(
+        pkg.join("weft.toml"),
+        format!(
+            "[module]\nname = {name:?}\nversion = \"1\"\nfile = \"predictor.wasm\"\ndescription = \"trained by weft train\"\n\n[[model]]\nname = \"model\"\nfile = \"model.onnx\"\n"
+        ),
+    )?;
+    crate::build::exec(crate::build::BuildArgs {
+        dir: pkg,
+        tag: Some(reference.to_owned()),
+        classic: false,
+        store: a.store.clone(),
+    })?;
+    if weft_oci::names_registry(reference) {
+        crate::remote::push(crate::remote::PushArgs {
+            local: reference.to_owned(),
+            target: None,
+            json: false,
+            remote: a.remote.clone(),
+            store: a.store.clone(),
+        })?;
+    }
+    Ok(())
 }
 
 /// Follows `metrics.jsonl` as the module appends to it: a progress bar

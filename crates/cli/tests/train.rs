@@ -330,3 +330,47 @@ fn the_gpu_backend_follows_the_cpu_losses() {
         );
     }
 }
+
+/// `--push` packages the trained model with the bundled predictor as a new
+/// model-module version, pushes it to a real registry, and a fresh store
+/// serves it by reference.
+#[test]
+fn a_trained_model_is_published_and_served_by_reference() {
+    let Some(reg) = weft_tests::TestRegistry::start(None) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    clusters(&dir.join("data"), 300, 4);
+    let reference = format!("{}/clusters:2", reg.addr);
+    let o = train(
+        &[
+            "--data", "data", "--epochs", "3", "--out", "run", "--store", "mine", "--push",
+            &reference,
+        ],
+        dir,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let pushed = String::from_utf8_lossy(&o.stdout);
+    assert!(pushed.contains("pushed"), "{pushed}");
+
+    let other = dir.join("other").display().to_string();
+    let server = weft_tests::ServeProcess::start(
+        weft_bin(),
+        &[reference.as_str(), "--store", &other, "--no-grpc"],
+    );
+    let (status, body) = weft_tests::containerd::http(
+        server.rest.trim_start_matches("http://"),
+        "POST",
+        "/v2/models/clusters/infer",
+        r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[-2,1,-1,2]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let p = v["outputs"][0]["data"].as_array().unwrap();
+    assert!(
+        p[2].as_f64().unwrap() > 0.9,
+        "the third cluster is class 2: {p:?}"
+    );
+}
