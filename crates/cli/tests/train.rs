@@ -374,3 +374,45 @@ fn a_trained_model_is_published_and_served_by_reference() {
         "the third cluster is class 2: {p:?}"
     );
 }
+
+/// A loss that blows up stops the run at that step, and the checkpoint on
+/// disk is the last good one.
+#[test]
+fn a_non_finite_loss_stops_at_its_step_and_keeps_the_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    clusters(&dir.join("data"), 300, 5);
+    let o = train(
+        &[
+            "--data",
+            "data",
+            "--epochs",
+            "5",
+            "--out",
+            "nan",
+            "--",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e30",
+            "--checkpoint-every",
+            "1",
+        ],
+        dir,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(e.contains("the loss is") && e.contains("at step"), "{e}");
+    let saved: u64 = e
+        .split("last good checkpoint (step ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{e}"));
+    let steps = records(&dir.join("nan"))
+        .iter()
+        .filter(|r| r["loss"].is_number())
+        .count() as u64;
+    assert_eq!(saved, steps, "every good step was checkpointed: {e}");
+    assert!(!checkpoint(&dir.join("nan")).is_empty());
+}
