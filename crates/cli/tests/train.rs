@@ -70,6 +70,27 @@ fn checkpoint(out: &Path) -> Vec<u8> {
     bytes[8 + n..].to_vec()
 }
 
+/// Ask a served model about one row; its output values.
+fn infer(server: &weft_tests::ServeProcess, model: &str, row: &[f64]) -> Vec<f64> {
+    let body = serde_json::json!({"inputs": [{"name": "input", "shape": [1, row.len()],
+        "datatype": "FP32", "data": row}]});
+    let (status, answer) = weft_tests::containerd::http(
+        server.rest.trim_start_matches("http://"),
+        "POST",
+        &format!("/v2/models/{model}/infer"),
+        &body.to_string(),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    v["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
 #[test]
 fn training_learns_resumes_exactly_and_its_model_serves() {
     let tmp = tempfile::tempdir().unwrap();
@@ -109,23 +130,8 @@ fn training_learns_resumes_exactly_and_its_model_serves() {
     // The exported model serves as it is, and classifies.
     let model = format!("m={}", dir.join("a/model.onnx").display());
     let server = weft_tests::ServeProcess::start(weft_bin(), &[model.as_str(), "--no-grpc"]);
-    let addr = server.rest.trim_start_matches("http://");
-    let (status, body) = weft_tests::containerd::http(
-        addr,
-        "POST",
-        "/v2/models/m/infer",
-        r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[2,2,0,0]}]}"#,
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let p: Vec<f64> = v["outputs"][0]["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
-    assert_eq!(p.len(), 3, "{body}");
+    let p = infer(&server, "m", &[2.0, 2.0, 0.0, 0.0]);
+    assert_eq!(p.len(), 3, "{p:?}");
     assert!(p[1] > 0.9, "the middle cluster's center is class 1: {p:?}");
 }
 
@@ -273,23 +279,7 @@ fn digits_reach_97_percent_and_the_served_model_reads_one() {
     let (pixels, label) = (&row[..64], row[64] as usize);
     let model = format!("digits={}", tmp.path().join("d/model.onnx").display());
     let server = weft_tests::ServeProcess::start(weft_bin(), &[model.as_str(), "--no-grpc"]);
-    let body = serde_json::json!({"inputs": [{"name": "input", "shape": [1, 64],
-        "datatype": "FP32", "data": pixels}]});
-    let (status, answer) = weft_tests::containerd::http(
-        server.rest.trim_start_matches("http://"),
-        "POST",
-        "/v2/models/digits/infer",
-        &body.to_string(),
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{answer}");
-    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
-    let p: Vec<f64> = v["outputs"][0]["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
+    let p = infer(&server, "digits", pixels);
     let best = (0..10).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
     assert_eq!(best, label, "probabilities {p:?}");
 }
@@ -359,20 +349,8 @@ fn a_trained_model_is_published_and_served_by_reference() {
         weft_bin(),
         &[reference.as_str(), "--store", &other, "--no-grpc"],
     );
-    let (status, body) = weft_tests::containerd::http(
-        server.rest.trim_start_matches("http://"),
-        "POST",
-        "/v2/models/clusters/infer",
-        r#"{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[-2,1,-1,2]}]}"#,
-    )
-    .unwrap();
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let p = v["outputs"][0]["data"].as_array().unwrap();
-    assert!(
-        p[2].as_f64().unwrap() > 0.9,
-        "the third cluster is class 2: {p:?}"
-    );
+    let p = infer(&server, "clusters", &[-2.0, 1.0, -1.0, 2.0]);
+    assert!(p[2] > 0.9, "the third cluster is class 2: {p:?}");
 }
 
 /// A loss that blows up stops the run at that step, and the checkpoint on

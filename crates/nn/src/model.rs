@@ -83,16 +83,7 @@ pub struct TensorInfo {
 impl TensorInfo {
     /// The shape as text, `[N,3,?,?]`, or `any` when the rank is unknown.
     pub fn shape_string(&self) -> String {
-        match &self.shape {
-            None => "any".into(),
-            Some(dims) => format!(
-                "[{}]",
-                dims.iter()
-                    .map(Dim::to_string)
-                    .collect::<Vec<_>>()
-                    .join(",")
-            ),
-        }
+        self.spec().shape_string()
     }
 
     /// The interface type other crates share: the V2 datatype (none for a
