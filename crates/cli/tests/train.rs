@@ -150,10 +150,13 @@ fn a_run_killed_anywhere_resumes_to_the_same_bytes() {
         .chain(&extra)
         .copied()
         .collect();
-    let started = std::time::Instant::now();
     let o = train(&full, dir);
     assert!(o.status.success(), "{}", stderr(&o));
-    let straight = started.elapsed();
+    let steps = records(&dir.join("straight"))
+        .iter()
+        .filter(|r| r.get("step").is_some() && r.get("done").is_none())
+        .count();
+    assert!(steps > 100, "a run of {steps} steps is too short to cut");
 
     for (i, fraction) in [0.3, 0.7].into_iter().enumerate() {
         let out = format!("killed{i}");
@@ -172,7 +175,22 @@ fn a_run_killed_anywhere_resumes_to_the_same_bytes() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(straight.mul_f64(fraction));
+        // Cut at a step count, not after a time: how fast a run goes
+        // depends on the machine and on what the compile cache holds.
+        let cut = (steps as f64 * fraction) as usize;
+        let log = dir.join(&out).join("metrics.jsonl");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::fs::read_to_string(&log)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+            < cut
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no step {cut} within 2 minutes"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         child.kill().unwrap();
         child.wait().unwrap();
         let seen =
