@@ -144,6 +144,43 @@ impl Graph {
                 let g = if *keep { g } else { self.reshape(g, &kept)? };
                 self.expand(g, &xs)
             }
+            Op::Max { axes, keep } => {
+                // The gradient goes to the maxima, shared equally by ties.
+                let kept: Vec<usize> = xs
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &d)| if axes.contains(&j) { 1 } else { d })
+                    .collect();
+                let (y, g) = if *keep {
+                    (out, g)
+                } else {
+                    (self.reshape(out, &kept)?, self.reshape(g, &kept)?)
+                };
+                let mask = self.apply(Op::EqualMask, &[x, y])?;
+                let count = self.sum(mask, axes, true)?;
+                let share = self.div(g, count)?;
+                self.mul(mask, share)
+            }
+            Op::Slice { starts, ends } => {
+                let after = xs.iter().zip(ends).map(|(&d, &e)| d - e).collect();
+                self.apply(
+                    Op::Pad {
+                        before: starts.clone(),
+                        after,
+                    },
+                    &[g],
+                )
+            }
+            Op::Pad { before, .. } => {
+                let ends = before.iter().zip(&xs).map(|(&b, &d)| b + d).collect();
+                self.apply(
+                    Op::Slice {
+                        starts: before.clone(),
+                        ends,
+                    },
+                    &[g],
+                )
+            }
             Op::Reshape(_) => self.reshape(g, &xs),
             Op::Transpose(perm) => {
                 let mut inverse = vec![0; perm.len()];

@@ -30,6 +30,15 @@ pub enum Op {
         axes: Vec<usize>,
         keep: bool,
     },
+    /// Maximum over `axes` (ONNX `ReduceMax`); ties share the gradient
+    /// equally, as JAX's `max` does.
+    Max {
+        axes: Vec<usize>,
+        keep: bool,
+    },
+    /// `1` where the two (broadcast) inputs are equal, else `0`: ONNX
+    /// `Equal` then `Cast` (no gradient: gradient rules only).
+    EqualMask,
     Reshape(Vec<usize>),
     Transpose(Vec<usize>),
     /// Broadcast to a shape.
@@ -55,6 +64,11 @@ pub enum Op {
     Slice {
         starts: Vec<usize>,
         ends: Vec<usize>,
+    },
+    /// Zeros added before and after each axis (a slice's gradient).
+    Pad {
+        before: Vec<usize>,
+        after: Vec<usize>,
     },
 }
 
@@ -93,6 +107,8 @@ impl Op {
             Op::Pow => "Pow",
             Op::MatMul => "MatMul",
             Op::Sum { .. } => "ReduceSum",
+            Op::Max { .. } => "ReduceMax",
+            Op::EqualMask => "Equal",
             Op::Reshape(_) => "Reshape",
             Op::Transpose(_) => "Transpose",
             Op::Expand(_) => "Expand",
@@ -100,6 +116,7 @@ impl Op {
             Op::Conv { .. } => "Conv",
             Op::ConvTranspose { .. } => "ConvTranspose",
             Op::Slice { .. } => "Slice",
+            Op::Pad { .. } => "Pad",
         }
     }
 
@@ -108,7 +125,7 @@ impl Op {
         let op = self.name();
         let bad = |message: String| Err(Error::Shape { op, message });
         let arity = match self {
-            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::MatMul => 2,
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::MatMul | Op::EqualMask => 2,
             Op::Conv { .. } | Op::ConvTranspose { .. } => 2,
             _ => 1,
         };
@@ -117,7 +134,9 @@ impl Op {
         }
         let a = shapes[0];
         match self {
-            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => broadcast(op, a, shapes[1]),
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::EqualMask => {
+                broadcast(op, a, shapes[1])
+            }
             Op::Neg
             | Op::Relu
             | Op::Sigmoid
@@ -133,7 +152,7 @@ impl Op {
                 }
                 Ok(vec![a[0], b[1]])
             }
-            Op::Sum { axes, keep } => {
+            Op::Sum { axes, keep } | Op::Max { axes, keep } => {
                 if axes.is_empty() || axes.iter().any(|&x| x >= a.len()) {
                     return bad(format!("axes {axes:?} of a rank-{} tensor", a.len()));
                 }
@@ -207,6 +226,12 @@ impl Op {
                 }
                 Ok(vec![a[0], w[1], out[0], out[1]])
             }
+            Op::Pad { before, after } => {
+                if before.len() != a.len() || after.len() != a.len() {
+                    return bad(format!("pads for {} axes of {a:?}", before.len()));
+                }
+                Ok((0..a.len()).map(|i| before[i] + a[i] + after[i]).collect())
+            }
             Op::Slice { starts, ends } => {
                 if starts.len() != a.len() || ends.len() != a.len() {
                     return bad(format!("bounds for {} axes of {a:?}", starts.len()));
@@ -278,6 +303,15 @@ impl Graph {
             &[a],
         )
     }
+    pub fn max(&mut self, a: T, axes: &[usize], keep: bool) -> Result<T, Error> {
+        self.apply(
+            Op::Max {
+                axes: axes.to_vec(),
+                keep,
+            },
+            &[a],
+        )
+    }
     pub fn reshape(&mut self, a: T, to: &[usize]) -> Result<T, Error> {
         if self.shape(a) == to {
             return Ok(a);
@@ -307,6 +341,75 @@ impl Graph {
             &[x, w],
         )
     }
+    /// `k`×`k` max pooling with stride `k` over `[N, C, H, W]` (rows and
+    /// columns past the last whole window are dropped, as ONNX `MaxPool`
+    /// does): a reshape to `[N, C, H/k, k, W/k, k]` and a `ReduceMax`.
+    pub fn max_pool2d(&mut self, x: T, k: usize) -> Result<T, Error> {
+        let windows = self.windows(x, k, "max_pool2d")?;
+        self.max(windows, &[3, 5], false)
+    }
+
+    /// `k`×`k` average pooling with stride `k` (see [`Graph::max_pool2d`]).
+    pub fn avg_pool2d(&mut self, x: T, k: usize) -> Result<T, Error> {
+        let windows = self.windows(x, k, "avg_pool2d")?;
+        let total = self.sum(windows, &[3, 5], false)?;
+        let share = self.scalar(1.0 / (k * k) as f64);
+        self.mul(total, share)
+    }
+
+    fn windows(&mut self, x: T, k: usize, op: &'static str) -> Result<T, Error> {
+        let s = self.shape(x).to_vec();
+        if s.len() != 4 || k == 0 || s[2] < k || s[3] < k {
+            return Err(Error::Shape {
+                op,
+                message: format!("a {k}x{k} window over {s:?} (NCHW)"),
+            });
+        }
+        let (h, w) = (s[2] / k, s[3] / k);
+        let whole = if h * k == s[2] && w * k == s[3] {
+            x
+        } else {
+            self.apply(
+                Op::Slice {
+                    starts: vec![0; 4],
+                    ends: vec![s[0], s[1], h * k, w * k],
+                },
+                &[x],
+            )?
+        };
+        self.reshape(whole, &[s[0], s[1], h, k, w, k])
+    }
+
+    /// Layer normalization over the last axis (no scale or shift; multiply
+    /// and add parameters after it for those).
+    pub fn layer_norm(&mut self, x: T, eps: f64) -> Result<T, Error> {
+        let s = self.shape(x).to_vec();
+        let Some(last) = s.len().checked_sub(1) else {
+            return Err(Error::Shape {
+                op: "layer_norm",
+                message: "a scalar has no axis to normalize".into(),
+            });
+        };
+        let inv = self.scalar(1.0 / s[last] as f64);
+        let total = self.sum(x, &[last], true)?;
+        let mean = self.mul(total, inv)?;
+        let centered = self.sub(x, mean)?;
+        let sq = self.mul(centered, centered)?;
+        let sq_total = self.sum(sq, &[last], true)?;
+        let var = self.mul(sq_total, inv)?;
+        let e = self.scalar(eps);
+        let var = self.add(var, e)?;
+        let sd = self.sqrt(var)?;
+        self.div(centered, sd)
+    }
+
+    /// Multiply by a dropout mask (`0` or `1/(1-rate)` per element) fed as
+    /// an input, so the guest's seeded generator decides it and a resumed
+    /// run draws the same masks.
+    pub fn dropout(&mut self, x: T, mask: T) -> Result<T, Error> {
+        self.mul(x, mask)
+    }
+
     /// Flatten all axes after the first: `[N, ...]` to `[N, rest]`.
     pub fn flatten(&mut self, a: T) -> Result<T, Error> {
         let s = self.shape(a).to_vec();

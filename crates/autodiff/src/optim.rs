@@ -69,9 +69,24 @@ pub struct StepSpec {
 /// Add gradients of `loss` for every parameter and `opt`'s update, and
 /// mark the step's outputs.
 pub fn training_step(g: &mut Graph, loss: T, opt: &Optimizer) -> Result<StepSpec, Error> {
+    training_step_clipped(g, loss, opt, None)
+}
+
+/// [`training_step`], the gradients first scaled down together so that
+/// their global L2 norm is at most `clip_norm` (PyTorch's
+/// `clip_grad_norm_`, optax's `clip_by_global_norm`).
+pub fn training_step_clipped(
+    g: &mut Graph,
+    loss: T,
+    opt: &Optimizer,
+    clip_norm: Option<f64>,
+) -> Result<StepSpec, Error> {
     let params = g.params();
     let data: Vec<String> = g.inputs().iter().map(|t| g.name(*t).to_owned()).collect();
-    let grads = g.grad(loss, &params)?;
+    let mut grads = g.grad(loss, &params)?;
+    if let Some(max) = clip_norm {
+        grads = clip_by_global_norm(g, &grads, max)?;
+    }
     let mut state_names = Vec::new();
     let mut states = Vec::new();
     for &p in &params {
@@ -172,4 +187,34 @@ fn update(
             Ok((g.sub(p, delta)?, vec![m, v]))
         }
     }
+}
+
+/// Scale `grads` by `max / max(norm, max)`, `norm` their global L2 norm:
+/// unchanged when the norm is within `max`.
+pub fn clip_by_global_norm(g: &mut Graph, grads: &[T], max: f64) -> Result<Vec<T>, Error> {
+    if !(max > 0.0 && max.is_finite()) {
+        return Err(Error::Shape {
+            op: "clip_by_global_norm",
+            message: format!("a maximum norm of {max}; it must be positive"),
+        });
+    }
+    let mut total = g.scalar(0.0);
+    for &d in grads {
+        let sq = g.mul(d, d)?;
+        let all: Vec<usize> = (0..g.shape(sq).len()).collect();
+        let s = if all.is_empty() {
+            sq
+        } else {
+            g.sum(sq, &all, false)?
+        };
+        total = g.add(total, s)?;
+    }
+    let norm = g.sqrt(total)?;
+    // max(norm, max) = max + relu(norm - max), with standard operators.
+    let cap = g.scalar(max);
+    let over = g.sub(norm, cap)?;
+    let over = g.relu(over)?;
+    let bound = g.add(cap, over)?;
+    let scale = g.div(cap, bound)?;
+    grads.iter().map(|&d| g.mul(d, scale)).collect()
 }

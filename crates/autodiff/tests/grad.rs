@@ -214,6 +214,59 @@ fn convolutions() {
 }
 
 #[test]
+fn reductions_pooling_and_norms() {
+    check("max keep", &[&[3, 4]], (-1.0, 1.0), |g, x| {
+        g.max(x[0], &[1], true)
+    });
+    check("max drop", &[&[2, 3, 4]], (-1.0, 1.0), |g, x| {
+        g.max(x[0], &[0, 2], false)
+    });
+    for h in [4, 5] {
+        check(
+            &format!("max_pool2d h{h}"),
+            &[&[2, 3, h, h]],
+            (-1.0, 1.0),
+            |g, x| g.max_pool2d(x[0], 2),
+        );
+        check(
+            &format!("avg_pool2d h{h}"),
+            &[&[2, 3, h, h]],
+            (-1.0, 1.0),
+            |g, x| g.avg_pool2d(x[0], 2),
+        );
+    }
+    check("slice", &[&[3, 5]], (-1.0, 1.0), |g, x| {
+        g.apply(
+            Op::Slice {
+                starts: vec![1, 0],
+                ends: vec![3, 4],
+            },
+            &[x[0]],
+        )
+    });
+    // In float64, tract's optimizer rewrites this pattern into something
+    // that disagrees with its own unoptimized plan; float32 (what training
+    // runs in) is right.
+    check_in(DType::F32, "layer_norm", &[&[3, 5]], (-2.0, 2.0), |g, x| {
+        g.layer_norm(x[0], 1e-5)
+    });
+}
+
+/// Tied maxima share the gradient equally (JAX's rule for `max`).
+#[test]
+fn tied_maxima_share_the_gradient() {
+    let mut g = Graph::new(DType::F64);
+    let x = g.param("x", &[1, 4]);
+    let m = g.max(x, &[1], false).unwrap();
+    let loss = g.sum(m, &[0], false).unwrap();
+    let d = g.grad(loss, &[x]).unwrap();
+    g.output(d[0], "d");
+    let p = plan(&g.to_onnx().unwrap());
+    let out = run(&p, DType::F64, &[(vec![1, 4], vec![2.0, 0.5, 2.0, -1.0])]);
+    assert_eq!(out[0], [0.5, 0.0, 0.5, 0.0]);
+}
+
+#[test]
 fn losses() {
     check("mse", &[&[4, 3], &[4, 3]], (-1.0, 1.0), |g, x| {
         g.mse(x[0], x[1])

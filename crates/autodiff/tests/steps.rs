@@ -2,7 +2,7 @@
 //! optimizers' updates against their formulas, and small models that learn.
 
 use tract_onnx::prelude::*;
-use weft_autodiff::optim::{Optimizer, StepSpec, training_step};
+use weft_autodiff::optim::{Optimizer, StepSpec, training_step, training_step_clipped};
 use weft_autodiff::{DType, Graph};
 
 type Plan = Arc<TypedRunnableModel>;
@@ -156,6 +156,48 @@ fn updates_follow_their_formulas() {
             }
         }
     }
+}
+
+/// Clipping scales the gradients together to the maximum norm when they
+/// exceed it, and leaves them alone when they do not.
+#[test]
+fn clipping_bounds_the_global_gradient_norm() {
+    // Gradients (3, 4) and (12): global norm 13.
+    for (max, scale) in [(6.5f64, 0.5f64), (13.0, 1.0), (100.0, 1.0)] {
+        let mut g = Graph::new(DType::F32);
+        let a = g.param("a", &[2]);
+        let b = g.param("b", &[1]);
+        let ka = g.constant(&[2], vec![3.0, 4.0]).unwrap();
+        let kb = g.constant(&[1], vec![12.0]).unwrap();
+        let ya = g.mul(a, ka).unwrap();
+        let yb = g.mul(b, kb).unwrap();
+        let sa = g.sum(ya, &[0], false).unwrap();
+        let sb = g.sum(yb, &[0], false).unwrap();
+        let loss = g.add(sa, sb).unwrap();
+        let spec = training_step_clipped(&mut g, loss, &Optimizer::sgd(), Some(max)).unwrap();
+        let p = plan(&g.to_onnx().unwrap());
+        let mut feed: Feed = vec![
+            ("a".into(), vec![2], vec![0.0, 0.0]),
+            ("b".into(), vec![1], vec![0.0]),
+        ];
+        set(&mut feed, "lr", &[], vec![1.0]);
+        set(&mut feed, "step", &[], vec![1.0]);
+        let outs = step(&p, &spec, &feed);
+        advance(&mut feed, &outs);
+        let got: Vec<f32> = feed[0].2.iter().chain(&feed[1].2).copied().collect();
+        let want = [-3.0 * scale, -4.0 * scale, -12.0 * scale];
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (f64::from(*g) - w).abs() < 1e-5,
+                "clip {max}: moved {got:?}, expected {want:?}"
+            );
+        }
+    }
+    let mut g = Graph::new(DType::F32);
+    let a = g.param("a", &[1]);
+    let loss = g.sum(a, &[0], false).unwrap();
+    let e = training_step_clipped(&mut g, loss, &Optimizer::sgd(), Some(0.0)).unwrap_err();
+    assert!(e.to_string().contains("must be positive"), "{e}");
 }
 
 /// Train `g` (with its loss) for `steps` steps on batches from `batch`;
