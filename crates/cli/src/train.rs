@@ -15,11 +15,11 @@ pub const TRAINER_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/traine
 
 /// Train a model inside the sandbox. The training step is an ONNX graph
 /// the module builds and runs through wasi-nn, on the CPU or the GPU. The
-/// bundled trainer fits an MLP classifier to CSV data (features, then the
-/// class label): DATA/train.csv, and DATA/test.csv for accuracy.
+/// bundled trainer fits an MLP or a CNN classifier to CSV data (features,
+/// then the class label): DATA/train.csv, and DATA/test.csv for accuracy.
 #[derive(Args)]
 #[command(
-    after_help = "Files: the module sees DATA as /data (read only), OUT as /out (metrics.jsonl, model.onnx) and the checkpoint directory as /checkpoints (checkpoint.safetensors).\n\nExample:\n  weft train --data digits --epochs 20 --out digits-run -- --hidden 64 --lr 0.005\n  weft serve digits-run/model.onnx"
+    after_help = "Files: the module sees DATA as /data (read only), OUT as /out (metrics.jsonl, model.onnx) and the checkpoint directory as /checkpoints (checkpoint.safetensors).\n\nExample:\n  weft train --data digits --epochs 20 --out digits-run -- --hidden 64 --lr 0.005\n  weft train --data digits --epochs 20 --out digits-cnn -- --input-shape 1,8,8 --layers conv:8:3,relu,maxpool:2,flatten,dense:64,relu\n  weft serve digits-run/model.onnx"
 )]
 pub struct TrainArgs {
     /// A training module (.wasm, or a reference in the local store)
@@ -80,8 +80,11 @@ pub struct TrainArgs {
     pub remote: crate::remote::RemoteArgs,
 
     /// Arguments for the training module (after `--`); the bundled
-    /// trainer's: --hidden 64,32 --classes K --optimizer adam|sgd --lr X
-    /// --batch N --seed N --checkpoint-every STEPS.
+    /// trainer's: --hidden 64,32 | --layers conv:OUT:K[:STRIDE[:PAD]],
+    /// maxpool:K, avgpool:K, dense:N, layernorm, relu, tanh, sigmoid,
+    /// flatten, dropout:RATE (a dense layer to the classes ends them)
+    /// --input-shape C,H,W --classes K --optimizer adam|sgd --lr X
+    /// --clip-norm X --batch N --seed N --checkpoint-every STEPS.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
 }

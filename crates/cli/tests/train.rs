@@ -264,17 +264,43 @@ fn bad_data_and_foreign_checkpoints_are_named() {
     assert_eq!(before, checkpoint(&dir.join("c")), "the checkpoint changed");
 }
 
-/// The flagship data set: scikit-learn's 8x8 digits (exported by
+/// The flagship: a CNN on scikit-learn's 8x8 digits (exported by
 /// `scripts/export-digits.py`), trained in wasm to at least 97% on the
-/// held-out quarter, and the served model reads a held-out digit.
+/// held-out quarter, pushed to a real registry as a model module, served
+/// by reference from a fresh store, and queried with tritonclient over
+/// HTTP and gRPC for every held-out digit.
 #[test]
-fn digits_reach_97_percent_and_the_served_model_reads_one() {
+fn a_digits_cnn_reaches_97_percent_and_tritonclient_reads_the_served_one() {
+    let Some(reg) = weft_tests::TestRegistry::start(None) else {
+        return;
+    };
+    let Some(py) = weft_tests::python_with(&["tritonclient.http", "tritonclient.grpc", "numpy"])
+    else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let data = weft_tests::data("digits");
     let data = data.to_str().unwrap();
+    let reference = format!("{}/digits-cnn:1", reg.addr);
     let o = train(
         &[
-            "--data", data, "--epochs", "30", "--out", "d", "--", "--hidden", "64", "--lr", "0.005",
+            "--data",
+            data,
+            "--epochs",
+            "20",
+            "--out",
+            "d",
+            "--store",
+            "s",
+            "--push",
+            &reference,
+            "--",
+            "--input-shape",
+            "1,8,8",
+            "--layers",
+            "conv:8:3,relu,maxpool:2,flatten,dense:64,relu",
+            "--lr",
+            "0.005",
         ],
         tmp.path(),
     );
@@ -286,20 +312,27 @@ fn digits_reach_97_percent_and_the_served_model_reads_one() {
         .unwrap();
     assert!(acc >= 0.97, "held-out accuracy {acc}");
 
-    let row = std::fs::read_to_string(weft_tests::data("digits/test.csv")).unwrap();
-    let row: Vec<f64> = row
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .map(|c| c.parse().unwrap())
-        .collect();
-    let (pixels, label) = (&row[..64], row[64] as usize);
-    let model = format!("digits={}", tmp.path().join("d/model.onnx").display());
-    let server = weft_tests::ServeProcess::start(weft_bin(), &[model.as_str(), "--no-grpc"]);
-    let p = infer(&server, "digits", pixels);
-    let best = (0..10).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
-    assert_eq!(best, label, "probabilities {p:?}");
+    let fresh = tmp.path().join("fresh").display().to_string();
+    let model = format!("digits={reference}");
+    let server = weft_tests::ServeProcess::start(weft_bin(), &[model.as_str(), "--store", &fresh]);
+    let grpc = server.grpc.clone().expect("gRPC address");
+    let out = Command::new(&py)
+        .arg(weft_tests::repo_root().join("tests/clients/digits_query.py"))
+        .args([
+            server.rest.as_str(),
+            grpc.as_str(),
+            weft_tests::data("digits/test.csv").to_str().unwrap(),
+            "0.97",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("checks passed"),
+        "tritonclient:\n{text}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
 }
 
 /// The same training step on the GPU backend (Mesa's lavapipe in CI)

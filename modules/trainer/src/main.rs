@@ -1,7 +1,10 @@
 //! `trainer`: the generic training module `weft train` bundles.
 //!
-//! Trains an MLP classifier on CSV data (features, then the class label)
-//! entirely inside the sandbox: the training step is an ONNX graph built
+//! Trains a classifier on CSV data (features, then the class label):
+//! dense layers (`--hidden 64,32`), or any stack `--layers` describes, such
+//! as a CNN over rows read as images (`--input-shape 1,8,8 --layers
+//! conv:8:3,relu,maxpool:2,flatten,dense:64,relu`); a dense layer to the
+//! classes always ends it. Training runs entirely inside the sandbox: the training step is an ONNX graph built
 //! here with weft-autodiff and run through wasi-nn on the host's CPU or GPU
 //! backend. Every step copies the parameters in and out through guest
 //! memory.
@@ -26,14 +29,16 @@ mod model;
 
 use checkpoint::Checkpoint;
 use data::{Data, Rng};
-use model::Net;
+use model::{Layer, Net};
 use std::io::Write;
 use weft_autodiff::optim::Optimizer;
 use weft_guest::{Encoding, Graph, Target, Tensor, TensorType};
 
 struct Args {
     epochs: u64,
-    hidden: Vec<usize>,
+    layers: Vec<Layer>,
+    input_shape: Option<Vec<usize>>,
+    clip_norm: Option<f64>,
     classes: Option<usize>,
     optimizer: String,
     lr: f32,
@@ -47,7 +52,9 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut a = Args {
         epochs: 10,
-        hidden: vec![64],
+        layers: vec![Layer::Dense(64), Layer::Relu],
+        input_shape: None,
+        clip_norm: None,
         classes: None,
         optimizer: "adam".into(),
         lr: 0.01,
@@ -68,12 +75,35 @@ fn parse() -> Result<Args, String> {
         match flag.as_str() {
             "--epochs" => a.epochs = value.parse().map_err(|_| bad("not a number"))?,
             "--hidden" => {
-                a.hidden = value
+                let widths: Vec<usize> = value
                     .split(',')
                     .filter(|s| !s.is_empty())
                     .map(|s| s.parse().ok().filter(|&n| n > 0))
                     .collect::<Option<_>>()
-                    .ok_or_else(|| bad("layer widths such as 64,32"))?
+                    .ok_or_else(|| bad("layer widths such as 64,32"))?;
+                a.layers = widths
+                    .into_iter()
+                    .flat_map(|n| [Layer::Dense(n), Layer::Relu])
+                    .collect();
+            }
+            "--layers" => a.layers = Layer::parse_list(&value)?,
+            "--input-shape" => {
+                a.input_shape = Some(
+                    value
+                        .split(',')
+                        .map(|s| s.trim().parse().ok().filter(|&n: &usize| n > 0))
+                        .collect::<Option<_>>()
+                        .ok_or_else(|| bad("sizes such as 1,8,8"))?,
+                )
+            }
+            "--clip-norm" => {
+                a.clip_norm = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|x: &f64| *x > 0.0 && x.is_finite())
+                        .ok_or_else(|| bad("a positive number"))?,
+                )
             }
             "--classes" => {
                 a.classes = Some(
@@ -168,10 +198,20 @@ fn run() -> Result<(), String> {
     let per_epoch = (train.rows() / batch) as u64;
     let total = per_epoch * a.epochs;
     let every = a.checkpoint_every.unwrap_or(per_epoch).max(1);
-    let mut sizes = vec![train.features];
-    sizes.extend(&a.hidden);
-    sizes.push(classes);
-    let net = Net { sizes };
+    let input = a.input_shape.clone().unwrap_or(vec![train.features]);
+    if input.iter().product::<usize>() != train.features {
+        return Err(format!(
+            "--input-shape {input:?} holds {} values, the rows of /data/train.csv have {} features",
+            input.iter().product::<usize>(),
+            train.features
+        ));
+    }
+    let net = Net {
+        input,
+        layers: a.layers.clone(),
+        classes,
+    };
+    net.check()?;
     let opt = match a.optimizer.as_str() {
         "sgd" => Optimizer::Sgd {
             momentum: 0.9,
@@ -180,24 +220,27 @@ fn run() -> Result<(), String> {
         _ => Optimizer::adam(),
     };
     let signature = format!(
-        "mlp {:?}, {}, batch {batch}, seed {}",
-        net.sizes, a.optimizer, a.seed
+        "net {:?} {:?} {classes}, {}, clip {:?}, batch {batch}, seed {}",
+        net.input, net.layers, a.optimizer, a.clip_norm, a.seed
     );
-    let (step_onnx, spec) = net.step(batch, &opt).map_err(|e| e.to_string())?;
+    let (step_onnx, spec) = net
+        .step(batch, &opt, a.clip_norm)
+        .map_err(|e| e.to_string())?;
+    let masks = net.masks();
 
     // The state every step reads and writes, by graph input name.
     let mut values: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     let params = net.params();
     let init = net.init(&mut Rng::new(a.seed));
-    for ((name, shape), v) in params.iter().zip(init) {
-        values.push((name.clone(), shape.clone(), v));
+    for (p, v) in params.iter().zip(init) {
+        values.push((p.name.clone(), p.shape.clone(), v));
     }
     for s in &spec.state {
         let base = s.rsplit_once('.').map_or(s.as_str(), |(b, _)| b);
         let shape = params
             .iter()
-            .find(|(n, _)| n == base)
-            .map(|(_, s)| s.clone())
+            .find(|p| p.name == base)
+            .map(|p| p.shape.clone())
             .unwrap_or_default();
         let n = shape.iter().product();
         values.push((s.clone(), shape, vec![0.0; n]));
@@ -261,6 +304,15 @@ fn run() -> Result<(), String> {
                 "labels" => Tensor::f32(&[batch as u32, classes as u32], &labels),
                 "lr" => Tensor::f32(&[], &[a.lr]),
                 "step" => Tensor::f32(&[], &[(step + 1) as f32]),
+                mask if mask.starts_with("mask") => {
+                    let i: usize = mask[4..].parse().unwrap_or(usize::MAX);
+                    let (shape, rate) = masks
+                        .get(i)
+                        .ok_or_else(|| format!("the step graph wants {mask}"))?;
+                    let mut dims = vec![batch as u32];
+                    dims.extend(shape.iter().map(|&d| d as u32));
+                    Tensor::f32(&dims, &dropout_mask(a.seed, step, i, batch, shape, *rate))
+                }
                 _ => {
                     let (_, shape, v) = values
                         .iter()
@@ -336,10 +388,10 @@ fn run() -> Result<(), String> {
     }
     let trained: Vec<Vec<f32>> = params
         .iter()
-        .map(|(n, _)| {
+        .map(|p| {
             values
                 .iter()
-                .find(|(m, _, _)| m == n)
+                .find(|(m, _, _)| *m == p.name)
                 .map(|(_, _, v)| v.clone())
                 .unwrap_or_default()
         })
@@ -353,6 +405,26 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
+/// Dropout layer `layer`'s mask at `step`: `0` or `1/(1-rate)` per value,
+/// drawn from the seed, the step and the layer, so a resumed run draws the
+/// masks an uninterrupted one did.
+fn dropout_mask(
+    seed: u64,
+    step: u64,
+    layer: usize,
+    batch: usize,
+    shape: &[usize],
+    rate: f32,
+) -> Vec<f32> {
+    let n = batch * shape.iter().product::<usize>();
+    let mut rng =
+        Rng::new(seed ^ (step + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (layer as u64 + 1) << 48);
+    let keep = 1.0 / (1.0 - rate);
+    (0..n)
+        .map(|_| if rng.unit() < rate { 0.0 } else { keep })
+        .collect()
+}
+
 /// The share of `data` the network classifies right.
 fn accuracy(
     graph: &Graph,
@@ -363,16 +435,16 @@ fn accuracy(
 ) -> Result<f32, String> {
     let mut ctx = graph.context().map_err(|e| e.to_string())?;
     let params = net.params();
-    for (i, (name, shape)) in params.iter().enumerate() {
+    for (i, p) in params.iter().enumerate() {
         let v = &values
             .iter()
-            .find(|(n, _, _)| n == name)
-            .ok_or_else(|| format!("no parameter {name}"))?
+            .find(|(n, _, _)| *n == p.name)
+            .ok_or_else(|| format!("no parameter {}", p.name))?
             .2;
-        let t = Tensor::f32(&dims(shape), v).map_err(|e| e.to_string())?;
+        let t = Tensor::f32(&dims(&p.shape), v).map_err(|e| e.to_string())?;
         ctx.set_input(i as u32, &t).map_err(|e| e.to_string())?;
     }
-    let classes = *net.sizes.last().unwrap_or(&2);
+    let classes = net.classes;
     let f = data.features;
     let mut right = 0;
     for start in (0..data.rows()).step_by(rows) {

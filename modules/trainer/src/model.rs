@@ -1,93 +1,386 @@
-//! The network: an MLP classifier (ReLU between dense layers), its
+//! The network: a list of layers (dense, convolution, pooling, norms,
+//! activations, dropout) ending in a dense layer to the classes; its
 //! training step, its evaluation graph and its exported inference model,
 //! all built with weft-autodiff.
 
 use crate::data::Rng;
-use weft_autodiff::optim::{Optimizer, StepSpec, training_step};
+use weft_autodiff::optim::{Optimizer, StepSpec, training_step_clipped};
 use weft_autodiff::{DType, Error, Graph, T};
 
+/// One layer; shapes below are per example (the batch axis is implicit).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Layer {
+    /// `[F]` to `[out]`.
+    Dense(usize),
+    /// `[C, H, W]` to `[out, H', W']`.
+    Conv {
+        out: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    },
+    MaxPool(usize),
+    AvgPool(usize),
+    /// Normalize the last axis, then scale and shift (learned).
+    Norm,
+    Relu,
+    Tanh,
+    Sigmoid,
+    Flatten,
+    /// Zero a share of the values while training (inverted dropout).
+    Dropout(f32),
+}
+
+impl Layer {
+    /// Parse `--layers` text: `conv:8:3[:STRIDE[:PAD]]`, `maxpool:2`,
+    /// `avgpool:2`, `dense:64`, `layernorm`, `relu`, `tanh`, `sigmoid`,
+    /// `flatten`, `dropout:0.2`, separated by commas.
+    pub fn parse_list(text: &str) -> Result<Vec<Layer>, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(Layer::parse)
+            .collect()
+    }
+
+    fn parse(item: &str) -> Result<Layer, String> {
+        let mut parts = item.split(':');
+        let kind = parts.next().unwrap_or_default();
+        let args: Vec<&str> = parts.collect();
+        let bad = || {
+            format!(
+                "--layers: {item:?} is not a layer (conv:OUT:K[:STRIDE[:PAD]], maxpool:K, avgpool:K, dense:N, layernorm, relu, tanh, sigmoid, flatten, dropout:RATE)"
+            )
+        };
+        let n = |i: usize| -> Result<usize, String> {
+            args.get(i)
+                .and_then(|s| s.parse().ok())
+                .filter(|&v: &usize| v > 0)
+                .ok_or_else(bad)
+        };
+        let arity = |want: usize| {
+            if args.len() == want {
+                Ok(())
+            } else {
+                Err(bad())
+            }
+        };
+        Ok(match kind {
+            "dense" => {
+                arity(1)?;
+                Layer::Dense(n(0)?)
+            }
+            "conv" if (2..=4).contains(&args.len()) => {
+                let k = n(1)?;
+                Layer::Conv {
+                    out: n(0)?,
+                    k,
+                    stride: if args.len() > 2 { n(2)? } else { 1 },
+                    pad: match args.get(3) {
+                        Some(p) => p.parse().map_err(|_| bad())?,
+                        None => k / 2,
+                    },
+                }
+            }
+            "maxpool" => {
+                arity(1)?;
+                Layer::MaxPool(n(0)?)
+            }
+            "avgpool" => {
+                arity(1)?;
+                Layer::AvgPool(n(0)?)
+            }
+            "dropout" => {
+                arity(1)?;
+                let rate: f32 = args[0].parse().map_err(|_| bad())?;
+                if !(0.0..1.0).contains(&rate) {
+                    return Err(format!("--layers: {item:?}: the rate must be in [0, 1)"));
+                }
+                Layer::Dropout(rate)
+            }
+            "layernorm" | "relu" | "tanh" | "sigmoid" | "flatten" => {
+                arity(0)?;
+                match kind {
+                    "layernorm" => Layer::Norm,
+                    "relu" => Layer::Relu,
+                    "tanh" => Layer::Tanh,
+                    "sigmoid" => Layer::Sigmoid,
+                    _ => Layer::Flatten,
+                }
+            }
+            _ => return Err(bad()),
+        })
+    }
+}
+
 pub struct Net {
-    /// Features, hidden widths, classes.
-    pub sizes: Vec<usize>,
+    /// One example's shape: `[F]`, or `[C, H, W]` for image data.
+    pub input: Vec<usize>,
+    /// The hidden layers; a dense layer to `classes` follows them.
+    pub layers: Vec<Layer>,
+    pub classes: usize,
+}
+
+/// A parameter: its name and shape, and how it starts.
+pub struct Param {
+    pub name: String,
+    pub shape: Vec<usize>,
+    init: Init,
+}
+
+enum Init {
+    /// He-uniform over this fan-in.
+    He(usize),
+    Zeros,
+    Ones,
+}
+
+/// What the layers make of the input, checked once.
+struct Walk {
+    params: Vec<Param>,
+    /// Per dropout layer, its mask's shape per example and its rate.
+    masks: Vec<(Vec<usize>, f32)>,
 }
 
 impl Net {
-    /// `w0, b0, w1, b1, ...` with their shapes.
-    pub fn params(&self) -> Vec<(String, Vec<usize>)> {
-        self.sizes
-            .windows(2)
-            .enumerate()
-            .flat_map(|(i, w)| {
-                [
-                    (format!("w{i}"), vec![w[0], w[1]]),
-                    (format!("b{i}"), vec![w[1]]),
-                ]
-            })
-            .collect()
+    /// Every layer, the final dense layer included.
+    fn all(&self) -> Vec<Layer> {
+        let mut all = self.layers.clone();
+        all.push(Layer::Dense(self.classes));
+        all
     }
 
-    /// He-uniform weights, zero biases.
+    /// Walk the shapes through the layers: the parameters and masks, or
+    /// the first layer that does not fit what reaches it.
+    fn walk(&self) -> Result<Walk, String> {
+        let mut shape = self.input.clone();
+        let mut w = Walk {
+            params: Vec::new(),
+            masks: Vec::new(),
+        };
+        let mut index = 0;
+        for (i, layer) in self.all().iter().enumerate() {
+            let at = |what: &str| format!("layer {} ({layer:?}) {what}; it gets {shape:?}", i + 1);
+            match *layer {
+                Layer::Dense(out) => {
+                    let [f] = shape[..] else {
+                        return Err(at("needs one axis: add flatten before it"));
+                    };
+                    w.params.push(Param {
+                        name: format!("w{index}"),
+                        shape: vec![f, out],
+                        init: Init::He(f),
+                    });
+                    w.params.push(Param {
+                        name: format!("b{index}"),
+                        shape: vec![out],
+                        init: Init::Zeros,
+                    });
+                    index += 1;
+                    shape = vec![out];
+                }
+                Layer::Conv {
+                    out,
+                    k,
+                    stride,
+                    pad,
+                } => {
+                    let [c, h, wd] = shape[..] else {
+                        return Err(at("needs [C, H, W]: set --input-shape"));
+                    };
+                    let size = |x: usize| (x + 2 * pad).checked_sub(k).map(|d| d / stride + 1);
+                    let (Some(h2), Some(w2)) = (size(h), size(wd)) else {
+                        return Err(at("has a kernel larger than the padded input"));
+                    };
+                    w.params.push(Param {
+                        name: format!("w{index}"),
+                        shape: vec![out, c, k, k],
+                        init: Init::He(c * k * k),
+                    });
+                    w.params.push(Param {
+                        name: format!("b{index}"),
+                        shape: vec![out],
+                        init: Init::Zeros,
+                    });
+                    index += 1;
+                    shape = vec![out, h2, w2];
+                }
+                Layer::MaxPool(k) | Layer::AvgPool(k) => {
+                    let [c, h, wd] = shape[..] else {
+                        return Err(at("needs [C, H, W]"));
+                    };
+                    if h < k || wd < k {
+                        return Err(at("has a window larger than its input"));
+                    }
+                    shape = vec![c, h / k, wd / k];
+                }
+                Layer::Norm => {
+                    let last = *shape.last().unwrap_or(&1);
+                    w.params.push(Param {
+                        name: format!("gamma{index}"),
+                        shape: vec![last],
+                        init: Init::Ones,
+                    });
+                    w.params.push(Param {
+                        name: format!("beta{index}"),
+                        shape: vec![last],
+                        init: Init::Zeros,
+                    });
+                    index += 1;
+                }
+                Layer::Flatten => shape = vec![shape.iter().product()],
+                Layer::Dropout(rate) => w.masks.push((shape.clone(), rate)),
+                Layer::Relu | Layer::Tanh | Layer::Sigmoid => {}
+            }
+        }
+        Ok(w)
+    }
+
+    /// Check the layers fit the input; the error names the first that
+    /// does not.
+    pub fn check(&self) -> Result<(), String> {
+        self.walk().map(|_| ())
+    }
+
+    pub fn params(&self) -> Vec<Param> {
+        self.walk().map(|w| w.params).unwrap_or_default()
+    }
+
+    /// Per dropout layer: the mask shape per example and the rate.
+    pub fn masks(&self) -> Vec<(Vec<usize>, f32)> {
+        self.walk().map(|w| w.masks).unwrap_or_default()
+    }
+
+    /// Initial values: He-uniform weights, zero biases, unit scales.
     pub fn init(&self, rng: &mut Rng) -> Vec<Vec<f32>> {
         self.params()
             .into_iter()
-            .map(|(name, shape)| {
-                let n: usize = shape.iter().product();
-                if name.starts_with('b') {
-                    return vec![0.0; n];
+            .map(|p| {
+                let n: usize = p.shape.iter().product();
+                match p.init {
+                    Init::Zeros => vec![0.0; n],
+                    Init::Ones => vec![1.0; n],
+                    Init::He(fan_in) => {
+                        let bound = (6.0 / fan_in as f32).sqrt();
+                        (0..n).map(|_| (rng.unit() * 2.0 - 1.0) * bound).collect()
+                    }
                 }
-                let bound = (6.0 / shape[0] as f32).sqrt();
-                (0..n).map(|_| (rng.unit() * 2.0 - 1.0) * bound).collect()
             })
             .collect()
     }
 
-    fn logits(&self, g: &mut Graph, x: T, params: &[T]) -> Result<T, Error> {
-        let mut h = x;
-        let layers = params.len() / 2;
-        for (i, wb) in params.chunks(2).enumerate() {
-            h = g.linear(h, wb[0], wb[1])?;
-            if i + 1 < layers {
-                h = g.relu(h)?;
-            }
+    /// Logits of flat rows `x` `[N, F]`; dropout multiplies by `masks`
+    /// when given (training) and is the identity otherwise.
+    fn logits(&self, g: &mut Graph, x: T, params: &[T], masks: Option<&[T]>) -> Result<T, Error> {
+        let n = g.shape(x)[0];
+        let mut shape = vec![n];
+        shape.extend(&self.input);
+        let mut h = g.reshape(x, &shape)?;
+        let mut p = params.iter().copied();
+        let mut next = || {
+            p.next().ok_or(Error::Shape {
+                op: "layers",
+                message: "fewer parameters than layers".into(),
+            })
+        };
+        let mut dropout = 0;
+        for layer in self.all() {
+            h = match layer {
+                Layer::Dense(_) => {
+                    let (w, b) = (next()?, next()?);
+                    g.linear(h, w, b)?
+                }
+                Layer::Conv {
+                    out, stride, pad, ..
+                } => {
+                    let (w, b) = (next()?, next()?);
+                    let y = g.conv2d(h, w, stride, pad)?;
+                    let b = g.reshape(b, &[out, 1, 1])?;
+                    g.add(y, b)?
+                }
+                Layer::MaxPool(k) => g.max_pool2d(h, k)?,
+                Layer::AvgPool(k) => g.avg_pool2d(h, k)?,
+                Layer::Norm => {
+                    let (gamma, beta) = (next()?, next()?);
+                    let normed = g.layer_norm(h, 1e-5)?;
+                    let scaled = g.mul(normed, gamma)?;
+                    g.add(scaled, beta)?
+                }
+                Layer::Relu => g.relu(h)?,
+                Layer::Tanh => g.tanh(h)?,
+                Layer::Sigmoid => g.sigmoid(h)?,
+                Layer::Flatten => g.flatten(h)?,
+                Layer::Dropout(_) => {
+                    let mask = masks.and_then(|m| m.get(dropout).copied());
+                    dropout += 1;
+                    match mask {
+                        Some(m) => g.dropout(h, m)?,
+                        None => h,
+                    }
+                }
+            };
         }
         Ok(h)
     }
 
-    /// The training step for batches of `batch` rows.
-    pub fn step(&self, batch: usize, opt: &Optimizer) -> Result<(Vec<u8>, StepSpec), Error> {
+    /// The training step for batches of `batch` rows: inputs `x`,
+    /// `labels`, then `mask0`, `mask1`, ... (one per dropout layer).
+    pub fn step(
+        &self,
+        batch: usize,
+        opt: &Optimizer,
+        clip_norm: Option<f64>,
+    ) -> Result<(Vec<u8>, StepSpec), Error> {
         let mut g = Graph::new(DType::F32);
-        let params: Vec<T> = self.params().iter().map(|(n, s)| g.param(n, s)).collect();
-        let classes = *self.sizes.last().unwrap_or(&1);
-        let x = g.input("x", &[batch, self.sizes[0]]);
-        let labels = g.input("labels", &[batch, classes]);
-        let logits = self.logits(&mut g, x, &params)?;
+        let params: Vec<T> = self
+            .params()
+            .iter()
+            .map(|p| g.param(&p.name, &p.shape))
+            .collect();
+        let x = g.input("x", &[batch, self.input.iter().product()]);
+        let labels = g.input("labels", &[batch, self.classes]);
+        let masks: Vec<T> = self
+            .masks()
+            .iter()
+            .enumerate()
+            .map(|(i, (shape, _))| {
+                let mut s = vec![batch];
+                s.extend(shape);
+                g.input(&format!("mask{i}"), &s)
+            })
+            .collect();
+        let logits = self.logits(&mut g, x, &params, Some(&masks))?;
         let loss = g.softmax_cross_entropy(logits, labels)?;
-        let spec = training_step(&mut g, loss, opt)?;
+        let spec = training_step_clipped(&mut g, loss, opt, clip_norm)?;
         Ok((g.to_onnx()?, spec))
     }
 
     /// Logits for `batch` rows, the parameters as inputs (before `x`).
     pub fn eval(&self, batch: usize) -> Result<Vec<u8>, Error> {
         let mut g = Graph::new(DType::F32);
-        let params: Vec<T> = self.params().iter().map(|(n, s)| g.input(n, s)).collect();
-        let x = g.input("x", &[batch, self.sizes[0]]);
-        let logits = self.logits(&mut g, x, &params)?;
+        let params: Vec<T> = self
+            .params()
+            .iter()
+            .map(|p| g.input(&p.name, &p.shape))
+            .collect();
+        let x = g.input("x", &[batch, self.input.iter().product()]);
+        let logits = self.logits(&mut g, x, &params, None)?;
         g.output(logits, "logits");
         g.to_onnx()
     }
 
-    /// The trained model for serving: one row `input` in, `probabilities`
-    /// out, the parameters baked in.
+    /// The trained model for serving: one flat row `input` `[1, F]` in,
+    /// `probabilities` out, the parameters baked in.
     pub fn export(&self, values: &[Vec<f32>]) -> Result<Vec<u8>, Error> {
         let mut g = Graph::new(DType::F32);
-        let x = g.input("input", &[1, self.sizes[0]]);
+        let x = g.input("input", &[1, self.input.iter().product()]);
         let params = self
             .params()
             .iter()
             .zip(values)
-            .map(|((_, s), v)| g.constant(s, v.iter().map(|&x| f64::from(x)).collect()))
+            .map(|(p, v)| g.constant(&p.shape, v.iter().map(|&x| f64::from(x)).collect()))
             .collect::<Result<Vec<T>, Error>>()?;
-        let logits = self.logits(&mut g, x, &params)?;
+        let logits = self.logits(&mut g, x, &params, None)?;
         let logp = g.log_softmax(logits, 1)?;
         let p = g.exp(logp)?;
         g.output(p, "probabilities");
