@@ -182,6 +182,17 @@ fn the_layers_depend_only_downwards() {
         "the operator and the agent share the resource types only",
     ));
     broken.extend(ws.never(
+        "weft-metrics",
+        &[
+            "weft-runtime",
+            "weft-nn",
+            "wasmtime",
+            "tract-onnx",
+            "weft-serve",
+        ],
+        "training metrics are files for people and tools: they know no runtime",
+    ));
+    broken.extend(ws.never(
         "containerd-shim-weft",
         &["oci-client", "kube"],
         "the shim, which runs as root on every node, reads images from containerd, never a registry",

@@ -169,7 +169,7 @@ pub fn exec(a: TrainArgs) -> anyhow::Result<i32> {
         });
         let code = prepared.run(&runtime);
         done.store(true, std::sync::atomic::Ordering::Relaxed);
-        let follow = watcher.join().expect("the metrics follower");
+        let mut follow = watcher.join().expect("the metrics follower");
         follow.finish(code.as_ref().is_ok_and(|c| *c == 0));
         code
     })?;
@@ -236,7 +236,9 @@ fn publish(a: &TrainArgs, reference: &str) -> anyhow::Result<()> {
 }
 
 /// Follows `metrics.jsonl` as the module appends to it: a progress bar
-/// (loss, examples/s, ETA) on a terminal, or each record on stdout.
+/// (loss, examples/s, ETA) on a terminal, or each record on stdout; every
+/// record also goes to a TensorBoard event file beside it, and the whole
+/// run is drawn as `plot.png` at the end.
 struct Follow {
     path: PathBuf,
     offset: u64,
@@ -244,6 +246,7 @@ struct Follow {
     bar: indicatif::ProgressBar,
     started: Instant,
     first_examples: Option<u64>,
+    events: Option<weft_metrics::EventWriter>,
 }
 
 impl Follow {
@@ -260,6 +263,10 @@ impl Follow {
             }
             bar
         };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let events = weft_metrics::EventWriter::create(dir)
+            .inspect_err(|e| tracing::warn!("no TensorBoard events: {e}"))
+            .ok();
         Follow {
             path: path.to_owned(),
             offset,
@@ -267,6 +274,7 @@ impl Follow {
             bar,
             started: Instant::now(),
             first_examples: None,
+            events,
         }
     }
 
@@ -288,14 +296,25 @@ impl Follow {
             self.record(line.trim());
             line.clear();
         }
+        // What TensorBoard reads while the run goes on.
+        if let Some(events) = &mut self.events
+            && let Err(e) = events.flush()
+        {
+            tracing::warn!("TensorBoard events: {e}");
+            self.events = None;
+        }
     }
 
     fn record(&mut self, line: &str) {
+        let v = serde_json::from_str::<serde_json::Value>(line).ok();
+        if let Some(v) = &v {
+            self.tensorboard(v);
+        }
         if self.json {
             outln!("{line}");
             return;
         }
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        let Some(v) = v else {
             return;
         };
         let num = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
@@ -322,16 +341,91 @@ impl Follow {
             (num("step"), num("loss"), num("examples"))
         {
             self.bar.set_position(step as u64);
-            let first = *self.first_examples.get_or_insert(examples as u64);
-            let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-            self.bar.set_message(format!(
-                "loss {loss:.4}, {:.0} examples/s",
-                (examples as u64).saturating_sub(first) as f64 / secs
-            ));
+            let rate = self.rate(examples);
+            self.bar
+                .set_message(format!("loss {loss:.4}, {rate:.0} examples/s"));
         }
     }
 
-    fn finish(&self, ok: bool) {
+    /// Examples per second since the first record this run saw.
+    fn rate(&mut self, examples: f64) -> f64 {
+        let first = *self.first_examples.get_or_insert(examples as u64);
+        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        (examples as u64).saturating_sub(first) as f64 / secs
+    }
+
+    /// A record as TensorBoard scalars: `train/loss` and
+    /// `train/examples_per_second` per step, `test/accuracy` per epoch.
+    fn tensorboard(&mut self, v: &serde_json::Value) {
+        let num = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+        let Some(step) = num("step") else {
+            return;
+        };
+        let mut scalars = Vec::new();
+        if let Some(acc) = num("accuracy") {
+            scalars.push(("test/accuracy", acc));
+        } else if let (Some(loss), Some(examples)) = (num("loss"), num("examples")) {
+            scalars.push(("train/loss", loss));
+            scalars.push(("train/examples_per_second", self.rate(examples)));
+        }
+        let Some(events) = &mut self.events else {
+            return;
+        };
+        for (tag, value) in scalars {
+            if let Err(e) = events.scalar(tag, step as i64, value as f32) {
+                tracing::warn!("TensorBoard events: {e}");
+                self.events = None;
+                return;
+            }
+        }
+    }
+
+    /// Draw the whole run (every record of `metrics.jsonl`, resumed parts
+    /// included) as `plot.png` beside it.
+    fn plot(&self) -> anyhow::Result<PathBuf> {
+        let text = std::fs::read_to_string(&self.path)?;
+        let (mut loss, mut accuracy) = (Vec::new(), Vec::new());
+        for v in text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        {
+            let num = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+            match (num("step"), num("epoch"), num("loss"), num("accuracy")) {
+                (Some(step), _, Some(l), _) => loss.push((step, l)),
+                (_, Some(epoch), _, Some(a)) => accuracy.push((epoch, a)),
+                _ => {}
+            }
+        }
+        let out = self.path.with_file_name("plot.png");
+        weft_metrics::plot_png(
+            &out,
+            &[
+                weft_metrics::Series {
+                    title: "training loss".into(),
+                    x_label: "step".into(),
+                    points: loss,
+                    log_y: true,
+                },
+                weft_metrics::Series {
+                    title: "held-out accuracy".into(),
+                    x_label: "epoch".into(),
+                    points: accuracy,
+                    log_y: false,
+                },
+            ],
+        )?;
+        Ok(out)
+    }
+
+    fn finish(&mut self, ok: bool) {
+        if let Some(events) = &mut self.events
+            && let Err(e) = events.flush()
+        {
+            tracing::warn!("TensorBoard events: {e}");
+        }
+        if let Err(e) = self.plot() {
+            tracing::warn!("no plot.png: {e:#}");
+        }
         if ok {
             self.bar.finish();
         } else {

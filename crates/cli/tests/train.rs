@@ -135,6 +135,60 @@ fn training_learns_resumes_exactly_and_its_model_serves() {
     assert!(p[1] > 0.9, "the middle cluster's center is class 1: {p:?}");
 }
 
+/// The run's TensorBoard event files, read by TensorBoard's own reader,
+/// hold every loss and accuracy of `metrics.jsonl` (a resumed run adds a
+/// file; the reader joins them), and `plot.png` is a PNG.
+#[test]
+fn tensorboard_reads_the_run_and_a_plot_is_drawn() {
+    let Some(py) = weft_tests::python_with(&["tensorboard"]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    clusters(&dir.join("data"), 300, 6);
+    let o = train(&["--data", "data", "--epochs", "2", "--out", "r"], dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = train(
+        &["--data", "data", "--epochs", "3", "--out", "r", "--resume"],
+        dir,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = Command::new(&py)
+        .arg(weft_tests::repo_root().join("tests/clients/read_tensorboard.py"))
+        .arg(dir.join("r"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let series = |tag: &str| -> Vec<(u64, f32)> {
+        seen[tag]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {tag} in {seen}"))
+            .iter()
+            .map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap() as f32))
+            .collect()
+    };
+    let recs = records(&dir.join("r"));
+    let want = |key: &str| -> Vec<(u64, f32)> {
+        recs.iter()
+            .filter_map(|r| Some((r["step"].as_u64()?, r[key].as_f64()? as f32)))
+            .collect()
+    };
+    assert_eq!(series("train/loss"), want("loss"));
+    assert_eq!(want("loss").len(), 3 * (300 / 32));
+    assert_eq!(series("test/accuracy"), want("accuracy"));
+    assert_eq!(
+        series("train/examples_per_second").len(),
+        want("loss").len()
+    );
+    let png = std::fs::read(dir.join("r/plot.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
+
 /// `kill -9` at any moment: the checkpoint on disk is whole, and resuming
 /// from it ends where an uninterrupted run ends.
 #[test]
