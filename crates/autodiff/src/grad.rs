@@ -156,7 +156,13 @@ impl Graph {
                 } else {
                     (self.reshape(out, &kept)?, self.reshape(g, &kept)?)
                 };
-                let mask = self.apply(Op::EqualMask, &[x, y])?;
+                // 1 where x is the maximum, else 0: y - x is 0 exactly
+                // there and positive elsewhere (finite floats), so
+                // 1 - sign(y - x); cheaper on backends than Equal + Cast.
+                let gap = self.sub(y, x)?;
+                let above = self.apply(Op::Sign, &[gap])?;
+                let one = self.scalar(1.0);
+                let mask = self.sub(one, above)?;
                 let count = self.sum(mask, axes, true)?;
                 let share = self.div(g, count)?;
                 self.mul(mask, share)

@@ -36,9 +36,6 @@ pub enum Op {
         axes: Vec<usize>,
         keep: bool,
     },
-    /// `1` where the two (broadcast) inputs are equal, else `0`: ONNX
-    /// `Equal` then `Cast` (no gradient: gradient rules only).
-    EqualMask,
     Reshape(Vec<usize>),
     Transpose(Vec<usize>),
     /// Broadcast to a shape.
@@ -108,7 +105,6 @@ impl Op {
             Op::MatMul => "MatMul",
             Op::Sum { .. } => "ReduceSum",
             Op::Max { .. } => "ReduceMax",
-            Op::EqualMask => "Equal",
             Op::Reshape(_) => "Reshape",
             Op::Transpose(_) => "Transpose",
             Op::Expand(_) => "Expand",
@@ -125,7 +121,7 @@ impl Op {
         let op = self.name();
         let bad = |message: String| Err(Error::Shape { op, message });
         let arity = match self {
-            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::MatMul | Op::EqualMask => 2,
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::MatMul => 2,
             Op::Conv { .. } | Op::ConvTranspose { .. } => 2,
             _ => 1,
         };
@@ -134,9 +130,7 @@ impl Op {
         }
         let a = shapes[0];
         match self {
-            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::EqualMask => {
-                broadcast(op, a, shapes[1])
-            }
+            Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => broadcast(op, a, shapes[1]),
             Op::Neg
             | Op::Relu
             | Op::Sigmoid
@@ -343,10 +337,15 @@ impl Graph {
     }
     /// `k`×`k` max pooling with stride `k` over `[N, C, H, W]` (rows and
     /// columns past the last whole window are dropped, as ONNX `MaxPool`
-    /// does): a reshape to `[N, C, H/k, k, W/k, k]` and a `ReduceMax`.
+    /// does): a reshape to `[N, C, H/k, k, W/k, k]`, a transpose that
+    /// puts each window's values last, and a `ReduceMax` over them (tract
+    /// reduces a trailing axis several times faster than two inner ones).
     pub fn max_pool2d(&mut self, x: T, k: usize) -> Result<T, Error> {
         let windows = self.windows(x, k, "max_pool2d")?;
-        self.max(windows, &[3, 5], false)
+        let s = self.shape(windows).to_vec();
+        let t = self.transpose(windows, &[0, 1, 2, 4, 3, 5])?;
+        let t = self.reshape(t, &[s[0], s[1], s[2], s[4], k * k])?;
+        self.max(t, &[4], false)
     }
 
     /// `k`×`k` average pooling with stride `k` (see [`Graph::max_pool2d`]).

@@ -101,24 +101,6 @@ pub fn onnx(g: &Graph) -> Result<Vec<u8>, Error> {
                 attribute.push(AttributeProto::ints("axes", ints(axes)));
                 attribute.push(AttributeProto::int("keepdims", i64::from(*keep)));
             }
-            Op::EqualMask => {
-                let equal = format!("{out}_equal");
-                graph.node.push(NodeProto {
-                    input: input.clone(),
-                    output: vec![equal.clone()],
-                    name: format!("n{n}_equal"),
-                    op_type: "Equal".into(),
-                    attribute: Vec::new(),
-                });
-                graph.node.push(NodeProto {
-                    input: vec![equal],
-                    output: vec![out],
-                    name: format!("n{n}"),
-                    op_type: "Cast".into(),
-                    attribute: vec![AttributeProto::int("to", i64::from(elem(g.dtype)))],
-                });
-                continue;
-            }
             Op::Reshape(to) | Op::Expand(to) => param("shape", &ints(to)),
             Op::Transpose(perm) => attribute.push(AttributeProto::ints("perm", ints(perm))),
             Op::LogSoftmax { axis } => attribute.push(AttributeProto::int("axis", *axis as i64)),
