@@ -167,6 +167,53 @@ impl Graph {
                 let share = self.div(g, count)?;
                 self.mul(mask, share)
             }
+            Op::MaxPool { k } => {
+                // The windows against the maxima broadcast over them; the
+                // gradient goes to the maxima, shared by ties.
+                let k = *k;
+                let (h, w) = (xs[2] / k, xs[3] / k);
+                let whole = [xs[0], xs[1], h * k, w * k];
+                let xw = if whole[..] == xs[..] {
+                    x
+                } else {
+                    self.apply(
+                        Op::Slice {
+                            starts: vec![0; 4],
+                            ends: whole.to_vec(),
+                        },
+                        &[x],
+                    )?
+                };
+                let (n, c) = (xs[0], xs[1]);
+                let xw = self.reshape(xw, &[n, c, h, k, w, k])?;
+                // Each window's values last: backends broadcast and reduce
+                // a trailing axis fastest.
+                let xw = self.transpose(xw, &[0, 1, 2, 4, 3, 5])?;
+                let xw = self.reshape(xw, &[n, c, h, w, k * k])?;
+                let y = self.reshape(out, &[n, c, h, w, 1])?;
+                let g = self.reshape(g, &[n, c, h, w, 1])?;
+                let gap = self.sub(y, xw)?;
+                let above = self.apply(Op::Sign, &[gap])?;
+                let one = self.scalar(1.0);
+                let mask = self.sub(one, above)?;
+                let count = self.sum(mask, &[4], true)?;
+                let share = self.div(g, count)?;
+                let gw = self.mul(mask, share)?;
+                let gw = self.reshape(gw, &[n, c, h, w, k, k])?;
+                let gw = self.transpose(gw, &[0, 1, 2, 4, 3, 5])?;
+                let gx = self.reshape(gw, &whole)?;
+                if whole[..] == xs[..] {
+                    Ok(gx)
+                } else {
+                    self.apply(
+                        Op::Pad {
+                            before: vec![0; 4],
+                            after: vec![0, 0, xs[2] - h * k, xs[3] - w * k],
+                        },
+                        &[gx],
+                    )
+                }
+            }
             Op::Slice { starts, ends } => {
                 let after = xs.iter().zip(ends).map(|(&d, &e)| d - e).collect();
                 self.apply(

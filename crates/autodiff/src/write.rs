@@ -130,6 +130,10 @@ pub fn onnx(g: &Graph) -> Result<Vec<u8>, Error> {
                     AttributeProto::ints("output_padding", extra),
                 ]);
             }
+            Op::MaxPool { k } => attribute.extend([
+                AttributeProto::ints("kernel_shape", vec![*k as i64; 2]),
+                AttributeProto::ints("strides", vec![*k as i64; 2]),
+            ]),
             Op::Pad { before, after } => {
                 let pads: Vec<i64> = ints(before).into_iter().chain(ints(after)).collect();
                 param("pads", &pads);

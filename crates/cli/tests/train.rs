@@ -389,8 +389,8 @@ fn a_digits_cnn_reaches_97_percent_and_tritonclient_reads_the_served_one() {
     );
 }
 
-/// The same training step on the GPU backend (Mesa's lavapipe in CI)
-/// follows the CPU run's losses.
+/// The same training steps on the GPU backend (Mesa's lavapipe in CI)
+/// follow the CPU run's losses: the MLP and the flagship CNN.
 #[test]
 fn the_gpu_backend_follows_the_cpu_losses() {
     let tmp = tempfile::tempdir().unwrap();
@@ -401,28 +401,36 @@ fn the_gpu_backend_follows_the_cpu_losses() {
     }
     let data = weft_tests::data("digits");
     let data = data.to_str().unwrap();
-    let mut runs = Vec::new();
-    for target in ["cpu", "gpu"] {
-        let o = train(
-            &[
-                "--data", data, "--epochs", "2", "--target", target, "--out", target,
-            ],
-            tmp.path(),
-        );
-        assert!(o.status.success(), "{target}: {}", stderr(&o));
-        let losses: Vec<f64> = records(&tmp.path().join(target))
-            .iter()
-            .filter_map(|r| r["loss"].as_f64())
-            .collect();
-        runs.push(losses);
-    }
-    assert_eq!(runs[0].len(), runs[1].len());
-    for (step, (c, g)) in runs[0].iter().zip(&runs[1]).enumerate() {
-        assert!(
-            (c - g).abs() <= 1e-3 * c.abs().max(1e-2),
-            "step {}: CPU loss {c}, GPU loss {g}",
-            step + 1
-        );
+    let cnn = [
+        "--input-shape",
+        "1,8,8",
+        "--layers",
+        "conv:8:3,relu,maxpool:2,flatten,dense:64,relu",
+    ];
+    for (net, epochs, extra) in [("mlp", "2", &[][..]), ("cnn", "1", &cnn[..])] {
+        let mut runs = Vec::new();
+        for target in ["cpu", "gpu"] {
+            let out = format!("{net}-{target}");
+            let mut args = vec![
+                "--data", data, "--epochs", epochs, "--target", target, "--out", &out, "--",
+            ];
+            args.extend(extra);
+            let o = train(&args, tmp.path());
+            assert!(o.status.success(), "{net} {target}: {}", stderr(&o));
+            let losses: Vec<f64> = records(&tmp.path().join(&out))
+                .iter()
+                .filter_map(|r| r["loss"].as_f64())
+                .collect();
+            runs.push(losses);
+        }
+        assert_eq!(runs[0].len(), runs[1].len());
+        for (step, (c, g)) in runs[0].iter().zip(&runs[1]).enumerate() {
+            assert!(
+                (c - g).abs() <= 1e-3 * c.abs().max(1e-2),
+                "{net} step {}: CPU loss {c}, GPU loss {g}",
+                step + 1
+            );
+        }
     }
 }
 
