@@ -296,9 +296,7 @@ impl Graph {
                     })
                 }
             }
-            op => Err(Error::NoGradient {
-                op: op.name().into(),
-            }),
+            op => Err(Error::NoGradient { op: op.label() }),
         }
     }
 

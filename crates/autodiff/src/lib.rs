@@ -30,12 +30,13 @@
 //! ```
 
 mod grad;
+pub mod import;
 pub mod onnx;
 mod ops;
 pub mod optim;
 mod write;
 
-pub use ops::Op;
+pub use ops::{Foreign, Op, Slot};
 
 /// Element type of every floating-point value in a graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,9 @@ pub enum Error {
     DuplicateName { name: String },
     #[error("value {index} is not in this graph")]
     Foreign { index: usize },
+    /// An ONNX model this crate cannot import as it is.
+    #[error("{0}")]
+    Import(String),
 }
 
 /// Where a value comes from.
@@ -100,6 +104,10 @@ pub struct Graph {
     pub(crate) values: Vec<Value>,
     pub(crate) nodes: Vec<Node>,
     pub(crate) outputs: Vec<(T, String)>,
+    /// The ONNX opset the graph is written for.
+    pub(crate) opset: i64,
+    /// Other operator domains foreign nodes use, with their versions.
+    pub(crate) domains: Vec<(String, i64)>,
 }
 
 impl Graph {
@@ -109,6 +117,8 @@ impl Graph {
             values: Vec::new(),
             nodes: Vec::new(),
             outputs: Vec::new(),
+            opset: write::OPSET,
+            domains: Vec::new(),
         }
     }
 

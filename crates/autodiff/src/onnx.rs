@@ -5,6 +5,7 @@
 
 /// Data types (`TensorProto.DataType`).
 pub const FLOAT: i32 = 1;
+pub const INT32: i32 = 6;
 pub const INT64: i32 = 7;
 pub const DOUBLE: i32 = 11;
 
@@ -12,6 +13,8 @@ pub const DOUBLE: i32 = 11;
 pub const ATTR_FLOAT: i32 = 1;
 pub const ATTR_INT: i32 = 2;
 pub const ATTR_INTS: i32 = 7;
+pub const ATTR_GRAPH: i32 = 5;
+pub const ATTR_GRAPHS: i32 = 10;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ModelProto {
@@ -47,6 +50,9 @@ pub struct GraphProto {
     pub input: Vec<ValueInfoProto>,
     #[prost(message, repeated, tag = "12")]
     pub output: Vec<ValueInfoProto>,
+    /// Shapes of intermediate values (from shape inference), when given.
+    #[prost(message, repeated, tag = "13")]
+    pub value_info: Vec<ValueInfoProto>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -61,6 +67,8 @@ pub struct NodeProto {
     pub op_type: String,
     #[prost(message, repeated, tag = "5")]
     pub attribute: Vec<AttributeProto>,
+    #[prost(string, tag = "7")]
+    pub domain: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -71,8 +79,16 @@ pub struct AttributeProto {
     pub f: f32,
     #[prost(int64, tag = "3")]
     pub i: i64,
+    #[prost(bytes = "vec", tag = "4")]
+    pub s: Vec<u8>,
+    #[prost(message, optional, boxed, tag = "5")]
+    pub t: Option<Box<TensorProto>>,
+    #[prost(float, repeated, tag = "7")]
+    pub floats: Vec<f32>,
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
+    #[prost(bytes = "vec", repeated, tag = "9")]
+    pub strings: Vec<Vec<u8>>,
     #[prost(int32, tag = "20")]
     pub r#type: i32,
 }
@@ -83,11 +99,22 @@ pub struct TensorProto {
     pub dims: Vec<i64>,
     #[prost(int32, tag = "2")]
     pub data_type: i32,
+    #[prost(float, repeated, tag = "4")]
+    pub float_data: Vec<f32>,
+    #[prost(int32, repeated, tag = "5")]
+    pub int32_data: Vec<i32>,
+    #[prost(int64, repeated, tag = "7")]
+    pub int64_data: Vec<i64>,
     #[prost(string, tag = "8")]
     pub name: String,
     /// Little-endian element bytes.
     #[prost(bytes = "vec", tag = "9")]
     pub raw_data: Vec<u8>,
+    #[prost(double, repeated, tag = "10")]
+    pub double_data: Vec<f64>,
+    /// `1` (EXTERNAL): the data lives in another file.
+    #[prost(int32, tag = "14")]
+    pub data_location: i32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -124,6 +151,9 @@ pub struct Dimension {
     /// The `dim_value` arm of the `value` oneof (always written, even 0).
     #[prost(int64, optional, tag = "1")]
     pub dim_value: Option<i64>,
+    /// The `dim_param` arm: a symbolic size such as `batch`.
+    #[prost(string, optional, tag = "2")]
+    pub dim_param: Option<String>,
 }
 
 impl AttributeProto {

@@ -73,6 +73,35 @@ pub enum Op {
         before: Vec<usize>,
         after: Vec<usize>,
     },
+    /// An operator of an imported model passed through as it is: forward
+    /// only, with no gradient rule, so only frozen values may flow
+    /// through it.
+    Foreign(Box<Foreign>),
+}
+
+/// An imported ONNX node the op set has no op for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Foreign {
+    pub op_type: String,
+    pub domain: String,
+    /// The node's name in the imported model (for errors).
+    pub node: String,
+    pub attributes: Vec<crate::onnx::AttributeProto>,
+    /// Per ONNX input, in order: where it comes from.
+    pub slots: Vec<Slot>,
+    /// Its (only) output's shape.
+    pub shape: Vec<usize>,
+}
+
+/// One input of a [`Foreign`] node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Slot {
+    /// The next of the node's graph values.
+    Value,
+    /// A tensor of the imported model (an integer shape, say) kept as is.
+    Const(crate::onnx::TensorProto),
+    /// An optional input left out.
+    Empty,
 }
 
 fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>, Error> {
@@ -120,6 +149,17 @@ impl Op {
             Op::Slice { .. } => "Slice",
             Op::Pad { .. } => "Pad",
             Op::MaxPool { .. } => "MaxPool",
+            Op::Foreign(_) => "Foreign",
+        }
+    }
+
+    /// The operator as errors name it: an imported node by its ONNX
+    /// operator and its node name.
+    pub fn label(&self) -> String {
+        match self {
+            Op::Foreign(f) if f.node.is_empty() => f.op_type.clone(),
+            Op::Foreign(f) => format!("{} (node {})", f.op_type, f.node),
+            op => op.name().into(),
         }
     }
 
@@ -130,13 +170,20 @@ impl Op {
         let arity = match self {
             Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::MatMul => 2,
             Op::Conv { .. } | Op::ConvTranspose { .. } => 2,
+            Op::Foreign(f) => f.slots.iter().filter(|s| **s == Slot::Value).count(),
             _ => 1,
         };
         if shapes.len() != arity {
             return bad(format!("{} inputs, expected {arity}", shapes.len()));
         }
-        let a = shapes[0];
+        let Some(&a) = shapes.first() else {
+            return match self {
+                Op::Foreign(f) => Ok(f.shape.clone()),
+                _ => bad("no inputs".into()),
+            };
+        };
         match self {
+            Op::Foreign(f) => Ok(f.shape.clone()),
             Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => broadcast(op, a, shapes[1]),
             Op::Neg
             | Op::Relu

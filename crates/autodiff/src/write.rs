@@ -2,7 +2,7 @@
 //! op, shapes and axes as int64 initializers, outputs through `Identity`.
 
 use crate::onnx::*;
-use crate::{DType, Error, Graph, Kind, Op};
+use crate::{DType, Error, Graph, Kind, Op, Slot};
 use prost::Message;
 use std::collections::HashSet;
 
@@ -18,6 +18,7 @@ fn int_tensor(name: String, data: &[i64]) -> TensorProto {
         data_type: INT64,
         name,
         raw_data: data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ..Default::default()
     }
 }
 
@@ -32,6 +33,7 @@ fn value_info(name: &str, dtype: DType, shape: &[usize]) -> ValueInfoProto {
                         .iter()
                         .map(|&d| Dimension {
                             dim_value: Some(d as i64),
+                            dim_param: None,
                         })
                         .collect(),
                 }),
@@ -74,6 +76,7 @@ pub fn onnx(g: &Graph) -> Result<Vec<u8>, Error> {
                         .collect(),
                     DType::F64 => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
                 },
+                ..Default::default()
             }),
             Kind::Node(_) => {}
         }
@@ -97,8 +100,13 @@ pub fn onnx(g: &Graph) -> Result<Vec<u8>, Error> {
                 attribute.push(AttributeProto::int("keepdims", i64::from(*keep)));
             }
             Op::Max { axes, keep } => {
-                // Opset 17's ReduceMax takes its axes as an attribute.
-                attribute.push(AttributeProto::ints("axes", ints(axes)));
+                // ReduceMax takes its axes as an attribute up to opset 17
+                // and as an input from 18.
+                if g.opset >= 18 {
+                    param("axes", &ints(axes));
+                } else {
+                    attribute.push(AttributeProto::ints("axes", ints(axes)));
+                }
                 attribute.push(AttributeProto::int("keepdims", i64::from(*keep)));
             }
             Op::Reshape(to) | Op::Expand(to) => param("shape", &ints(to)),
@@ -143,14 +151,37 @@ pub fn onnx(g: &Graph) -> Result<Vec<u8>, Error> {
                 param("ends", &ints(ends));
                 param("axes", &(0..starts.len() as i64).collect::<Vec<_>>());
             }
+            Op::Foreign(f) => {
+                let mut values = std::mem::take(&mut input).into_iter();
+                for (i, slot) in f.slots.iter().enumerate() {
+                    input.push(match slot {
+                        Slot::Value => values.next().unwrap_or_default(),
+                        Slot::Empty => String::new(),
+                        Slot::Const(t) => {
+                            let name = format!("{out}_in{i}");
+                            graph.initializer.push(TensorProto {
+                                name: name.clone(),
+                                ..t.clone()
+                            });
+                            name
+                        }
+                    });
+                }
+                attribute = f.attributes.clone();
+            }
             _ => {}
         }
+        let (op_type, domain) = match &node.op {
+            Op::Foreign(f) => (f.op_type.clone(), f.domain.clone()),
+            op => (op.name().to_string(), String::new()),
+        };
         graph.node.push(NodeProto {
             input,
             output: vec![out],
             name: format!("n{n}"),
-            op_type: node.op.name().into(),
+            op_type,
             attribute,
+            domain,
         });
     }
     for (t, name) in &g.outputs {
@@ -164,6 +195,7 @@ pub fn onnx(g: &Graph) -> Result<Vec<u8>, Error> {
             name: format!("out_{name}"),
             op_type: "Identity".into(),
             attribute: Vec::new(),
+            domain: String::new(),
         });
         graph.output.push(value_info(name, g.dtype, &v.shape));
     }
@@ -172,10 +204,19 @@ pub fn onnx(g: &Graph) -> Result<Vec<u8>, Error> {
         producer_name: "weft-autodiff".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(graph),
-        opset_import: vec![OperatorSetIdProto {
+        opset_import: std::iter::once(OperatorSetIdProto {
             domain: String::new(),
-            version: OPSET,
-        }],
+            version: g.opset,
+        })
+        .chain(
+            g.domains
+                .iter()
+                .map(|(domain, version)| OperatorSetIdProto {
+                    domain: domain.clone(),
+                    version: *version,
+                }),
+        )
+        .collect(),
     };
     Ok(model.encode_to_vec())
 }

@@ -16,10 +16,11 @@ pub const TRAINER_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/traine
 /// Train a model inside the sandbox. The training step is an ONNX graph
 /// the module builds and runs through wasi-nn, on the CPU or the GPU. The
 /// bundled trainer fits an MLP or a CNN classifier to CSV data (features,
-/// then the class label): DATA/train.csv, and DATA/test.csv for accuracy.
+/// then the class label): DATA/train.csv, and DATA/test.csv for accuracy;
+/// or fine-tunes an existing ONNX classifier (--base-model).
 #[derive(Args)]
 #[command(
-    after_help = "Files: the module sees DATA as /data (read only), OUT as /out (metrics.jsonl, model.onnx) and the checkpoint directory as /checkpoints (checkpoint.safetensors).\n\nExample:\n  weft train --data digits --epochs 20 --out digits-run -- --hidden 64 --lr 0.005\n  weft train --data digits --epochs 20 --out digits-cnn -- --input-shape 1,8,8 --layers conv:8:3,relu,maxpool:2,flatten,dense:64,relu\n  weft serve digits-run/model.onnx"
+    after_help = "Files: the module sees DATA as /data (read only), OUT as /out (metrics.jsonl, model.onnx) and the checkpoint directory as /checkpoints (checkpoint.safetensors).\n\nExample:\n  weft train --data digits --epochs 20 --out digits-run -- --hidden 64 --lr 0.005\n  weft train --data digits --epochs 20 --out digits-cnn -- --input-shape 1,8,8 --layers conv:8:3,relu,maxpool:2,flatten,dense:64,relu\n  weft serve digits-run/model.onnx\n  weft train --data digits --base-model classifier.onnx --out tuned -- --trainable 'fc2.*'"
 )]
 pub struct TrainArgs {
     /// A training module (.wasm, or a reference in the local store)
@@ -42,6 +43,14 @@ pub struct TrainArgs {
     /// Where the metrics and the trained model go (created).
     #[arg(long, value_name = "DIR", default_value = "weft-train")]
     pub out: PathBuf,
+
+    /// An ONNX classifier to fine-tune instead of a new network: the
+    /// module sees a copy as /base/model.onnx (and the bundled trainer gets
+    /// `--base-model /base/model.onnx`); its --trainable NAMES train, the
+    /// rest stays frozen, and OUT/model.onnx is the same model with the
+    /// trained values.
+    #[arg(long, value_name = "FILE")]
+    pub base_model: Option<PathBuf>,
 
     /// Where checkpoints go (created) [default: OUT/checkpoints].
     #[arg(long, value_name = "DIR")]
@@ -84,7 +93,8 @@ pub struct TrainArgs {
     /// maxpool:K, avgpool:K, dense:N, layernorm, relu, tanh, sigmoid,
     /// flatten, dropout:RATE (a dense layer to the classes ends them)
     /// --input-shape C,H,W --classes K --optimizer adam|sgd --lr X
-    /// --clip-norm X --batch N --seed N --checkpoint-every STEPS.
+    /// --clip-norm X --batch N --seed N --checkpoint-every STEPS
+    /// --trainable NAME,PREFIX* (with --base-model).
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
 }
@@ -116,11 +126,18 @@ pub fn exec(a: TrainArgs) -> anyhow::Result<i32> {
         .checkpoint_dir
         .clone()
         .unwrap_or_else(|| a.out.join("checkpoints"));
-    let dirs = vec![
+    let mut dirs = vec![
         grant("--data", &a.data, "/data", true)?,
         grant("--out", &a.out, "/out", false)?,
         grant("--checkpoint-dir", &checkpoints, "/checkpoints", false)?,
     ];
+    // The base model alone, not the directory around it.
+    let base = tempfile::tempdir().context("a directory for --base-model")?;
+    if let Some(model) = &a.base_model {
+        std::fs::copy(model, base.path().join("model.onnx"))
+            .with_context(|| format!("--base-model {}", model.display()))?;
+        dirs.push(grant("--base-model", base.path(), "/base", true)?);
+    }
     let metrics = a.out.join("metrics.jsonl");
     if !a.resume {
         // A fresh run starts fresh records (a resumed one appends).
@@ -134,6 +151,9 @@ pub fn exec(a: TrainArgs) -> anyhow::Result<i32> {
     ];
     if a.resume {
         args.push("--resume".into());
+    }
+    if a.base_model.is_some() {
+        args.extend(["--base-model".into(), "/base/model.onnx".into()]);
     }
     args.extend(a.args.iter().cloned());
     let prepared = runtime.prepare(

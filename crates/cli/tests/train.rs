@@ -389,6 +389,172 @@ fn a_digits_cnn_reaches_97_percent_and_tritonclient_reads_the_served_one() {
     );
 }
 
+/// The fine-tuning example: an existing ONNX classifier, trained with JAX
+/// on the digits 0 to 4 only (`tests/data/make_classifier.py`), gets its
+/// head (`fc2.*`) retrained on all ten digits with the rest frozen. ONNX's
+/// reference evaluator checks the result independently (frozen
+/// initializers bit-identical, graph unchanged, accuracy before and
+/// after); the tuned model is pushed, served by reference and read by
+/// tritonclient with the model's own input.
+#[test]
+fn fine_tuning_retrains_only_the_head_of_an_existing_classifier() {
+    let Some(reg) = weft_tests::TestRegistry::start(None) else {
+        return;
+    };
+    let Some(py) = weft_tests::python_with(&[
+        "onnx.reference",
+        "tritonclient.http",
+        "tritonclient.grpc",
+        "numpy",
+    ]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = weft_tests::data("digits");
+    let base = weft_tests::data("digits_0to4_classifier.onnx");
+    let reference = format!("{}/digits-tuned:1", reg.addr);
+    let o = train(
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--base-model",
+            base.to_str().unwrap(),
+            "--epochs",
+            "10",
+            "--out",
+            "t",
+            "--store",
+            "s",
+            "--push",
+            &reference,
+            "--",
+            "--trainable",
+            "fc2.*",
+            "--lr",
+            "0.01",
+        ],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let acc = records(&tmp.path().join("t"))
+        .iter()
+        .rev()
+        .find_map(|r| r["accuracy"].as_f64())
+        .unwrap();
+    let check = Command::new(&py)
+        .arg(weft_tests::repo_root().join("tests/clients/finetune_check.py"))
+        .args([base.as_path(), &tmp.path().join("t/model.onnx")])
+        .arg(weft_tests::data("digits/test.csv"))
+        .arg("fc2.")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && text.contains("checks passed"),
+        "{text}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let read = |what: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(what))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let (before, after) = (read("base accuracy"), read("tuned accuracy"));
+    // The base model never saw 5-9: about half the held-out digits.
+    assert!(before < 0.6, "base accuracy {before}");
+    assert!(after >= 0.9, "tuned accuracy {after} (trainer said {acc})");
+    assert!(
+        (after - acc).abs() < 1e-3,
+        "ONNX says {after}, the trainer {acc}"
+    );
+
+    let fresh = tmp.path().join("fresh").display().to_string();
+    let model = format!("digits={reference}");
+    let server = weft_tests::ServeProcess::start(weft_bin(), &[model.as_str(), "--store", &fresh]);
+    let grpc = server.grpc.clone().expect("gRPC address");
+    let out = Command::new(&py)
+        .arg(weft_tests::repo_root().join("tests/clients/digits_query.py"))
+        .args([server.rest.as_str(), grpc.as_str()])
+        .arg(weft_tests::data("digits/test.csv"))
+        .args(["0.9", "image", "1,1,8,8"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("checks passed"),
+        "tritonclient:\n{text}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+}
+
+/// What cannot be fine-tuned is refused before training, by name.
+#[test]
+fn fine_tuning_refuses_what_it_cannot_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = weft_tests::data("digits");
+    let data = data.to_str().unwrap();
+    let base = weft_tests::data("digits_0to4_classifier.onnx");
+    let base = base.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--data", data, "--base-model", base, "--out", "x", "--"];
+        args.extend(extra);
+        let o = train(&args, tmp.path());
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        stderr(&o)
+    };
+    // The convolution's gradient would have to pass the ReLU6 (`Clip`).
+    let e = run(&["--trainable", "conv1.weight"]);
+    assert!(
+        e.contains("operator Clip (node relu6) has no gradient rule"),
+        "{e}"
+    );
+    let e = run(&["--trainable", "head.*"]);
+    assert!(
+        e.contains("`head.*`") && e.contains("fc2.weight [10, 64]"),
+        "{e}"
+    );
+    let e = run(&[]);
+    assert!(e.contains("--base-model needs --trainable"), "{e}");
+    let e = run(&["--trainable", "fc2.*", "--layers", "dense:8,relu"]);
+    assert!(e.contains("--layers shapes a new network"), "{e}");
+    assert!(
+        !tmp.path().join("x/metrics.jsonl").exists()
+            || std::fs::read_to_string(tmp.path().join("x/metrics.jsonl"))
+                .unwrap()
+                .is_empty(),
+        "a refused run trained"
+    );
+
+    // A checkpoint made with other trainable parameters is not resumed.
+    let ok = |extra: &[&str]| {
+        let mut args = vec![
+            "--data",
+            data,
+            "--base-model",
+            base,
+            "--epochs",
+            "1",
+            "--out",
+            "c",
+        ];
+        args.extend(extra);
+        train(&args, tmp.path())
+    };
+    let o = ok(&["--", "--trainable", "fc2.*"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = checkpoint(&tmp.path().join("c"));
+    let o = ok(&["--resume", "--", "--trainable", "fc2.*,fc1.*"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("a checkpoint of another training"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(before, checkpoint(&tmp.path().join("c")));
+}
+
 /// The same training steps on the GPU backend (Mesa's lavapipe in CI)
 /// follow the CPU run's losses: the MLP and the flagship CNN.
 #[test]

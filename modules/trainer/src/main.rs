@@ -4,7 +4,10 @@
 //! dense layers (`--hidden 64,32`), or any stack `--layers` describes, such
 //! as a CNN over rows read as images (`--input-shape 1,8,8 --layers
 //! conv:8:3,relu,maxpool:2,flatten,dense:64,relu`); a dense layer to the
-//! classes always ends it. Training runs entirely inside the sandbox: the training step is an ONNX graph built
+//! classes always ends it. Or it fine-tunes an existing ONNX classifier
+//! (`--base-model /base/model.onnx --trainable 'fc2.*'`): the initializers
+//! named train, the rest stay frozen, and the result is that model with
+//! the trained values. Training runs entirely inside the sandbox: the training step is an ONNX graph built
 //! here with weft-autodiff and run through wasi-nn on the host's CPU or GPU
 //! backend. Every step copies the parameters in and out through guest
 //! memory.
@@ -26,11 +29,13 @@
 mod checkpoint;
 mod data;
 mod model;
+mod tune;
 
 use checkpoint::Checkpoint;
 use data::{Data, Rng};
-use model::{Layer, Net};
+use model::{Arch, Layer, Net};
 use std::io::Write;
+use tune::Tune;
 use weft_autodiff::optim::Optimizer;
 use weft_guest::{Encoding, Graph, Target, Tensor, TensorType};
 
@@ -47,6 +52,11 @@ struct Args {
     target: String,
     resume: bool,
     checkpoint_every: Option<u64>,
+    /// Fine-tune this ONNX model instead of building one from layers.
+    base_model: Option<String>,
+    trainable: Vec<String>,
+    /// The flag that shaped a layer network, if one did.
+    shaped_by: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -63,6 +73,9 @@ fn parse() -> Result<Args, String> {
         target: "cpu".into(),
         resume: false,
         checkpoint_every: None,
+        base_model: None,
+        trainable: Vec::new(),
+        shaped_by: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -72,7 +85,18 @@ fn parse() -> Result<Args, String> {
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let bad = |what: &str| format!("{flag} {value}: {what}");
+        if ["--hidden", "--layers", "--input-shape"].contains(&flag.as_str()) {
+            a.shaped_by = Some(flag.clone());
+        }
         match flag.as_str() {
+            "--base-model" => a.base_model = Some(value),
+            "--trainable" => {
+                a.trainable = value
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            }
             "--epochs" => a.epochs = value.parse().map_err(|_| bad("not a number"))?,
             "--hidden" => {
                 let widths: Vec<usize> = value
@@ -177,10 +201,36 @@ fn main() {
 
 fn run() -> Result<(), String> {
     let a = parse()?;
-    let train = Data::read("/data/train.csv", a.classes)?;
-    let classes = a
-        .classes
-        .unwrap_or_else(|| train.labels.iter().max().map_or(2, |m| m + 1).max(2));
+    let tune = match &a.base_model {
+        Some(path) => {
+            if let Some(flag) = &a.shaped_by {
+                return Err(format!(
+                    "{flag} shapes a new network; with --base-model the model's own layers train (choose which with --trainable)"
+                ));
+            }
+            Some(Tune::open(path, &a.trainable)?)
+        }
+        None if !a.trainable.is_empty() => {
+            return Err("--trainable names initializers of a --base-model; give one".into());
+        }
+        None => None,
+    };
+    if let (Some(t), Some(k)) = (&tune, a.classes)
+        && t.classes() != k
+    {
+        return Err(format!(
+            "--classes {k}, but the base model scores {} classes",
+            t.classes()
+        ));
+    }
+    let train = Data::read(
+        "/data/train.csv",
+        tune.as_ref().map(|t| t.classes()).or(a.classes),
+    )?;
+    let classes = tune.as_ref().map(|t| t.classes()).unwrap_or_else(|| {
+        a.classes
+            .unwrap_or_else(|| train.labels.iter().max().map_or(2, |m| m + 1).max(2))
+    });
     let test = match std::fs::metadata("/data/test.csv") {
         Ok(_) => {
             let t = Data::read("/data/test.csv", Some(classes))?;
@@ -198,20 +248,36 @@ fn run() -> Result<(), String> {
     let per_epoch = (train.rows() / batch) as u64;
     let total = per_epoch * a.epochs;
     let every = a.checkpoint_every.unwrap_or(per_epoch).max(1);
-    let input = a.input_shape.clone().unwrap_or(vec![train.features]);
-    if input.iter().product::<usize>() != train.features {
-        return Err(format!(
-            "--input-shape {input:?} holds {} values, the rows of /data/train.csv have {} features",
-            input.iter().product::<usize>(),
-            train.features
-        ));
-    }
-    let net = Net {
-        input,
-        layers: a.layers.clone(),
-        classes,
+    let net: Box<dyn Arch> = match tune {
+        Some(t) => {
+            if t.features() != train.features {
+                return Err(format!(
+                    "--base-model {}: one example is {} values, the rows of /data/train.csv have {} features",
+                    a.base_model.as_deref().unwrap_or_default(),
+                    t.features(),
+                    train.features
+                ));
+            }
+            Box::new(t)
+        }
+        None => {
+            let input = a.input_shape.clone().unwrap_or(vec![train.features]);
+            if input.iter().product::<usize>() != train.features {
+                return Err(format!(
+                    "--input-shape {input:?} holds {} values, the rows of /data/train.csv have {} features",
+                    input.iter().product::<usize>(),
+                    train.features
+                ));
+            }
+            let net = Net {
+                input,
+                layers: a.layers.clone(),
+                classes,
+            };
+            net.check()?;
+            Box::new(net)
+        }
     };
-    net.check()?;
     let opt = match a.optimizer.as_str() {
         "sgd" => Optimizer::Sgd {
             momentum: 0.9,
@@ -220,8 +286,11 @@ fn run() -> Result<(), String> {
         _ => Optimizer::adam(),
     };
     let signature = format!(
-        "net {:?} {:?} {classes}, {}, clip {:?}, batch {batch}, seed {}",
-        net.input, net.layers, a.optimizer, a.clip_norm, a.seed
+        "{}, {}, clip {:?}, batch {batch}, seed {}",
+        net.signature(),
+        a.optimizer,
+        a.clip_norm,
+        a.seed
     );
     let (step_onnx, spec) = net
         .step(batch, &opt, a.clip_norm)
@@ -231,7 +300,7 @@ fn run() -> Result<(), String> {
     // The state every step reads and writes, by graph input name.
     let mut values: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
     let params = net.params();
-    let init = net.init(&mut Rng::new(a.seed));
+    let init = net.init(a.seed);
     for (p, v) in params.iter().zip(init) {
         values.push((p.name.clone(), p.shape.clone(), v));
     }
@@ -270,8 +339,8 @@ fn run() -> Result<(), String> {
     let eval = match &test {
         Some(t) => {
             let rows = t.rows().min(256);
-            let g = load(&net.eval(rows).map_err(|e| e.to_string())?, &a.target)?;
-            Some((g, rows))
+            let (bytes, names) = net.eval(rows).map_err(|e| e.to_string())?;
+            Some((load(&bytes, &a.target)?, names, rows))
         }
         None => None,
     };
@@ -375,9 +444,9 @@ fn run() -> Result<(), String> {
             last_saved = step;
         }
         if step.is_multiple_of(per_epoch)
-            && let (Some((g, rows)), Some(t)) = (&eval, &test)
+            && let (Some((g, names, rows)), Some(t)) = (&eval, &test)
         {
-            let acc = accuracy(g, *rows, t, &net, &values)?;
+            let acc = accuracy(g, names, *rows, t, net.classes(), &values)?;
             writeln!(
                 metrics,
                 "{{\"step\":{step},\"epoch\":{},\"accuracy\":{acc}}}",
@@ -425,26 +494,31 @@ fn dropout_mask(
         .collect()
 }
 
-/// The share of `data` the network classifies right.
+/// The share of `data` the network classifies right: `graph` takes the
+/// inputs `names` (parameters by name, `x` the rows) and gives logits.
 fn accuracy(
     graph: &Graph,
+    names: &[String],
     rows: usize,
     data: &Data,
-    net: &Net,
+    classes: usize,
     values: &[(String, Vec<usize>, Vec<f32>)],
 ) -> Result<f32, String> {
     let mut ctx = graph.context().map_err(|e| e.to_string())?;
-    let params = net.params();
-    for (i, p) in params.iter().enumerate() {
-        let v = &values
+    let mut x_at = None;
+    for (i, name) in names.iter().enumerate() {
+        if name == "x" {
+            x_at = Some(i as u32);
+            continue;
+        }
+        let (_, shape, v) = values
             .iter()
-            .find(|(n, _, _)| *n == p.name)
-            .ok_or_else(|| format!("no parameter {}", p.name))?
-            .2;
-        let t = Tensor::f32(&dims(&p.shape), v).map_err(|e| e.to_string())?;
+            .find(|(n, _, _)| n == name)
+            .ok_or_else(|| format!("no parameter {name}"))?;
+        let t = Tensor::f32(&dims(shape), v).map_err(|e| e.to_string())?;
         ctx.set_input(i as u32, &t).map_err(|e| e.to_string())?;
     }
-    let classes = net.classes;
+    let x_at = x_at.ok_or("the evaluation graph takes no x")?;
     let f = data.features;
     let mut right = 0;
     for start in (0..data.rows()).step_by(rows) {
@@ -452,8 +526,7 @@ fn accuracy(
         let mut x = data.x[start * f..(start + n) * f].to_vec();
         x.resize(rows * f, 0.0);
         let t = Tensor::f32(&[rows as u32, f as u32], &x).map_err(|e| e.to_string())?;
-        ctx.set_input(params.len() as u32, &t)
-            .map_err(|e| e.to_string())?;
+        ctx.set_input(x_at, &t).map_err(|e| e.to_string())?;
         ctx.compute().map_err(|e| e.to_string())?;
         let logits = floats(
             &ctx.output(0, TensorType::F32, &[rows as u32, classes as u32])

@@ -121,11 +121,39 @@ pub struct Net {
     pub classes: usize,
 }
 
-/// A parameter: its name and shape, and how it starts.
+/// A parameter: its name and shape.
 pub struct Param {
     pub name: String,
     pub shape: Vec<usize>,
-    init: Init,
+}
+
+/// What the training loop needs of a model, whether a layer list or an
+/// imported ONNX model being fine-tuned.
+pub trait Arch {
+    /// One example's values (the CSV columns before the label).
+    fn features(&self) -> usize;
+    fn classes(&self) -> usize;
+    /// The trainable parameters, in the step graph's order.
+    fn params(&self) -> Vec<Param>;
+    /// Their starting values.
+    fn init(&self, seed: u64) -> Vec<Vec<f32>>;
+    /// Per dropout layer: the mask shape per example and the rate.
+    fn masks(&self) -> Vec<(Vec<usize>, f32)>;
+    /// The training step for batches of `batch` rows: inputs `x` (flat
+    /// rows), `labels` (one-hot), the masks `mask0`, ...
+    fn step(
+        &self,
+        batch: usize,
+        opt: &Optimizer,
+        clip_norm: Option<f64>,
+    ) -> Result<(Vec<u8>, StepSpec), Error>;
+    /// Logits for `batch` flat rows `x`, the parameters as inputs: the
+    /// graph and its input names in order.
+    fn eval(&self, batch: usize) -> Result<(Vec<u8>, Vec<String>), Error>;
+    /// The trained model for serving, `values` in [`Arch::params`] order.
+    fn export(&self, values: &[Vec<f32>]) -> Result<Vec<u8>, Error>;
+    /// What a checkpoint must have been made by to be resumed here.
+    fn signature(&self) -> String;
 }
 
 enum Init {
@@ -137,7 +165,7 @@ enum Init {
 
 /// What the layers make of the input, checked once.
 struct Walk {
-    params: Vec<Param>,
+    params: Vec<(Param, Init)>,
     /// Per dropout layer, its mask's shape per example and its rate.
     masks: Vec<(Vec<usize>, f32)>,
 }
@@ -166,16 +194,20 @@ impl Net {
                     let [f] = shape[..] else {
                         return Err(at("needs one axis: add flatten before it"));
                     };
-                    w.params.push(Param {
-                        name: format!("w{index}"),
-                        shape: vec![f, out],
-                        init: Init::He(f),
-                    });
-                    w.params.push(Param {
-                        name: format!("b{index}"),
-                        shape: vec![out],
-                        init: Init::Zeros,
-                    });
+                    w.params.push((
+                        Param {
+                            name: format!("w{index}"),
+                            shape: vec![f, out],
+                        },
+                        Init::He(f),
+                    ));
+                    w.params.push((
+                        Param {
+                            name: format!("b{index}"),
+                            shape: vec![out],
+                        },
+                        Init::Zeros,
+                    ));
                     index += 1;
                     shape = vec![out];
                 }
@@ -192,16 +224,20 @@ impl Net {
                     let (Some(h2), Some(w2)) = (size(h), size(wd)) else {
                         return Err(at("has a kernel larger than the padded input"));
                     };
-                    w.params.push(Param {
-                        name: format!("w{index}"),
-                        shape: vec![out, c, k, k],
-                        init: Init::He(c * k * k),
-                    });
-                    w.params.push(Param {
-                        name: format!("b{index}"),
-                        shape: vec![out],
-                        init: Init::Zeros,
-                    });
+                    w.params.push((
+                        Param {
+                            name: format!("w{index}"),
+                            shape: vec![out, c, k, k],
+                        },
+                        Init::He(c * k * k),
+                    ));
+                    w.params.push((
+                        Param {
+                            name: format!("b{index}"),
+                            shape: vec![out],
+                        },
+                        Init::Zeros,
+                    ));
                     index += 1;
                     shape = vec![out, h2, w2];
                 }
@@ -216,16 +252,20 @@ impl Net {
                 }
                 Layer::Norm => {
                     let last = *shape.last().unwrap_or(&1);
-                    w.params.push(Param {
-                        name: format!("gamma{index}"),
-                        shape: vec![last],
-                        init: Init::Ones,
-                    });
-                    w.params.push(Param {
-                        name: format!("beta{index}"),
-                        shape: vec![last],
-                        init: Init::Zeros,
-                    });
+                    w.params.push((
+                        Param {
+                            name: format!("gamma{index}"),
+                            shape: vec![last],
+                        },
+                        Init::Ones,
+                    ));
+                    w.params.push((
+                        Param {
+                            name: format!("beta{index}"),
+                            shape: vec![last],
+                        },
+                        Init::Zeros,
+                    ));
                     index += 1;
                 }
                 Layer::Flatten => shape = vec![shape.iter().product()],
@@ -240,33 +280,6 @@ impl Net {
     /// does not.
     pub fn check(&self) -> Result<(), String> {
         self.walk().map(|_| ())
-    }
-
-    pub fn params(&self) -> Vec<Param> {
-        self.walk().map(|w| w.params).unwrap_or_default()
-    }
-
-    /// Per dropout layer: the mask shape per example and the rate.
-    pub fn masks(&self) -> Vec<(Vec<usize>, f32)> {
-        self.walk().map(|w| w.masks).unwrap_or_default()
-    }
-
-    /// Initial values: He-uniform weights, zero biases, unit scales.
-    pub fn init(&self, rng: &mut Rng) -> Vec<Vec<f32>> {
-        self.params()
-            .into_iter()
-            .map(|p| {
-                let n: usize = p.shape.iter().product();
-                match p.init {
-                    Init::Zeros => vec![0.0; n],
-                    Init::Ones => vec![1.0; n],
-                    Init::He(fan_in) => {
-                        let bound = (6.0 / fan_in as f32).sqrt();
-                        (0..n).map(|_| (rng.unit() * 2.0 - 1.0) * bound).collect()
-                    }
-                }
-            })
-            .collect()
     }
 
     /// Logits of flat rows `x` `[N, F]`; dropout multiplies by `masks`
@@ -322,10 +335,48 @@ impl Net {
         }
         Ok(h)
     }
+}
 
-    /// The training step for batches of `batch` rows: inputs `x`,
-    /// `labels`, then `mask0`, `mask1`, ... (one per dropout layer).
-    pub fn step(
+impl Arch for Net {
+    fn features(&self) -> usize {
+        self.input.iter().product()
+    }
+
+    fn classes(&self) -> usize {
+        self.classes
+    }
+
+    fn params(&self) -> Vec<Param> {
+        self.walk()
+            .map(|w| w.params.into_iter().map(|(p, _)| p).collect())
+            .unwrap_or_default()
+    }
+
+    fn masks(&self) -> Vec<(Vec<usize>, f32)> {
+        self.walk().map(|w| w.masks).unwrap_or_default()
+    }
+
+    /// He-uniform weights, zero biases, unit scales, drawn from `seed`.
+    fn init(&self, seed: u64) -> Vec<Vec<f32>> {
+        let mut rng = Rng::new(seed);
+        let params = self.walk().map(|w| w.params).unwrap_or_default();
+        params
+            .into_iter()
+            .map(|(p, init)| {
+                let n: usize = p.shape.iter().product();
+                match init {
+                    Init::Zeros => vec![0.0; n],
+                    Init::Ones => vec![1.0; n],
+                    Init::He(fan_in) => {
+                        let bound = (6.0 / fan_in as f32).sqrt();
+                        (0..n).map(|_| (rng.unit() * 2.0 - 1.0) * bound).collect()
+                    }
+                }
+            })
+            .collect()
+    }
+
+    fn step(
         &self,
         batch: usize,
         opt: &Optimizer,
@@ -337,7 +388,7 @@ impl Net {
             .iter()
             .map(|p| g.param(&p.name, &p.shape))
             .collect();
-        let x = g.input("x", &[batch, self.input.iter().product()]);
+        let x = g.input("x", &[batch, self.features()]);
         let labels = g.input("labels", &[batch, self.classes]);
         let masks: Vec<T> = self
             .masks()
@@ -355,25 +406,24 @@ impl Net {
         Ok((g.to_onnx()?, spec))
     }
 
-    /// Logits for `batch` rows, the parameters as inputs (before `x`).
-    pub fn eval(&self, batch: usize) -> Result<Vec<u8>, Error> {
+    fn eval(&self, batch: usize) -> Result<(Vec<u8>, Vec<String>), Error> {
         let mut g = Graph::new(DType::F32);
         let params: Vec<T> = self
             .params()
             .iter()
             .map(|p| g.input(&p.name, &p.shape))
             .collect();
-        let x = g.input("x", &[batch, self.input.iter().product()]);
+        let x = g.input("x", &[batch, self.features()]);
         let logits = self.logits(&mut g, x, &params, None)?;
         g.output(logits, "logits");
-        g.to_onnx()
+        Ok((g.to_onnx()?, g.input_names()))
     }
 
-    /// The trained model for serving: one flat row `input` `[1, F]` in,
-    /// `probabilities` out, the parameters baked in.
-    pub fn export(&self, values: &[Vec<f32>]) -> Result<Vec<u8>, Error> {
+    /// One flat row `input` `[1, F]` in, `probabilities` out, the
+    /// parameters baked in.
+    fn export(&self, values: &[Vec<f32>]) -> Result<Vec<u8>, Error> {
         let mut g = Graph::new(DType::F32);
-        let x = g.input("input", &[1, self.input.iter().product()]);
+        let x = g.input("input", &[1, self.features()]);
         let params = self
             .params()
             .iter()
@@ -385,5 +435,9 @@ impl Net {
         let p = g.exp(logp)?;
         g.output(p, "probabilities");
         g.to_onnx()
+    }
+
+    fn signature(&self) -> String {
+        format!("net {:?} {:?} {}", self.input, self.layers, self.classes)
     }
 }
