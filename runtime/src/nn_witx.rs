@@ -31,6 +31,8 @@ pub const MAX_CONTEXTS: usize = 1024;
 const MAX_BUILDERS: u32 = 64;
 /// Most dimensions a tensor may have.
 const MAX_RANK: u32 = 32;
+/// Most outputs one context may feed back as inputs.
+const MAX_BINDINGS: usize = 4096;
 
 /// The witx `nn_errno` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +136,8 @@ struct HeldGraph {
 struct HeldContext {
     ctx: wasmtime_wasi_nn::ExecutionContext,
     inputs: HashMap<u32, usize>,
+    /// `(output, input)` pairs fed back after each compute.
+    bound: Vec<(u32, u32)>,
 }
 
 impl HeldContext {
@@ -415,6 +419,7 @@ fn init_execution_context<T: 'static>(
         HeldContext {
             ctx,
             inputs: HashMap::new(),
+            bound: Vec::new(),
         },
     )?;
     write_u32(mem, out, id)
@@ -465,6 +470,12 @@ fn set_input<T: 'static>(
         ty,
         data: data.to_vec(),
     };
+    feed(st, ctx, index, tensor, before)
+}
+
+/// Hand `tensor` (already charged; `before` the bytes it replaces, already
+/// refunded) to the backend as input `index`.
+fn feed(st: &mut NnState, ctx: u32, index: u32, tensor: Tensor, before: usize) -> Res<()> {
     let exec = context(st, ctx)?;
     let set = guarded("set_input", || {
         Ok(exec.ctx.set_input(Id::Index(index), &tensor)?)
@@ -490,7 +501,51 @@ fn compute<T: 'static>(
 ) -> Res<()> {
     let (_, st) = split(c, get)?;
     let exec = context(st, ctx)?;
-    guarded("compute", || Ok(exec.ctx.compute()?))
+    guarded("compute", || Ok(exec.ctx.compute()?))?;
+    // Residency: bound outputs become the next compute's inputs here, on
+    // the host, charged like inputs the guest sets.
+    let bound = exec.bound.clone();
+    for (output, input) in bound {
+        let exec = context(st, ctx)?;
+        let tensor = guarded("get_output", || {
+            Ok(exec.ctx.get_output(Id::Index(output))?)
+        })?;
+        let before = exec.inputs.get(&input).copied().unwrap_or(0);
+        st.budget.refund_nn(before);
+        if let Err(e) = st.charge("a bound output", tensor.data.len()) {
+            let _ = st.budget.charge_nn("a bound output", before);
+            return Err(e);
+        }
+        feed(st, ctx, input, tensor, before)?;
+    }
+    Ok(())
+}
+
+/// Weft's residency extension: after every compute of `ctx`, output
+/// `output` becomes input `input`. An index the model does not have fails
+/// the compute that feeds it, with the backend's error.
+fn bind_output<T: 'static>(
+    c: &mut Caller<'_, T>,
+    get: fn(&mut T) -> &mut NnState,
+    (ctx, output, input): (u32, u32, u32),
+) -> Res<()> {
+    let (_, st) = split(c, get)?;
+    let exec = context(st, ctx)?;
+    if exec.bound.iter().any(|&(o, i)| o == output && i != input) {
+        return fail(
+            Errno::InvalidArgument,
+            format!("output {output} already feeds another input"),
+        );
+    }
+    if exec.bound.len() >= MAX_BINDINGS && !exec.bound.iter().any(|&(_, i)| i == input) {
+        return fail(
+            Errno::TooLarge,
+            format!("at most {MAX_BINDINGS} bound outputs per context"),
+        );
+    }
+    exec.bound.retain(|&(_, i)| i != input);
+    exec.bound.push((output, input));
+    Ok(())
 }
 
 fn get_output<T: 'static>(
@@ -671,6 +726,16 @@ pub fn add_to_linker<T: 'static>(
                         ctx as u32, i as u32, ty as u32, d as u32, n as u32, r as u32,
                     ),
                 ),
+            )
+        },
+    )?;
+    linker.func_wrap(
+        MODULE,
+        "weft_bind_output",
+        move |mut c: Caller<'_, T>, ctx: i32, o: i32, i: i32| {
+            finish(
+                "weft_bind_output",
+                bind_output(&mut c, get, (ctx as u32, o as u32, i as u32)),
             )
         },
     )?;

@@ -58,6 +58,43 @@ fn component_runs_the_same_model() {
     assert_eq!(out.trim(), "3 5 7 -7");
 }
 
+/// Residency: output 0 bound to input 0 makes each compute feed the next
+/// without the guest copying anything: y = 2x + 1 three times over is
+/// 8x + 7. wasip1 goes through Weft's `weft_bind_output`; wasip2 hands the
+/// output tensor resource back (standard wasi-nn).
+#[test]
+fn a_bound_output_feeds_the_next_compute_on_both_abis() {
+    for guest in [Guest::P1, Guest::P2] {
+        let (code, out) = run(
+            guest,
+            "tinyrun",
+            &[
+                "tiny",
+                "--dims",
+                "1,4",
+                "--repeat",
+                "3",
+                "--feed-back",
+                "1",
+                "2",
+                "0",
+                "-1",
+            ],
+        );
+        assert_eq!(code, 0, "{guest:?}");
+        assert_eq!(out.trim(), "15 23 7 -1", "{guest:?}");
+        // Without the binding the input stays, so the result is one step's.
+        let (_, out) = run(
+            guest,
+            "tinyrun",
+            &[
+                "tiny", "--dims", "1,4", "--repeat", "3", "1", "2", "0", "-1",
+            ],
+        );
+        assert_eq!(out.trim(), "3 5 1 -1", "{guest:?}");
+    }
+}
+
 #[test]
 fn component_loads_model_bytes_through_guest_memory() {
     // `--file` makes the guest read the model and pass its bytes to `load`.

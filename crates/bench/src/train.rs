@@ -7,6 +7,13 @@
 //!
 //! Models: the digits MLP (64-64-10) and the flagship digits CNN (conv
 //! 8x3x3, ReLU, 2x2 max pool, dense 64, ReLU, dense 10), Adam, batch 32.
+//!
+//! Then the same two models trained by the bundled trainer module itself
+//! (wasm32-wasip2, in-process through the runtime, on the same core), with
+//! the parameters kept on the host between steps (residency: each
+//! `NAME.next` output bound to input `NAME`) and with `--copy-params`
+//! (every parameter and state tensor through guest memory each step): the
+//! median of the trainer's own per-step times (`step_us`).
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -249,7 +256,103 @@ fn main() -> Result<()> {
         );
     }
     println!(
-        "(weft's figure copies every parameter and optimizer-state tensor in and out per step, as the bundled trainer does; the residency extension that would avoid it is not built)"
+        "(weft's figure sets every parameter and optimizer-state tensor from host memory and reads every output each step)"
     );
+    let trainer =
+        weft_testkit::repo_root().join("modules/target/wasm32-wasip2/release/trainer.wasm");
+    anyhow::ensure!(
+        trainer.exists(),
+        "{} is not built: cd modules && cargo build --release --target wasm32-wasip2 -p trainer",
+        trainer.display()
+    );
+    println!();
+    println!(
+        "the bundled trainer module (wasip2) on the CPU backend, median step of {} steps",
+        a.rounds
+    );
+    println!("model  copied each step   kept on the host   kept / copied");
+    for model in ["mlp", "cnn"] {
+        let copied = trainer_step(&trainer, model, a.batch, a.rounds, true)?;
+        let kept = trainer_step(&trainer, model, a.batch, a.rounds, false)?;
+        println!(
+            "{model:<5}  {:>13.1} us   {:>13.1} us   {:>11.2}x",
+            copied.as_secs_f64() * 1e6,
+            kept.as_secs_f64() * 1e6,
+            kept.as_secs_f64() / copied.as_secs_f64()
+        );
+    }
     Ok(())
+}
+
+/// The bundled trainer's median `step_us` on the digits for at least
+/// `rounds` steps, with `--copy-params` or with residency.
+fn trainer_step(
+    wasm: &std::path::Path,
+    model: &str,
+    batch: usize,
+    rounds: usize,
+    copy: bool,
+) -> Result<Duration> {
+    use weft_runtime::{DirGrant, RunOptions, Runtime, RuntimeConfig};
+    let data = weft_testkit::repo_root().join("tests/data/digits");
+    let out = tempfile::tempdir()?;
+    let per_epoch = 1347 / batch;
+    let epochs = rounds.div_ceil(per_epoch).max(1);
+    let mut args: Vec<String> = [
+        "--epochs",
+        &epochs.to_string(),
+        "--batch",
+        &batch.to_string(),
+        "--target",
+        "cpu",
+        "--checkpoint-every",
+        "1000000",
+    ]
+    .map(String::from)
+    .to_vec();
+    let layers: &[&str] = match model {
+        "mlp" => &["--hidden", "64"],
+        _ => &[
+            "--input-shape",
+            "1,8,8",
+            "--layers",
+            "conv:8:3,relu,maxpool:2,flatten,dense:64,relu",
+        ],
+    };
+    args.extend(layers.iter().map(|s| s.to_string()));
+    if copy {
+        args.push("--copy-params".into());
+    }
+    let grant = |host: &std::path::Path, guest: &str, read_only| DirGrant {
+        host: host.to_path_buf(),
+        guest: guest.into(),
+        read_only,
+    };
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: None,
+        ..Default::default()
+    })?;
+    let program = rt.load_file(wasm)?;
+    let code = rt.run(
+        &program,
+        RunOptions {
+            args,
+            dirs: vec![
+                grant(&data, "/data", true),
+                grant(out.path(), "/out", false),
+                grant(out.path(), "/checkpoints", false),
+            ],
+            ..Default::default()
+        },
+    )?;
+    anyhow::ensure!(code == 0, "the trainer exited with {code}");
+    let text = std::fs::read_to_string(out.path().join("metrics.jsonl"))?;
+    let mut times: Vec<u64> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| r["step_us"].as_u64())
+        .collect();
+    anyhow::ensure!(!times.is_empty(), "the trainer recorded no step times");
+    times.sort_unstable();
+    Ok(Duration::from_micros(times[times.len() / 2]))
 }

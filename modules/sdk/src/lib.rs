@@ -133,6 +133,23 @@ impl Context<'_> {
         self.raw.compute()
     }
 
+    /// Residency: after every [`compute`](Context::compute), output
+    /// `output` becomes input `input` of the next one without passing
+    /// through guest memory (a training step's `w.next` feeding `w`). Set
+    /// the input once before the first compute; a later
+    /// [`set_input`](Context::set_input) of it replaces the carried value
+    /// for the next compute. The output stays readable as usual.
+    ///
+    /// * wasip2 needs nothing of the host: the output tensor resource of
+    ///   one compute is handed back as the next one's input (standard
+    ///   `wasi:nn`).
+    /// * wasip1 calls Weft's `weft_bind_output` extension (feature
+    ///   `residency`); built without it, or where the host answers
+    ///   `unsupported_operation`, this fails and the caller keeps copying.
+    pub fn bind_output(&mut self, output: u32, input: u32) -> Result<()> {
+        self.raw.bind_output(output, input)
+    }
+
     /// Reads output `index` as a tensor of type `ty`.
     ///
     /// `dims_hint` is the shape the caller expects; a `0` entry stands for a

@@ -45,6 +45,10 @@ impl Context {
         match self.0 {}
     }
 
+    pub fn bind_output(&mut self, _output: u32, _input: u32) -> Result<()> {
+        match self.0 {}
+    }
+
     pub fn output(&self, _index: u32, _ty: TensorType, _dims_hint: &[u32]) -> Result<Tensor> {
         match self.0 {}
     }

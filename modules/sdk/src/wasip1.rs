@@ -62,6 +62,10 @@ mod raw {
             dims_cap: u32,
             rank_out: *mut u32,
         ) -> u32;
+        /// Weft extension: output `output` of each compute becomes input
+        /// `input` of the next, on the host.
+        #[cfg(feature = "residency")]
+        pub fn weft_bind_output(ctx: u32, output: u32, input: u32) -> u32;
         /// Weft/WasmEdge extension.
         #[cfg(feature = "drop-handles")]
         pub fn unload(graph: u32) -> u32;
@@ -203,6 +207,22 @@ impl Context {
     pub fn compute(&mut self) -> Result<()> {
         // SAFETY: plain integer argument.
         check(unsafe { raw::compute(self.0) }, || "compute".into())
+    }
+
+    #[cfg(feature = "residency")]
+    pub fn bind_output(&mut self, output: u32, input: u32) -> Result<()> {
+        // SAFETY: plain integer arguments.
+        let errno = unsafe { raw::weft_bind_output(self.0, output, input) };
+        check(errno, || format!("weft_bind_output({output}, {input})"))
+    }
+
+    #[cfg(not(feature = "residency"))]
+    pub fn bind_output(&mut self, output: u32, input: u32) -> Result<()> {
+        Err(Error::guest(
+            ErrorCode::UnsupportedOperation,
+            format!("weft_bind_output({output}, {input})"),
+            "built without the `residency` feature, which needs Weft's extension",
+        ))
     }
 
     pub fn output_bytes(&self, index: u32, max_len: usize) -> Result<Vec<u8>> {

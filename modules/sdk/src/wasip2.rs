@@ -67,6 +67,8 @@ impl Graph {
             ctx,
             inputs: Vec::new(),
             outputs: Vec::new(),
+            bound: Vec::new(),
+            carried: Vec::new(),
         })
     }
 }
@@ -75,6 +77,10 @@ pub(crate) struct Context {
     ctx: inference::GraphExecutionContext,
     inputs: Vec<(String, Tensor)>,
     outputs: Vec<(String, tensor::Tensor)>,
+    /// `(output index, input name)`: outputs fed back as inputs.
+    bound: Vec<(u32, String)>,
+    /// Inputs the last compute's outputs feed next (bound, not set since).
+    carried: Vec<String>,
 }
 
 impl Context {
@@ -85,6 +91,7 @@ impl Context {
     }
 
     pub fn set_input_named(&mut self, name: &str, tensor: &Tensor) -> Result<()> {
+        self.carried.retain(|n| n != name);
         match self.inputs.iter_mut().find(|(n, _)| n == name) {
             Some((_, t)) => *t = tensor.clone(),
             None => self.inputs.push((name.to_owned(), tensor.clone())),
@@ -93,22 +100,52 @@ impl Context {
     }
 
     pub fn compute(&mut self) -> Result<()> {
+        // The last compute's outputs, for the inputs bound to them.
+        let mut previous: Vec<Option<tensor::Tensor>> = std::mem::take(&mut self.outputs)
+            .into_iter()
+            .map(|(_, t)| Some(t))
+            .collect();
+        let carried = std::mem::take(&mut self.carried);
         let inputs = self
             .inputs
             .iter()
             .map(|(name, t)| {
-                (
-                    name.clone(),
-                    tensor::Tensor::new(&t.dims, wit_type(t.ty), &t.data),
-                )
+                let resident = carried
+                    .iter()
+                    .any(|n| n == name)
+                    .then(|| self.bound.iter().find(|(_, n)| n == name))
+                    .flatten()
+                    .and_then(|(o, _)| previous.get_mut(*o as usize)?.take());
+                let tensor = resident
+                    .unwrap_or_else(|| tensor::Tensor::new(&t.dims, wit_type(t.ty), &t.data));
+                (name.clone(), tensor)
             })
             .collect();
-        // A failed compute leaves no stale outputs behind.
-        self.outputs.clear();
+        drop(previous);
         self.outputs = self
             .ctx
             .compute(inputs)
             .map_err(|e| host_error("compute".into(), e))?;
+        self.carried = self
+            .bound
+            .iter()
+            .filter(|(o, _)| (*o as usize) < self.outputs.len())
+            .map(|(_, n)| n.clone())
+            .collect();
+        Ok(())
+    }
+
+    pub fn bind_output(&mut self, output: u32, input: u32) -> Result<()> {
+        let name = input.to_string();
+        if self.bound.iter().any(|(o, n)| *o == output && *n != name) {
+            return Err(Error::guest(
+                ErrorCode::InvalidArgument,
+                format!("bind_output({output}, {input})"),
+                "that output already feeds another input",
+            ));
+        }
+        self.bound.retain(|(_, n)| *n != name);
+        self.bound.push((output, name));
         Ok(())
     }
 

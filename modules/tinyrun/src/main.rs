@@ -5,14 +5,14 @@
 //! The model is loaded by name (preloaded by the host) or from an ONNX file
 //! the guest can read. The VALUEs form input 0 with shape `--dims` (default
 //! `1,<number of values>`). Each of the first N outputs (default 1) is printed
-//! as one line of space-separated values.
+//! as one line of space-separated values. `--feed-back` binds output 0 to
+//! input 0 (`Context::bind_output`), so `--repeat N` iterates the model.
 
 use std::process::ExitCode;
 
 use weft_guest::{Encoding, Graph, Target, Tensor, TensorType};
 
-const USAGE: &str =
-    "usage: tinyrun (NAME | --file PATH) [--dims D,D,..] [--outputs N] [--repeat N] [VALUE..]";
+const USAGE: &str = "usage: tinyrun (NAME | --file PATH) [--dims D,D,..] [--outputs N] [--repeat N] [--feed-back] [VALUE..]";
 
 struct Args {
     model: Model,
@@ -20,6 +20,8 @@ struct Args {
     outputs: u32,
     /// Compute this many times (a long-running guest for lifecycle tests).
     repeat: u64,
+    /// Bind output 0 to input 0 (residency): each compute feeds the next.
+    feed_back: bool,
     values: Vec<f32>,
 }
 
@@ -32,7 +34,12 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut args = args.into_iter();
     let (mut model, mut dims, mut outputs, mut values) = (None, None, 1, Vec::new());
     let mut repeat = 1;
+    let mut feed_back = false;
     while let Some(arg) = args.next() {
+        if arg == "--feed-back" {
+            feed_back = true;
+            continue;
+        }
         let mut value = |flag: &str| args.next().ok_or(format!("{flag} needs a value"));
         match arg.as_str() {
             "--file" => model = Some(Model::File(value("--file")?)),
@@ -59,6 +66,7 @@ fn parse(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
         dims,
         outputs,
         repeat,
+        feed_back,
         values,
     })
 }
@@ -79,6 +87,9 @@ fn run(args: Args) -> Result<(), String> {
     let mut ctx = graph.context().map_err(|e| e.to_string())?;
     let input = Tensor::f32(&dims, &args.values).map_err(|e| e.to_string())?;
     ctx.set_input(0, &input).map_err(|e| e.to_string())?;
+    if args.feed_back {
+        ctx.bind_output(0, 0).map_err(|e| e.to_string())?;
+    }
     for _ in 0..args.repeat.max(1) {
         ctx.compute().map_err(|e| e.to_string())?;
     }

@@ -10,7 +10,7 @@
 //! the trained values. Training runs entirely inside the sandbox: the training step is an ONNX graph built
 //! here with weft-autodiff and run through wasi-nn on the host's CPU or GPU
 //! backend. Every step copies the parameters in and out through guest
-//! memory.
+//! memory, unless the host keeps them (`Context::bind_output`).
 //!
 //! Files (the host grants the directories):
 //! - `/data/train.csv`, and `/data/test.csv` when there is one;
@@ -55,6 +55,8 @@ struct Args {
     /// Fine-tune this ONNX model instead of building one from layers.
     base_model: Option<String>,
     trainable: Vec<String>,
+    /// Copy parameters through guest memory every step (no residency).
+    copy_params: bool,
     /// The flag that shaped a layer network, if one did.
     shaped_by: Option<String>,
 }
@@ -75,12 +77,17 @@ fn parse() -> Result<Args, String> {
         checkpoint_every: None,
         base_model: None,
         trainable: Vec::new(),
+        copy_params: false,
         shaped_by: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--resume" {
             a.resume = true;
+            continue;
+        }
+        if flag == "--copy-params" {
+            a.copy_params = true;
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -336,6 +343,22 @@ fn run() -> Result<(), String> {
 
     let graph = load(&step_onnx, &a.target)?;
     let mut ctx = graph.context().map_err(|e| e.to_string())?;
+    // Residency: each `NAME.next` output feeds input `NAME` of the next
+    // step on the host; the guest reads them only to checkpoint, evaluate
+    // or export. Where the host cannot (wasip1 without Weft's extension),
+    // every step copies them through guest memory instead.
+    let resident = !a.copy_params
+        && spec.outputs.iter().enumerate().all(|(o, name)| {
+            let Some(base) = name.strip_suffix(".next") else {
+                return true;
+            };
+            spec.inputs
+                .iter()
+                .position(|n| n == base)
+                .is_some_and(|i| ctx.bind_output(o as u32, i as u32).is_ok())
+        });
+    // Whether the host holds the current parameters (after a first step).
+    let mut held = false;
     let eval = match &test {
         Some(t) => {
             let rows = t.rows().min(256);
@@ -367,7 +390,11 @@ fn run() -> Result<(), String> {
             x.extend_from_slice(&train.x[r * train.features..(r + 1) * train.features]);
             labels[i * classes + train.labels[r]] = 1.0;
         }
+        let started = std::time::Instant::now();
         for (index, name) in spec.inputs.iter().enumerate() {
+            if held && values.iter().any(|(n, _, _)| n == name) {
+                continue;
+            }
             let tensor = match name.as_str() {
                 "x" => Tensor::f32(&[batch as u32, train.features as u32], &x),
                 "labels" => Tensor::f32(&[batch as u32, classes as u32], &labels),
@@ -396,9 +423,18 @@ fn run() -> Result<(), String> {
         }
         ctx.compute()
             .map_err(|e| format!("step {}: {e}", step + 1))?;
+        held = resident;
+        let done = step + 1;
+        let wanted = !resident
+            || done.is_multiple_of(every)
+            || done == total
+            || (done.is_multiple_of(per_epoch) && eval.is_some());
         let mut loss = f32::NAN;
         let mut next = Vec::new();
         for (index, name) in spec.outputs.iter().enumerate() {
+            if name.ends_with(".next") && !wanted {
+                continue;
+            }
             let shape = match name.strip_suffix(".next") {
                 Some(base) => values
                     .iter()
@@ -429,9 +465,10 @@ fn run() -> Result<(), String> {
         step += 1;
         writeln!(
             metrics,
-            "{{\"step\":{step},\"epoch\":{},\"loss\":{loss},\"examples\":{},\"total_steps\":{total}}}",
+            "{{\"step\":{step},\"epoch\":{},\"loss\":{loss},\"examples\":{},\"total_steps\":{total},\"step_us\":{}}}",
             epoch + 1,
-            step * batch as u64
+            step * batch as u64,
+            started.elapsed().as_micros()
         )
         .map_err(|e| format!("/out/metrics.jsonl: {e}"))?;
         if step.is_multiple_of(every) || step == total {
