@@ -13,7 +13,7 @@ use weft_oci::package::WeftToml;
 /// parsed to record their interface and to fail now, not on a device.
 #[derive(Args)]
 #[command(
-    after_help = "weft.toml:\n  [module]\n  name = \"ocr\"\n  version = \"1.0.0\"\n  file = \"ocr.wasm\"\n  args = [\"--dict\", \"/models/ppocr_keys.txt\"]\n\n  [[model]]\n  name = \"ppocr-det\"            # preload name\n  file = \"det.onnx\"             # host path, relative to DIR\n  path = \"models/det.onnx\"      # path inside the artifact [default: file]\n  encoding = \"onnx\"\n  target = \"cpu\"\n\n  [[file]]\n  file = \"keys.txt\"\n  path = \"models/ppocr_keys.txt\"\n  kind = \"config\"               # config or doc\n\nSee docs/artifact-format.md."
+    after_help = "weft.toml:\n  [module]\n  name = \"ocr\"\n  version = \"1.0.0\"\n  file = \"ocr.wasm\"             # [default: the bundled predictor]\n  args = [\"--dict\", \"/models/ppocr_keys.txt\"]\n\n  [[model]]\n  name = \"ppocr-det\"            # preload name\n  file = \"det.onnx\"             # host path, relative to DIR\n  path = \"models/det.onnx\"      # path inside the artifact [default: file]\n  encoding = \"onnx\"\n  target = \"cpu\"\n\n  [[file]]\n  file = \"keys.txt\"\n  path = \"models/ppocr_keys.txt\"\n  kind = \"config\"               # config or doc\n\n  [train]                        # train the model while building\n  model = \"ppocr-det\"            # the [[model]] written [default: the only one]\n  data = \"data\"                 # data directory\n  epochs = 20\n  args = [\"--hidden\", \"64\"]       # for the training module\n  module = \"train.wasm\"         # [default: the bundled trainer]\n  base_model = \"base.onnx\"      # fine-tune this model\n  target = \"cpu\"                # cpu, gpu or auto\n\nSee docs/artifact-format.md and docs/training.md."
 )]
 pub struct BuildArgs {
     /// Directory holding weft.toml.
@@ -27,6 +27,9 @@ pub struct BuildArgs {
     pub classic: bool,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// GPU settings for a `[train]` section that trains on the GPU.
+    #[command(flatten)]
+    pub gpu: crate::run::GpuArgs,
 }
 
 pub fn exec(a: BuildArgs) -> anyhow::Result<i32> {
@@ -35,8 +38,28 @@ pub fn exec(a: BuildArgs) -> anyhow::Result<i32> {
         .with_context(|| format!("cannot read {}", manifest_path.display()))?;
     let toml = WeftToml::parse(&text)
         .with_context(|| format!("{} is not a valid weft.toml", manifest_path.display()))?;
+    if toml.module.file.is_none() && !toml.model.iter().any(|m| m.name == "model") {
+        anyhow::bail!(
+            "{}: [module] has no `file`, so the bundled predictor serves the [[model]] named `model`; name one `model`, or give [module] a file",
+            manifest_path.display()
+        );
+    }
     let store = a.store.open()?;
-    let module = a.dir.join(&toml.module.file);
+    if let Some(train) = &toml.train {
+        let model = toml.trained_model()?.context("[train] names no model")?;
+        crate::train::for_build(&a, train, &a.dir.join(&model.file))
+            .with_context(|| format!("[train] in {}", manifest_path.display()))?;
+    }
+    // No module file: the bundled predictor serves the models.
+    let predictor = tempfile::tempdir()?;
+    let module = match &toml.module.file {
+        Some(file) => a.dir.join(file),
+        None => {
+            let path = predictor.path().join("predictor.wasm");
+            std::fs::write(&path, crate::serve::PREDICTOR_WASM)?;
+            path
+        }
+    };
     let entries = toml.files()?;
     let sources: Vec<PathBuf> = entries.iter().map(|(f, _, _)| a.dir.join(f)).collect();
     let mut models = Vec::new();

@@ -216,6 +216,104 @@ pub fn exec(a: TrainArgs) -> anyhow::Result<i32> {
     Ok(code)
 }
 
+/// `weft build` of a package with a `[train]` section: train as the
+/// section says and write the trained model to `model` (in the package
+/// directory). The run lives in `DIR/.weft-train/FINGERPRINT`, keyed by
+/// everything the result depends on (the section, the module, the base
+/// model and the data files' bytes), and resumes from its checkpoint: a
+/// rebuild with nothing changed trains no step; an interrupted one goes
+/// on where it stopped.
+pub fn for_build(
+    b: &crate::build::BuildArgs,
+    t: &weft_oci::package::TrainSection,
+    model: &Path,
+) -> anyhow::Result<()> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(format!("{t:?}"));
+    match &t.module {
+        Some(m) => h.update(
+            std::fs::read(b.dir.join(m))
+                .with_context(|| format!("[train] module {}", m.display()))?,
+        ),
+        None => h.update(TRAINER_WASM),
+    }
+    if let Some(base) = &t.base_model {
+        h.update(
+            std::fs::read(b.dir.join(base))
+                .with_context(|| format!("[train] base_model {}", base.display()))?,
+        );
+    }
+    let data = b.dir.join(&t.data);
+    let mut files = Vec::new();
+    let mut dirs = vec![data.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("[train] data {}", d.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    for f in &files {
+        h.update(
+            f.strip_prefix(&data)
+                .unwrap_or(f)
+                .to_string_lossy()
+                .as_bytes(),
+        );
+        h.update(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
+    }
+    let fingerprint = hex::encode(&h.finalize()[..8]);
+    let out = b.dir.join(".weft-train").join(&fingerprint);
+    let resume = out.join("checkpoints/checkpoint.safetensors").exists();
+    eprintln!(
+        "weft: training {} ({}){}",
+        model.display(),
+        out.display(),
+        if resume { ", resuming" } else { "" }
+    );
+    let code = exec(TrainArgs {
+        module: t
+            .module
+            .as_ref()
+            .map(|m| b.dir.join(m).display().to_string()),
+        data,
+        epochs: t.epochs,
+        target: t.target.clone(),
+        out: out.clone(),
+        base_model: t.base_model.as_ref().map(|p| b.dir.join(p)),
+        checkpoint_dir: None,
+        resume,
+        json: false,
+        push: None,
+        max_memory: 2 << 30,
+        timeout: Duration::ZERO,
+        gpu: b.gpu.clone(),
+        store: b.store.clone(),
+        remote: Default::default(),
+        args: t.args.clone(),
+    })?;
+    anyhow::ensure!(code == 0, "the training module exited with {code}");
+    let trained = out.join("model.onnx");
+    anyhow::ensure!(
+        trained.exists(),
+        "the training module wrote no {}",
+        trained.display()
+    );
+    if let Some(parent) = model.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let partial = model.with_extension("onnx.partial");
+    std::fs::copy(&trained, &partial)
+        .and_then(|_| std::fs::rename(&partial, model))
+        .with_context(|| format!("writing {}", model.display()))?;
+    Ok(())
+}
+
 /// Package OUT/model.onnx with the bundled predictor as the model module
 /// `reference` in the local store, and push it when it names a registry.
 fn publish(a: &TrainArgs, reference: &str) -> anyhow::Result<()> {
@@ -242,6 +340,7 @@ fn publish(a: &TrainArgs, reference: &str) -> anyhow::Result<()> {
         tag: Some(reference.to_owned()),
         classic: false,
         store: a.store.clone(),
+        gpu: a.gpu.clone(),
     })?;
     if weft_oci::names_registry(reference) {
         crate::remote::push(crate::remote::PushArgs {

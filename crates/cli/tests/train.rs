@@ -203,6 +203,100 @@ fn keeping_parameters_on_the_host_changes_no_bit() {
     );
 }
 
+fn build(args: &[&str], cwd: &Path) -> Output {
+    Command::new(weft_bin())
+        .arg("build")
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("weft runs")
+}
+
+/// `weft build` of a package whose weft.toml has a `[train]` section trains
+/// the model, writes it to its `[[model]]` file and packages it with the
+/// bundled predictor; a rebuild with nothing changed trains no step, and a
+/// change to the data trains afresh. The module serves by reference.
+#[test]
+fn a_train_section_trains_while_building() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let pkg = dir.join("pkg");
+    clusters(&pkg.join("data"), 300, 6);
+    std::fs::write(
+        pkg.join("weft.toml"),
+        "[module]\nname = \"clusters\"\nversion = \"2\"\n\n[[model]]\nname = \"model\"\nfile = \"clusters.onnx\"\n\n[train]\ndata = \"data\"\nepochs = 3\nargs = [\"--hidden\", \"16\", \"--lr\", \"0.02\"]\n",
+    )
+    .unwrap();
+    let o = build(&["pkg", "--store", "s"], dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = String::from_utf8_lossy(&o.stdout);
+    assert!(line.starts_with("clusters:2 sha256:"), "{line}");
+    let trained = std::fs::read(pkg.join("clusters.onnx")).unwrap();
+    let runs: Vec<_> = std::fs::read_dir(pkg.join(".weft-train"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let steps = |run: &Path| records(run).iter().filter(|r| r["loss"].is_f64()).count();
+    assert_eq!(steps(&runs[0]), 3 * (300 / 32));
+
+    // Nothing changed: no step trains, the same model is packaged.
+    let o = build(&["pkg", "--store", "s"], dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming"), "{}", stderr(&o));
+    assert_eq!(steps(&runs[0]), 3 * (300 / 32));
+    assert_eq!(std::fs::read(pkg.join("clusters.onnx")).unwrap(), trained);
+
+    // The packaged module serves the trained model.
+    let fresh = dir.join("s").display().to_string();
+    let server = weft_tests::ServeProcess::start(
+        weft_bin(),
+        &["c=clusters:2", "--store", &fresh, "--no-grpc"],
+    );
+    let p = infer(&server, "c", &[2.0, 2.0, 0.0, 0.0]);
+    assert!(p[1] > 0.9, "the middle cluster's center is class 1: {p:?}");
+    drop(server);
+
+    // New data: a new run, trained from the start.
+    clusters(&pkg.join("data"), 300, 7);
+    let o = build(&["pkg", "--store", "s"], dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("resuming"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_dir(pkg.join(".weft-train")).unwrap().count(),
+        2
+    );
+    assert_ne!(std::fs::read(pkg.join("clusters.onnx")).unwrap(), trained);
+
+    // A [train] section that names no [[model]] is refused before training.
+    std::fs::write(
+        pkg.join("weft.toml"),
+        "[module]\nname = \"clusters\"\n\n[[model]]\nname = \"model\"\nfile = \"clusters.onnx\"\n\n[train]\nmodel = \"other\"\ndata = \"data\"\n",
+    )
+    .unwrap();
+    let o = build(&["pkg", "--store", "s"], dir);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("[train] model `other` is not a [[model]] entry (there are: `model`)"),
+        "{}",
+        stderr(&o)
+    );
+    // Without a module file the bundled predictor serves `model`.
+    std::fs::write(
+        pkg.join("weft.toml"),
+        "[module]\nname = \"clusters\"\n\n[[model]]\nname = \"clusters\"\nfile = \"clusters.onnx\"\n",
+    )
+    .unwrap();
+    let o = build(&["pkg", "--store", "s"], dir);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("serves the [[model]] named `model`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// The run's TensorBoard event files, read by TensorBoard's own reader,
 /// hold every loss and accuracy of `metrics.jsonl` (a resumed run adds a
 /// file; the reader joins them), and `plot.png` is a PNG.

@@ -20,6 +20,29 @@
 //! kind = "config"               # config or doc
 //! ```
 //!
+//! A package may train its model as it is built (`[train]`): `weft build`
+//! runs the training module on the data and writes the trained model to
+//! the `[[model]]` entry's file before packaging it.
+//!
+//! ```toml
+//! [module]
+//! name = "digits"
+//! version = "2"                 # no `file`: the bundled predictor serves `model`
+//!
+//! [[model]]
+//! name = "model"
+//! file = "digits.onnx"          # written by the training
+//!
+//! [train]
+//! model = "model"               # which [[model]] [default: the only one]
+//! data = "data"                 # directory, relative to DIR
+//! epochs = 20
+//! args = ["--input-shape", "1,8,8", "--layers", "conv:8:3,relu,maxpool:2,flatten,dense:64,relu"]
+//! # module = "train.wasm"       # [default: the bundled trainer]
+//! # base_model = "base.onnx"    # fine-tune this model
+//! # target = "cpu"              # cpu, gpu or auto
+//! ```
+//!
 //! [`WeftToml::parse`] checks everything that needs no file: the syntax,
 //! unknown keys, artifact paths (inside the artifact, none used twice) and
 //! model names (none used twice). The CLI then reads the files.
@@ -39,6 +62,29 @@ pub struct WeftToml {
     pub model: Vec<ModelEntry>,
     #[serde(default)]
     pub file: Vec<FileEntry>,
+    pub train: Option<TrainSection>,
+}
+
+/// `[train]`: train the model while building the package.
+#[derive(Debug, Clone, Deserialize, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// The `[[model]]` entry the trained model becomes.
+    pub model: Option<String>,
+    /// The data directory, relative to the package directory.
+    pub data: PathBuf,
+    #[serde(default = "ten")]
+    pub epochs: u64,
+    /// A training module, relative to the package directory [default:
+    /// the bundled trainer].
+    pub module: Option<PathBuf>,
+    /// An ONNX model to fine-tune, relative to the package directory.
+    pub base_model: Option<PathBuf>,
+    #[serde(default = "cpu")]
+    pub target: String,
+    /// Arguments for the training module.
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 /// `[module]`.
@@ -48,8 +94,9 @@ pub struct ModuleSection {
     pub name: String,
     #[serde(default = "latest")]
     pub version: String,
-    /// The wasm file, relative to the package directory.
-    pub file: PathBuf,
+    /// The wasm file, relative to the package directory [default: the
+    /// bundled predictor, which serves the `[[model]]` named `model`].
+    pub file: Option<PathBuf>,
     pub description: Option<String>,
     #[serde(default)]
     pub args: Vec<String>,
@@ -96,6 +143,9 @@ impl From<Kind> for FileKind {
     }
 }
 
+fn ten() -> u64 {
+    10
+}
 fn latest() -> String {
     "latest".into()
 }
@@ -154,6 +204,18 @@ impl WeftToml {
                 )));
             }
         }
+        if let Some(t) = &toml.train {
+            toml.trained_model()?;
+            if t.epochs == 0 {
+                return Err(invalid("[train] epochs must be at least 1".into()));
+            }
+            if !["cpu", "gpu", "auto"].contains(&t.target.as_str()) {
+                return Err(invalid(format!(
+                    "[train] target `{}`: cpu, gpu or auto",
+                    t.target
+                )));
+            }
+        }
         let mut paths = HashSet::new();
         for (_, path, _) in toml.files()? {
             if !paths.insert(path.clone()) {
@@ -163,6 +225,37 @@ impl WeftToml {
             }
         }
         Ok(toml)
+    }
+
+    /// The `[[model]]` entry `[train]` writes: the one it names, or the
+    /// only one. `None` without `[train]`.
+    pub fn trained_model(&self) -> Result<Option<&ModelEntry>, OciError> {
+        let Some(t) = &self.train else {
+            return Ok(None);
+        };
+        let names = || {
+            self.model
+                .iter()
+                .map(|m| format!("`{}`", m.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match (&t.model, &self.model[..]) {
+            (Some(name), models) => models.iter().find(|m| &m.name == name).map(Some).ok_or_else(|| {
+                invalid(format!(
+                    "[train] model `{name}` is not a [[model]] entry (there are: {})",
+                    names()
+                ))
+            }),
+            (None, [only]) => Ok(Some(only)),
+            (None, []) => Err(invalid(
+                "[train] needs a [[model]] entry to write the trained model to, e.g. [[model]] name = \"model\" file = \"model.onnx\"".into(),
+            )),
+            (None, _) => Err(invalid(format!(
+                "[train] must say which [[model]] it trains (model = ...): there are {}",
+                names()
+            ))),
+        }
     }
 
     /// Every file to package: (host path relative to the package
@@ -192,6 +285,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_train_section_names_its_model() {
+        let base = "[module]\nname = \"m\"\n\n[[model]]\nname = \"a\"\nfile = \"a.onnx\"\n";
+        let t = WeftToml::parse(&format!("{base}\n[train]\ndata = \"d\"\n")).unwrap();
+        assert_eq!(t.trained_model().unwrap().unwrap().name, "a");
+        assert_eq!(t.train.as_ref().unwrap().epochs, 10);
+        assert!(t.module.file.is_none());
+        let two = format!("{base}\n[[model]]\nname = \"b\"\nfile = \"b.onnx\"\n");
+        let e = WeftToml::parse(&format!("{two}\n[train]\ndata = \"d\"\n")).unwrap_err();
+        assert!(e.to_string().contains("which [[model]]"), "{e}");
+        let t = WeftToml::parse(&format!("{two}\n[train]\nmodel = \"b\"\ndata = \"d\"\n")).unwrap();
+        assert_eq!(t.trained_model().unwrap().unwrap().name, "b");
+        let e = WeftToml::parse("[module]\nname = \"m\"\n[train]\ndata = \"d\"\n").unwrap_err();
+        assert!(e.to_string().contains("needs a [[model]] entry"), "{e}");
+        let e =
+            WeftToml::parse(&format!("{base}\n[train]\ndata = \"d\"\nepochs = 0\n")).unwrap_err();
+        assert!(e.to_string().contains("at least 1"), "{e}");
+        let e = WeftToml::parse(&format!(
+            "{base}\n[train]\ndata = \"d\"\ntarget = \"tpu\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("cpu, gpu or auto"), "{e}");
+        let e =
+            WeftToml::parse(&format!("{base}\n[train]\ndata = \"d\"\nepoch = 3\n")).unwrap_err();
+        assert!(e.to_string().contains("epoch"), "{e}");
+    }
+
+    #[test]
     fn a_package_parses_and_lists_its_files() {
         let t = WeftToml::parse(
             "[module]\nname = \"ocr\"\nfile = \"ocr.wasm\"\n\n[[model]]\nname = \"det\"\nfile = \"det.onnx\"\npath = \"models/det.onnx\"\n\n[[file]]\nfile = \"keys.txt\"\nkind = \"doc\"\n",
@@ -210,7 +330,6 @@ mod tests {
     fn mistakes_are_named() {
         let e = |t: &str| WeftToml::parse(t).unwrap_err().to_string();
         let base = "[module]\nname = \"m\"\nfile = \"m.wasm\"\n";
-        assert!(e("[module]\nname = \"m\"\n").contains("file"));
         assert!(e(&format!("{base}colour = 1\n")).contains("colour"));
         let twice = format!(
             "{base}[[model]]\nname = \"a\"\nfile = \"a.onnx\"\n[[model]]\nname = \"a\"\nfile = \"b.onnx\"\n"
