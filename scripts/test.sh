@@ -115,7 +115,7 @@ step "gates: cargo clippy -D warnings (guest modules, wasm32-wasip1 and wasm32-w
 log=target/test-results.log
 : >"$log"
 step "guest logic tests (native)"
-(cd modules && cargo test -p ocr -p weft-guest -p weft-serve-guest) 2>&1 | tee -a "$log"
+(cd modules && cargo test -p ocr -p weft-guest -p weft-serve-guest -p weft-train) 2>&1 | tee -a "$log"
 
 step "host tests (builds the guest modules first, see tests/build.rs)"
 cargo test --workspace 2>&1 | tee -a "$log"

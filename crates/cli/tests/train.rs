@@ -297,6 +297,192 @@ fn a_train_section_trains_while_building() {
     );
 }
 
+/// A greyscale PNG, written by hand (stored deflate blocks, CRC-32 and
+/// Adler-32), so the test needs no image library.
+fn png_grey(w: u32, h: u32, pixels: &[u8]) -> Vec<u8> {
+    fn crc(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    (c >> 1) ^ 0xedb8_8320
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+        out.extend((data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend(data);
+        out.extend(&body);
+        out.extend(crc(&body).to_be_bytes());
+    };
+    let mut raw = Vec::new();
+    for row in pixels.chunks(w as usize) {
+        raw.push(0); // no filter
+        raw.extend(row);
+    }
+    let (mut a, mut b) = (1u32, 0u32);
+    for &x in &raw {
+        a = (a + u32::from(x)) % 65521;
+        b = (b + a) % 65521;
+    }
+    let mut z = vec![0x78, 0x01, 1];
+    z.extend((raw.len() as u16).to_le_bytes());
+    z.extend((!(raw.len() as u16)).to_le_bytes());
+    z.extend(&raw);
+    z.extend(((b << 16) | a).to_be_bytes());
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 0, 0, 0, 0]);
+    chunk(&mut out, b"IHDR", &ihdr);
+    chunk(&mut out, b"IDAT", &z);
+    chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// The digits CSV as rows of 64 pixels in [0, 1] and labels.
+fn digits(name: &str, limit: usize) -> Vec<(Vec<f32>, u8)> {
+    std::fs::read_to_string(weft_tests::data("digits").join(name))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take(limit)
+        .map(|l| {
+            let v: Vec<f32> = l.split(',').map(|c| c.parse().unwrap()).collect();
+            (v[..64].to_vec(), v[64] as u8)
+        })
+        .collect()
+}
+
+fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if shape.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend((header.len() as u16).to_le_bytes());
+    b.extend(header.as_bytes());
+    b.extend(data);
+    b
+}
+
+/// Image folders (one per class, PNG) and NPY files train the digits CNN
+/// with no `--input-shape` (the files tell it), augmentation included; a
+/// corrupt image, an image of another size and labels that do not fit
+/// are errors naming the file.
+#[test]
+fn image_folders_and_npy_files_train_and_bad_files_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let train_rows = digits("train.csv", 1347);
+    let test_rows = digits("test.csv", 450);
+    for (split, rows) in [("train", &train_rows), ("test", &test_rows)] {
+        for (i, (px, label)) in rows.iter().enumerate() {
+            let folder = dir.join(format!("images/{split}/digit{label}"));
+            std::fs::create_dir_all(&folder).unwrap();
+            let bytes: Vec<u8> = px.iter().map(|v| (v * 255.0).round() as u8).collect();
+            std::fs::write(folder.join(format!("{i}.png")), png_grey(8, 8, &bytes)).unwrap();
+        }
+    }
+    let cnn = [
+        "--layers",
+        "conv:8:3,relu,maxpool:2,flatten,dense:64,relu",
+        "--lr",
+        "0.005",
+    ];
+    let accuracy = |out: &str| {
+        records(&dir.join(out))
+            .iter()
+            .rev()
+            .find_map(|r| r["accuracy"].as_f64())
+            .unwrap()
+    };
+    let mut args = vec!["--data", "images", "--epochs", "8", "--out", "img", "--"];
+    args.extend(cnn);
+    args.extend(["--augment", "shift:1"]);
+    let o = train(&args, dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let acc = accuracy("img");
+    assert!(acc >= 0.93, "image folders: {acc}");
+
+    // The same digits as NPY: float32 images [N, 1, 8, 8], int64 labels.
+    std::fs::create_dir_all(dir.join("npy")).unwrap();
+    for (split, rows) in [("train", &train_rows), ("test", &test_rows)] {
+        let x: Vec<u8> = rows
+            .iter()
+            .flat_map(|(p, _)| p.iter().flat_map(|v| v.to_le_bytes()))
+            .collect();
+        let y: Vec<u8> = rows
+            .iter()
+            .flat_map(|(_, l)| i64::from(*l).to_le_bytes())
+            .collect();
+        std::fs::write(
+            dir.join(format!("npy/{split}_x.npy")),
+            npy("<f4", &[rows.len(), 1, 8, 8], &x),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("npy/{split}_y.npy")),
+            npy("<i8", &[rows.len()], &y),
+        )
+        .unwrap();
+    }
+    let mut args = vec!["--data", "npy", "--epochs", "8", "--out", "n", "--"];
+    args.extend(cnn);
+    let o = train(&args, dir);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let acc = accuracy("n");
+    assert!(acc >= 0.95, "NPY: {acc}");
+
+    let fails = |data: &str| {
+        let o = train(&["--data", data, "--epochs", "1", "--out", "bad"], dir);
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        stderr(&o)
+    };
+    std::fs::write(
+        dir.join("images/train/digit3/5.png"),
+        b"\x89PNG\r\n\x1a\nnot really",
+    )
+    .unwrap();
+    let e = fails("images");
+    assert!(
+        e.contains("/data/train/digit3/5.png: not a readable image"),
+        "{e}"
+    );
+    std::fs::write(
+        dir.join("images/train/digit3/5.png"),
+        png_grey(4, 8, &[0; 32]),
+    )
+    .unwrap();
+    let e = fails("images");
+    assert!(
+        e.contains("/data/train/digit3/5.png: 4x8 pixels, the images are 8x8"),
+        "{e}"
+    );
+    std::fs::write(dir.join("npy/train_y.npy"), npy("<i8", &[3], &[0; 24])).unwrap();
+    let e = fails("npy");
+    assert!(
+        e.contains("/data/train_y.npy: shape [3], but /data/train_x.npy has 1347 rows"),
+        "{e}"
+    );
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    let e = fails("empty");
+    assert!(e.contains("no training data"), "{e}");
+}
+
 /// The run's TensorBoard event files, read by TensorBoard's own reader,
 /// hold every loss and accuracy of `metrics.jsonl` (a resumed run adds a
 /// file; the reader joins them), and `plot.png` is a PNG.

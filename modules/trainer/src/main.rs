@@ -26,18 +26,13 @@
 //! each epoch comes from the seed and the epoch, so a run resumed from a
 //! checkpoint ends with the same parameters as one never interrupted.
 
-mod checkpoint;
-mod data;
-mod model;
-mod tune;
-
-use checkpoint::Checkpoint;
-use data::{Data, Rng};
-use model::{Arch, Layer, Net};
 use std::io::Write;
-use tune::Tune;
-use weft_autodiff::optim::Optimizer;
 use weft_guest::{Encoding, Graph, Target, Tensor, TensorType};
+use weft_train::checkpoint::Checkpoint;
+use weft_train::data::{Data, Images, Rng, augment};
+use weft_train::model::{Arch, Layer, Net};
+use weft_train::tune::Tune;
+use weft_train::weft_autodiff::optim::Optimizer;
 
 struct Args {
     epochs: u64,
@@ -57,6 +52,8 @@ struct Args {
     trainable: Vec<String>,
     /// Copy parameters through guest memory every step (no residency).
     copy_params: bool,
+    /// Image augmentation: (horizontal flips, largest shift in pixels).
+    augment: Option<(bool, usize)>,
     /// The flag that shaped a layer network, if one did.
     shaped_by: Option<String>,
 }
@@ -78,6 +75,7 @@ fn parse() -> Result<Args, String> {
         base_model: None,
         trainable: Vec::new(),
         copy_params: false,
+        augment: None,
         shaped_by: None,
     };
     let mut it = std::env::args().skip(1);
@@ -97,6 +95,19 @@ fn parse() -> Result<Args, String> {
         }
         match flag.as_str() {
             "--base-model" => a.base_model = Some(value),
+            "--augment" => {
+                let (mut flip, mut shift) = (false, 0);
+                for part in value.split(',').map(str::trim) {
+                    match part.split_once(':') {
+                        None if part == "flip" => flip = true,
+                        Some(("shift", n)) => {
+                            shift = n.parse().map_err(|_| bad("shift:PIXELS, e.g. shift:1"))?
+                        }
+                        _ => return Err(bad("flip and/or shift:PIXELS, e.g. flip,shift:1")),
+                    }
+                }
+                a.augment = Some((flip, shift));
+            }
             "--trainable" => {
                 a.trainable = value
                     .split(',')
@@ -230,27 +241,27 @@ fn run() -> Result<(), String> {
             t.classes()
         ));
     }
-    let train = Data::read(
-        "/data/train.csv",
-        tune.as_ref().map(|t| t.classes()).or(a.classes),
-    )?;
-    let classes = tune.as_ref().map(|t| t.classes()).unwrap_or_else(|| {
-        a.classes
-            .unwrap_or_else(|| train.labels.iter().max().map_or(2, |m| m + 1).max(2))
-    });
-    let test = match std::fs::metadata("/data/test.csv") {
-        Ok(_) => {
-            let t = Data::read("/data/test.csv", Some(classes))?;
-            if t.features != train.features {
-                return Err(format!(
-                    "/data/test.csv: {} features, /data/train.csv has {}",
-                    t.features, train.features
-                ));
-            }
-            Some(t)
-        }
-        Err(_) => None,
+    let known = tune.as_ref().map(|t| t.classes()).or(a.classes);
+    let image_hint = match a.input_shape.as_deref() {
+        Some(&[c, h, w]) => Some([c, h, w]),
+        _ => None,
     };
+    let (train, test, example) = load_data(known, image_hint)?;
+    let classes = known.unwrap_or_else(|| train.labels.iter().max().map_or(2, |m| m + 1).max(2));
+    if let Some(t) = &test {
+        if t.features != train.features {
+            return Err(format!(
+                "the test data has {} features per example, the training data {}",
+                t.features, train.features
+            ));
+        }
+        if let Some(l) = t.labels.iter().find(|&&l| l >= classes) {
+            return Err(format!(
+                "the test data has label {l}, not a class of the training data (0 to {})",
+                classes - 1
+            ));
+        }
+    }
     let batch = a.batch.min(train.rows());
     let per_epoch = (train.rows() / batch) as u64;
     let total = per_epoch * a.epochs;
@@ -259,7 +270,7 @@ fn run() -> Result<(), String> {
         Some(t) => {
             if t.features() != train.features {
                 return Err(format!(
-                    "--base-model {}: one example is {} values, the rows of /data/train.csv have {} features",
+                    "--base-model {}: one example is {} values, the training examples have {} features",
                     a.base_model.as_deref().unwrap_or_default(),
                     t.features(),
                     train.features
@@ -268,10 +279,14 @@ fn run() -> Result<(), String> {
             Box::new(t)
         }
         None => {
-            let input = a.input_shape.clone().unwrap_or(vec![train.features]);
+            let input = a
+                .input_shape
+                .clone()
+                .or(example)
+                .unwrap_or(vec![train.features]);
             if input.iter().product::<usize>() != train.features {
                 return Err(format!(
-                    "--input-shape {input:?} holds {} values, the rows of /data/train.csv have {} features",
+                    "--input-shape {input:?} holds {} values, the training examples have {} features",
                     input.iter().product::<usize>(),
                     train.features
                 ));
@@ -293,15 +308,27 @@ fn run() -> Result<(), String> {
         _ => Optimizer::adam(),
     };
     let signature = format!(
-        "{}, {}, clip {:?}, batch {batch}, seed {}",
+        "{}, {}, clip {:?}, batch {batch}, seed {}{}",
         net.signature(),
         a.optimizer,
         a.clip_norm,
-        a.seed
+        a.seed,
+        a.augment.map_or(String::new(), |(f, s)| format!(
+            ", augment flip {f} shift {s}"
+        ))
     );
     let (step_onnx, spec) = net
         .step(batch, &opt, a.clip_norm)
         .map_err(|e| e.to_string())?;
+    let augmentation = match (&a.augment, &net.example_shape()[..]) {
+        (None, _) => None,
+        (Some((flip, shift)), &[c, h, w]) => Some(([c, h, w], *flip, *shift)),
+        (Some(_), other) => {
+            return Err(format!(
+                "--augment changes images, and the examples here have shape {other:?}; give --input-shape C,H,W"
+            ));
+        }
+    };
     let masks = net.masks();
 
     // The state every step reads and writes, by graph input name.
@@ -389,6 +416,11 @@ fn run() -> Result<(), String> {
         for (i, &r) in rows.iter().enumerate() {
             x.extend_from_slice(&train.x[r * train.features..(r + 1) * train.features]);
             labels[i * classes + train.labels[r]] = 1.0;
+        }
+        if let Some((shape, flip, shift)) = augmentation {
+            // Drawn from the seed and the step: a resumed run draws the same.
+            let mut rng = Rng::new(a.seed ^ (step + 1).wrapping_mul(0xd1b5_4a32_d192_ed03));
+            augment(&mut x, shape, &mut rng, flip, shift);
         }
         let started = std::time::Instant::now();
         for (index, name) in spec.inputs.iter().enumerate() {
@@ -509,6 +541,53 @@ fn run() -> Result<(), String> {
     writeln!(metrics, "{{\"done\":true,\"steps\":{step}}}")
         .map_err(|e| format!("/out/metrics.jsonl: {e}"))?;
     Ok(())
+}
+
+/// The training data and the test data, if any, and one example's shape
+/// when the files tell it:
+/// - `/data/train.csv` (and `test.csv`): features, then the label;
+/// - `/data/train_x.npy` + `/data/train_y.npy` (and `test_x`, `test_y`);
+/// - `/data/train/CLASS/*.png|jpg` (and `/data/test/CLASS/...`): image
+///   folders, one per class, in the order of their sorted names.
+type Loaded = (Data, Option<Data>, Option<Vec<usize>>);
+
+fn load_data(classes: Option<usize>, image: Option<[usize; 3]>) -> Result<Loaded, String> {
+    let exists = |p: &str| std::fs::metadata(p).is_ok();
+    if exists("/data/train.csv") {
+        let train = Data::read("/data/train.csv", classes)?;
+        let k = classes.or(train.labels.iter().max().map(|m| m + 1));
+        let test = match exists("/data/test.csv") {
+            true => Some(Data::read("/data/test.csv", k)?),
+            false => None,
+        };
+        return Ok((train, test, None));
+    }
+    if exists("/data/train_x.npy") {
+        let (train, shape) = Data::read_npy("/data/train_x.npy", "/data/train_y.npy", classes)?;
+        let test = match exists("/data/test_x.npy") {
+            true => Some(Data::read_npy("/data/test_x.npy", "/data/test_y.npy", None)?.0),
+            false => None,
+        };
+        return Ok((train, test, Some(shape)));
+    }
+    if std::fs::metadata("/data/train").is_ok_and(|m| m.is_dir()) {
+        let train = Images::read("/data/train", image, None)?;
+        if let Some(k) = classes
+            && k != train.classes.len()
+        {
+            return Err(format!(
+                "/data/train has {} class folders ({}); the model has {k} classes",
+                train.classes.len(),
+                train.classes.join(", ")
+            ));
+        }
+        let test = match std::fs::metadata("/data/test").is_ok_and(|m| m.is_dir()) {
+            true => Some(Images::read("/data/test", Some(train.shape), Some(&train.classes))?.data),
+            false => None,
+        };
+        return Ok((train.data, test, Some(train.shape.to_vec())));
+    }
+    Err("no training data: give /data/train.csv (features, then the label), /data/train_x.npy with /data/train_y.npy, or /data/train/ with one folder of images per class".into())
 }
 
 /// Dropout layer `layer`'s mask at `step`: `0` or `1/(1-rate)` per value,

@@ -90,6 +90,10 @@ impl Arch for Tune {
         Tune::features(self)
     }
 
+    fn example_shape(&self) -> Vec<usize> {
+        self.model.example_shape()
+    }
+
     fn classes(&self) -> usize {
         self.classes
     }

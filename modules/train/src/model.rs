@@ -132,6 +132,8 @@ pub struct Param {
 pub trait Arch {
     /// One example's values (the CSV columns before the label).
     fn features(&self) -> usize;
+    /// One example's shape (`[F]`, or `[C, H, W]` for images).
+    fn example_shape(&self) -> Vec<usize>;
     fn classes(&self) -> usize;
     /// The trainable parameters, in the step graph's order.
     fn params(&self) -> Vec<Param>;
@@ -340,6 +342,10 @@ impl Net {
 impl Arch for Net {
     fn features(&self) -> usize {
         self.input.iter().product()
+    }
+
+    fn example_shape(&self) -> Vec<usize> {
+        self.input.clone()
     }
 
     fn classes(&self) -> usize {
