@@ -296,6 +296,16 @@ impl Graph {
                     })
                 }
             }
+            Op::Concat { axis } => {
+                // This input's share of the output, sliced back out.
+                let start: usize = ins[..i].iter().map(|t| self.shape(*t)[*axis]).sum();
+                let gs = self.shape(g).to_vec();
+                let mut starts = vec![0; gs.len()];
+                let mut ends = gs.clone();
+                starts[*axis] = start;
+                ends[*axis] = start + xs[*axis];
+                self.apply(Op::Slice { starts, ends }, &[g])
+            }
             op => Err(Error::NoGradient { op: op.label() }),
         }
     }

@@ -715,6 +715,20 @@ impl Import<'_> {
                 let scaled = g.mul(normed, scale?)?;
                 g.add(scaled, b?)?
             }
+            ("Concat", Some(_), _) if ins.iter().all(|v| matches!(v, Some(Val::F(_)))) => {
+                let parts: Vec<T> = ins
+                    .iter()
+                    .filter_map(|v| match v {
+                        Some(Val::F(t)) => Some(*t),
+                        _ => None,
+                    })
+                    .collect();
+                let r = g.shape(parts[0]).len();
+                let Some(ax) = axis(n.int("axis", 0), r) else {
+                    return Err(err(format!("{label}: axis out of range")));
+                };
+                g.concat(&parts, ax)?
+            }
             _ => return self.fold(n, &ins),
         };
         Ok(Some(Val::F(t)))

@@ -73,6 +73,10 @@ pub enum Op {
         before: Vec<usize>,
         after: Vec<usize>,
     },
+    /// Its inputs joined along `axis` (the other sizes equal).
+    Concat {
+        axis: usize,
+    },
     /// An operator of an imported model passed through as it is: forward
     /// only, with no gradient rule, so only frozen values may flow
     /// through it.
@@ -149,6 +153,7 @@ impl Op {
             Op::Slice { .. } => "Slice",
             Op::Pad { .. } => "Pad",
             Op::MaxPool { .. } => "MaxPool",
+            Op::Concat { .. } => "Concat",
             Op::Foreign(_) => "Foreign",
         }
     }
@@ -171,6 +176,7 @@ impl Op {
             Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow | Op::MatMul => 2,
             Op::Conv { .. } | Op::ConvTranspose { .. } => 2,
             Op::Foreign(f) => f.slots.iter().filter(|s| **s == Slot::Value).count(),
+            Op::Concat { .. } => shapes.len().max(1),
             _ => 1,
         };
         if shapes.len() != arity {
@@ -285,6 +291,21 @@ impl Op {
                     return bad(format!("pads for {} axes of {a:?}", before.len()));
                 }
                 Ok((0..a.len()).map(|i| before[i] + a[i] + after[i]).collect())
+            }
+            Op::Concat { axis } => {
+                if *axis >= a.len() {
+                    return bad(format!("axis {axis} of {a:?}"));
+                }
+                let mut out = a.to_vec();
+                for s in &shapes[1..] {
+                    let fits =
+                        s.len() == a.len() && (0..a.len()).all(|i| i == *axis || s[i] == a[i]);
+                    if !fits {
+                        return bad(format!("{s:?} does not join {a:?} along axis {axis}"));
+                    }
+                    out[*axis] += s[*axis];
+                }
+                Ok(out)
             }
             Op::Slice { starts, ends } => {
                 if starts.len() != a.len() || ends.len() != a.len() {
@@ -489,6 +510,42 @@ impl Graph {
     pub fn linear(&mut self, x: T, w: T, b: T) -> Result<T, Error> {
         let y = self.matmul(x, w)?;
         self.add(y, b)
+    }
+
+    /// `parts` joined along `axis` (ONNX `Concat`); the other axes must
+    /// agree. Its gradient slices each part's share back out.
+    pub fn concat(&mut self, parts: &[T], axis: usize) -> Result<T, Error> {
+        self.apply(Op::Concat { axis }, parts)
+    }
+
+    /// Binary cross-entropy of `logits` against `targets` in [0, 1] (one
+    /// shape), averaged over every value; computed from the logits in the
+    /// stable form `max(z, 0) - z·y + log(1 + exp(-|z|))` (PyTorch's
+    /// `BCEWithLogitsLoss`).
+    pub fn binary_cross_entropy_with_logits(&mut self, logits: T, targets: T) -> Result<T, Error> {
+        if self.shape(logits) != self.shape(targets) {
+            return Err(Error::Shape {
+                op: "binary_cross_entropy",
+                message: format!(
+                    "logits {:?} and targets {:?} differ",
+                    self.shape(logits),
+                    self.shape(targets)
+                ),
+            });
+        }
+        let pos = self.relu(logits)?;
+        let neg_z = self.neg(logits)?;
+        let neg = self.relu(neg_z)?;
+        let abs = self.add(pos, neg)?;
+        let minus_abs = self.neg(abs)?;
+        let e = self.exp(minus_abs)?;
+        let one = self.scalar(1.0);
+        let sum = self.add(one, e)?;
+        let softplus = self.log(sum)?;
+        let zy = self.mul(logits, targets)?;
+        let a = self.sub(pos, zy)?;
+        let per = self.add(a, softplus)?;
+        self.mean_all(per)
     }
 
     /// Mean squared error between two tensors of one shape.

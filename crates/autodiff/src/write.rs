@@ -151,6 +151,7 @@ pub fn onnx(g: &Graph) -> Result<Vec<u8>, Error> {
                 param("ends", &ints(ends));
                 param("axes", &(0..starts.len() as i64).collect::<Vec<_>>());
             }
+            Op::Concat { axis } => attribute.push(AttributeProto::int("axis", *axis as i64)),
             Op::Foreign(f) => {
                 let mut values = std::mem::take(&mut input).into_iter();
                 for (i, slot) in f.slots.iter().enumerate() {

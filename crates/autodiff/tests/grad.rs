@@ -198,6 +198,15 @@ fn shape_ops() {
     check("log_softmax", &[&[3, 5]], (-2.0, 2.0), |g, x| {
         g.log_softmax(x[0], 1)
     });
+    check(
+        "concat",
+        &[&[2, 3], &[2, 1], &[2, 2]],
+        (-1.0, 1.0),
+        |g, x| g.concat(&[x[0], x[1], x[2]], 1),
+    );
+    check("concat self", &[&[2, 3]], (-1.0, 1.0), |g, x| {
+        g.concat(&[x[0], x[0]], 0)
+    });
     check("mean", &[&[3, 5]], (-2.0, 2.0), |g, x| g.mean_all(x[0]));
 }
 
@@ -279,6 +288,13 @@ fn losses() {
         let labels = g.constant(&[4, 5], onehot)?;
         g.softmax_cross_entropy(x[0], labels)
     });
+    check(
+        "binary cross-entropy",
+        &[&[4, 3], &[4, 3]],
+        (-2.0, 2.0),
+        // The loss is linear in the targets, so any values check it.
+        |g, x| g.binary_cross_entropy_with_logits(x[0], x[1]),
+    );
 }
 
 /// An op with no rule on the trained path is an error naming it; the same

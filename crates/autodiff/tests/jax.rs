@@ -456,6 +456,20 @@ fn cases() -> Vec<Case> {
             |g, x| g.softmax_cross_entropy(x[0], x[1]),
             "lambda z, y: -jnp.mean(jnp.sum(jax.nn.log_softmax(z, axis=1) * y, axis=1))",
         ),
+        (
+            "binary_cross_entropy_with_logits",
+            vec![vec![4, 3], vec![4, 3]],
+            (-3.0, 3.0),
+            |g, x| g.binary_cross_entropy_with_logits(x[0], x[1]),
+            "lambda z, y: -jnp.mean(y * jax.nn.log_sigmoid(z) + (1 - y) * jax.nn.log_sigmoid(-z))",
+        ),
+        (
+            "concat",
+            vec![vec![2, 3], vec![2, 2]],
+            (-1.0, 1.0),
+            |g, x| g.concat(&[x[0], x[1]], 1),
+            "lambda a, b: jnp.concatenate([a, b], axis=1)",
+        ),
     ]
 }
 

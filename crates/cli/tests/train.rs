@@ -483,6 +483,107 @@ fn image_folders_and_npy_files_train_and_bad_files_are_named() {
     assert!(e.contains("no training data"), "{e}");
 }
 
+/// One tensor of a run's checkpoint, by name.
+fn checkpoint_tensor(out: &Path, name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(out.join("checkpoints/checkpoint.safetensors")).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let range = header[name]["data_offsets"].as_array().unwrap();
+    let (a, b) = (
+        range[0].as_u64().unwrap() as usize,
+        range[1].as_u64().unwrap() as usize,
+    );
+    bytes[8 + n + a..8 + n + b]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// Batch norm: trains with the batch's statistics and keeps running ones
+/// for evaluation and export. A batch norm on the raw pixels ends with
+/// running means and variances that are the training data's own, and a
+/// CNN with batch norm after its convolution and dense layer learns the
+/// digits, its held-out accuracy (running statistics) high.
+#[test]
+fn batch_norm_trains_on_batches_and_serves_with_running_statistics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = weft_tests::data("digits");
+    let data = data.to_str().unwrap();
+    let o = train(
+        &[
+            "--data",
+            data,
+            "--epochs",
+            "6",
+            "--out",
+            "bn",
+            "--",
+            "--layers",
+            "batchnorm,dense:64,relu",
+        ],
+        dir,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = digits("train.csv", 2000);
+    let count = rows.len() as f64;
+    let mean0 = checkpoint_tensor(&dir.join("bn"), "mean0");
+    let var0 = checkpoint_tensor(&dir.join("bn"), "var0");
+    assert_eq!(mean0.len(), 64);
+    for f in 0..64 {
+        let m = rows.iter().map(|(p, _)| f64::from(p[f])).sum::<f64>() / count;
+        let v = rows
+            .iter()
+            .map(|(p, _)| (f64::from(p[f]) - m).powi(2))
+            .sum::<f64>()
+            / (count - 1.0);
+        assert!(
+            (f64::from(mean0[f]) - m).abs() < 0.05,
+            "pixel {f}: running mean {} vs {m}",
+            mean0[f]
+        );
+        assert!(
+            (f64::from(var0[f]) - v).abs() < 0.25 * v + 0.01,
+            "pixel {f}: running variance {} vs {v}",
+            var0[f]
+        );
+    }
+    let o = train(
+        &[
+            "--data",
+            data,
+            "--epochs",
+            "10",
+            "--out",
+            "cnn",
+            "--",
+            "--input-shape",
+            "1,8,8",
+            "--layers",
+            "conv:8:3,batchnorm,relu,maxpool:2,flatten,dense:64,batchnorm,relu",
+        ],
+        dir,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let acc = records(&dir.join("cnn"))
+        .iter()
+        .rev()
+        .find_map(|r| r["accuracy"].as_f64())
+        .unwrap();
+    assert!(
+        acc >= 0.95,
+        "held-out accuracy with running statistics {acc}"
+    );
+    // The exported model (running statistics as constants) serves.
+    let model = format!("m={}", dir.join("cnn/model.onnx").display());
+    let server = weft_tests::ServeProcess::start(weft_bin(), &[model.as_str(), "--no-grpc"]);
+    let (pixels, label) = &digits("test.csv", 1)[0];
+    let row: Vec<f64> = pixels.iter().map(|&v| f64::from(v)).collect();
+    let p = infer(&server, "m", &row);
+    let best = (0..10).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+    assert_eq!(best, usize::from(*label), "{p:?}");
+}
+
 /// The run's TensorBoard event files, read by TensorBoard's own reader,
 /// hold every loss and accuracy of `metrics.jsonl` (a resumed run adds a
 /// file; the reader joins them), and `plot.png` is a PNG.

@@ -23,6 +23,10 @@ pub enum Layer {
     AvgPool(usize),
     /// Normalize the last axis, then scale and shift (learned).
     Norm,
+    /// Batch normalization over the batch (and the image axes, per
+    /// channel), then scale and shift (learned); running statistics for
+    /// evaluation and export.
+    BatchNorm,
     Relu,
     Tanh,
     Sigmoid,
@@ -98,10 +102,11 @@ impl Layer {
                 }
                 Layer::Dropout(rate)
             }
-            "layernorm" | "relu" | "tanh" | "sigmoid" | "flatten" => {
+            "layernorm" | "batchnorm" | "relu" | "tanh" | "sigmoid" | "flatten" => {
                 arity(0)?;
                 match kind {
                     "layernorm" => Layer::Norm,
+                    "batchnorm" => Layer::BatchNorm,
                     "relu" => Layer::Relu,
                     "tanh" => Layer::Tanh,
                     "sigmoid" => Layer::Sigmoid,
@@ -139,6 +144,12 @@ pub trait Arch {
     fn params(&self) -> Vec<Param>;
     /// Their starting values.
     fn init(&self, seed: u64) -> Vec<Vec<f32>>;
+    /// State the step updates that is not trained (batch norm's running
+    /// statistics): each buffer with its starting value. The step graph
+    /// takes `NAME` and gives `NAME.next`, like the optimizer state.
+    fn buffers(&self) -> Vec<(Param, f32)> {
+        Vec::new()
+    }
     /// Per dropout layer: the mask shape per example and the rate.
     fn masks(&self) -> Vec<(Vec<usize>, f32)>;
     /// The training step for batches of `batch` rows: inputs `x` (flat
@@ -149,11 +160,12 @@ pub trait Arch {
         opt: &Optimizer,
         clip_norm: Option<f64>,
     ) -> Result<(Vec<u8>, StepSpec), Error>;
-    /// Logits for `batch` flat rows `x`, the parameters as inputs: the
-    /// graph and its input names in order.
+    /// Logits for `batch` flat rows `x`, the parameters and buffers as
+    /// inputs: the graph and its input names in order.
     fn eval(&self, batch: usize) -> Result<(Vec<u8>, Vec<String>), Error>;
-    /// The trained model for serving, `values` in [`Arch::params`] order.
-    fn export(&self, values: &[Vec<f32>]) -> Result<Vec<u8>, Error>;
+    /// The trained model for serving: `params` in [`Arch::params`] order,
+    /// `buffers` in [`Arch::buffers`] order.
+    fn export(&self, params: &[Vec<f32>], buffers: &[Vec<f32>]) -> Result<Vec<u8>, Error>;
     /// What a checkpoint must have been made by to be resumed here.
     fn signature(&self) -> String;
 }
@@ -168,6 +180,8 @@ enum Init {
 /// What the layers make of the input, checked once.
 struct Walk {
     params: Vec<(Param, Init)>,
+    /// Running statistics (not trained): name, shape, start value.
+    buffers: Vec<(Param, f32)>,
     /// Per dropout layer, its mask's shape per example and its rate.
     masks: Vec<(Vec<usize>, f32)>,
 }
@@ -186,6 +200,7 @@ impl Net {
         let mut shape = self.input.clone();
         let mut w = Walk {
             params: Vec::new(),
+            buffers: Vec::new(),
             masks: Vec::new(),
         };
         let mut index = 0;
@@ -252,6 +267,28 @@ impl Net {
                     }
                     shape = vec![c, h / k, wd / k];
                 }
+                Layer::BatchNorm => {
+                    let c = shape[0];
+                    for (name, init) in [("gamma", Init::Ones), ("beta", Init::Zeros)] {
+                        w.params.push((
+                            Param {
+                                name: format!("{name}{index}"),
+                                shape: vec![c],
+                            },
+                            init,
+                        ));
+                    }
+                    for (name, start) in [("mean", 0.0), ("var", 1.0)] {
+                        w.buffers.push((
+                            Param {
+                                name: format!("{name}{index}"),
+                                shape: vec![c],
+                            },
+                            start,
+                        ));
+                    }
+                    index += 1;
+                }
                 Layer::Norm => {
                     let last = *shape.last().unwrap_or(&1);
                     w.params.push((
@@ -286,7 +323,20 @@ impl Net {
 
     /// Logits of flat rows `x` `[N, F]`; dropout multiplies by `masks`
     /// when given (training) and is the identity otherwise.
-    fn logits(&self, g: &mut Graph, x: T, params: &[T], masks: Option<&[T]>) -> Result<T, Error> {
+    ///
+    /// Batch norm layers read the running statistics `buffers` (in
+    /// [`Arch::buffers`] order); with `updates` (training) they normalize
+    /// by the batch's statistics instead and push the updated running ones
+    /// there, in the same order.
+    fn logits(
+        &self,
+        g: &mut Graph,
+        x: T,
+        params: &[T],
+        masks: Option<&[T]>,
+        buffers: &[T],
+        mut updates: Option<&mut Vec<T>>,
+    ) -> Result<T, Error> {
         let n = g.shape(x)[0];
         let mut shape = vec![n];
         shape.extend(&self.input);
@@ -299,6 +349,7 @@ impl Net {
             })
         };
         let mut dropout = 0;
+        let mut stats = buffers.iter().copied();
         for layer in self.all() {
             h = match layer {
                 Layer::Dense(_) => {
@@ -318,6 +369,62 @@ impl Net {
                 Layer::Norm => {
                     let (gamma, beta) = (next()?, next()?);
                     let normed = g.layer_norm(h, 1e-5)?;
+                    let scaled = g.mul(normed, gamma)?;
+                    g.add(scaled, beta)?
+                }
+                Layer::BatchNorm => {
+                    let (gamma, beta) = (next()?, next()?);
+                    let missing = || Error::Shape {
+                        op: "batchnorm",
+                        message: "fewer running statistics than batch norm layers".into(),
+                    };
+                    let (running_mean, running_var) = (
+                        stats.next().ok_or_else(missing)?,
+                        stats.next().ok_or_else(missing)?,
+                    );
+                    let hs = g.shape(h).to_vec();
+                    let c = hs[1];
+                    // Per channel: [C, 1, 1] against [N, C, H, W], [C] against [N, C].
+                    let mut per = vec![c];
+                    per.extend(std::iter::repeat_n(1, hs.len() - 2));
+                    let eps = g.scalar(1e-5);
+                    let (centred, var) = match updates.as_deref_mut() {
+                        Some(updates) => {
+                            let axes: Vec<usize> = std::iter::once(0).chain(2..hs.len()).collect();
+                            let m = (hs.iter().product::<usize>() / c) as f64;
+                            let count = g.scalar(m);
+                            let sum = g.sum(h, &axes, true)?;
+                            let mean = g.div(sum, count)?;
+                            let centred = g.sub(h, mean)?;
+                            let sq = g.mul(centred, centred)?;
+                            let sq = g.sum(sq, &axes, true)?;
+                            let var = g.div(sq, count)?;
+                            // Running statistics, PyTorch's way: momentum
+                            // 0.1, the unbiased batch variance.
+                            let keep = g.scalar(0.9);
+                            let take = g.scalar(0.1);
+                            let mean_c = g.reshape(mean, &[c])?;
+                            let var_c = g.reshape(var, &[c])?;
+                            let unbias = g.scalar(m / (m - 1.0).max(1.0));
+                            let var_c = g.mul(var_c, unbias)?;
+                            for (run, batch) in [(running_mean, mean_c), (running_var, var_c)] {
+                                let old = g.mul(run, keep)?;
+                                let new = g.mul(batch, take)?;
+                                updates.push(g.add(old, new)?);
+                            }
+                            (centred, var)
+                        }
+                        None => {
+                            let mean = g.reshape(running_mean, &per)?;
+                            let centred = g.sub(h, mean)?;
+                            (centred, g.reshape(running_var, &per)?)
+                        }
+                    };
+                    let var = g.add(var, eps)?;
+                    let sd = g.sqrt(var)?;
+                    let normed = g.div(centred, sd)?;
+                    let gamma = g.reshape(gamma, &per)?;
+                    let beta = g.reshape(beta, &per)?;
                     let scaled = g.mul(normed, gamma)?;
                     g.add(scaled, beta)?
                 }
@@ -360,6 +467,10 @@ impl Arch for Net {
 
     fn masks(&self) -> Vec<(Vec<usize>, f32)> {
         self.walk().map(|w| w.masks).unwrap_or_default()
+    }
+
+    fn buffers(&self) -> Vec<(Param, f32)> {
+        self.walk().map(|w| w.buffers).unwrap_or_default()
     }
 
     /// He-uniform weights, zero biases, unit scales, drawn from `seed`.
@@ -406,7 +517,23 @@ impl Arch for Net {
                 g.input(&format!("mask{i}"), &s)
             })
             .collect();
-        let logits = self.logits(&mut g, x, &params, Some(&masks))?;
+        let buffers: Vec<T> = self
+            .buffers()
+            .iter()
+            .map(|(b, _)| g.input(&b.name, &b.shape))
+            .collect();
+        let mut updates = Vec::new();
+        let logits = self.logits(
+            &mut g,
+            x,
+            &params,
+            Some(&masks),
+            &buffers,
+            Some(&mut updates),
+        )?;
+        for ((b, _), new) in self.buffers().iter().zip(updates) {
+            g.output(new, &format!("{}.next", b.name));
+        }
         let loss = g.softmax_cross_entropy(logits, labels)?;
         let spec = training_step_clipped(&mut g, loss, opt, clip_norm)?;
         Ok((g.to_onnx()?, spec))
@@ -420,23 +547,34 @@ impl Arch for Net {
             .map(|p| g.input(&p.name, &p.shape))
             .collect();
         let x = g.input("x", &[batch, self.features()]);
-        let logits = self.logits(&mut g, x, &params, None)?;
+        let buffers: Vec<T> = self
+            .buffers()
+            .iter()
+            .map(|(b, _)| g.input(&b.name, &b.shape))
+            .collect();
+        let logits = self.logits(&mut g, x, &params, None, &buffers, None)?;
         g.output(logits, "logits");
         Ok((g.to_onnx()?, g.input_names()))
     }
 
     /// One flat row `input` `[1, F]` in, `probabilities` out, the
     /// parameters baked in.
-    fn export(&self, values: &[Vec<f32>]) -> Result<Vec<u8>, Error> {
+    fn export(&self, values: &[Vec<f32>], buffers: &[Vec<f32>]) -> Result<Vec<u8>, Error> {
         let mut g = Graph::new(DType::F32);
         let x = g.input("input", &[1, self.features()]);
-        let params = self
-            .params()
+        let shapes: Vec<Vec<usize>> = self.params().into_iter().map(|p| p.shape).collect();
+        let params = shapes
             .iter()
             .zip(values)
-            .map(|(p, v)| g.constant(&p.shape, v.iter().map(|&x| f64::from(x)).collect()))
+            .map(|(s, v)| g.constant(s, v.iter().map(|&x| f64::from(x)).collect()))
             .collect::<Result<Vec<T>, Error>>()?;
-        let logits = self.logits(&mut g, x, &params, None)?;
+        let buffers = self
+            .buffers()
+            .iter()
+            .zip(buffers)
+            .map(|((b, _), v)| g.constant(&b.shape, v.iter().map(|&x| f64::from(x)).collect()))
+            .collect::<Result<Vec<T>, Error>>()?;
+        let logits = self.logits(&mut g, x, &params, None, &buffers, None)?;
         let logp = g.log_softmax(logits, 1)?;
         let p = g.exp(logp)?;
         g.output(p, "probabilities");

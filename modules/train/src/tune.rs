@@ -151,7 +151,7 @@ impl Arch for Tune {
     }
 
     /// The base model, byte for byte, with the trained initializers.
-    fn export(&self, values: &[Vec<f32>]) -> Result<Vec<u8>, Error> {
+    fn export(&self, values: &[Vec<f32>], _buffers: &[Vec<f32>]) -> Result<Vec<u8>, Error> {
         let new: Vec<(String, Vec<f32>)> = self
             .trainable
             .iter()

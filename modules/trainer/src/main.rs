@@ -338,6 +338,10 @@ fn run() -> Result<(), String> {
     for (p, v) in params.iter().zip(init) {
         values.push((p.name.clone(), p.shape.clone(), v));
     }
+    for (b, start) in net.buffers() {
+        let n = b.shape.iter().product();
+        values.push((b.name, b.shape, vec![start; n]));
+    }
     for s in &spec.state {
         let base = s.rsplit_once('.').map_or(s.as_str(), |(b, _)| b);
         let shape = params
@@ -534,7 +538,18 @@ fn run() -> Result<(), String> {
                 .unwrap_or_default()
         })
         .collect();
-    let model = net.export(&trained).map_err(|e| e.to_string())?;
+    let buffers: Vec<Vec<f32>> = net
+        .buffers()
+        .iter()
+        .map(|(b, _)| {
+            values
+                .iter()
+                .find(|(m, _, _)| *m == b.name)
+                .map(|(_, _, v)| v.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    let model = net.export(&trained, &buffers).map_err(|e| e.to_string())?;
     std::fs::write("/out/model.onnx.partial", &model)
         .and_then(|()| std::fs::rename("/out/model.onnx.partial", "/out/model.onnx"))
         .map_err(|e| format!("/out/model.onnx: {e}"))?;
