@@ -30,6 +30,9 @@ struct Args {
     rounds: usize,
     #[arg(long, default_value_t = 32)]
     batch: usize,
+    /// Trainer steps timed on the GPU backend (0: skip).
+    #[arg(long, default_value_t = 42)]
+    gpu_rounds: usize,
     /// The Python with jax (the test venv's by default).
     #[arg(long)]
     python: Option<String>,
@@ -272,8 +275,8 @@ fn main() -> Result<()> {
     );
     println!("model  copied each step   kept on the host   kept / copied");
     for model in ["mlp", "cnn"] {
-        let copied = trainer_step(&trainer, model, a.batch, a.rounds, true)?;
-        let kept = trainer_step(&trainer, model, a.batch, a.rounds, false)?;
+        let copied = trainer_step(&trainer, model, a.batch, a.rounds, true, "cpu")?;
+        let kept = trainer_step(&trainer, model, a.batch, a.rounds, false, "cpu")?;
         println!(
             "{model:<5}  {:>13.1} us   {:>13.1} us   {:>11.2}x",
             copied.as_secs_f64() * 1e6,
@@ -281,6 +284,31 @@ fn main() -> Result<()> {
             kept.as_secs_f64() / copied.as_secs_f64()
         );
     }
+    if a.gpu_rounds == 0 {
+        return Ok(());
+    }
+    println!();
+    println!(
+        "the same on the GPU backend, median step of {} steps (--gpu-rounds; 0 skips it)",
+        a.gpu_rounds
+    );
+    println!("model  copied each step   kept on the host   kept / copied");
+    for model in ["mlp", "cnn"] {
+        let copied = trainer_step(&trainer, model, a.batch, a.gpu_rounds, true, "gpu");
+        let kept = trainer_step(&trainer, model, a.batch, a.gpu_rounds, false, "gpu");
+        match (copied, kept) {
+            (Ok(copied), Ok(kept)) => println!(
+                "{model:<5}  {:>13.1} us   {:>13.1} us   {:>11.2}x",
+                copied.as_secs_f64() * 1e6,
+                kept.as_secs_f64() * 1e6,
+                kept.as_secs_f64() / copied.as_secs_f64()
+            ),
+            (Err(e), _) | (_, Err(e)) => println!("{model:<5}  no GPU run: {e:#}"),
+        }
+    }
+    println!(
+        "(on Mesa's lavapipe, a CPU rasterizer, these say nothing of a GPU's speed; the kept column still reads back and uploads each tensor on the host side, see docs/training.md)"
+    );
     Ok(())
 }
 
@@ -292,6 +320,7 @@ fn trainer_step(
     batch: usize,
     rounds: usize,
     copy: bool,
+    target: &str,
 ) -> Result<Duration> {
     use weft_runtime::{DirGrant, RunOptions, Runtime, RuntimeConfig};
     let data = weft_testkit::repo_root().join("tests/data/digits");
@@ -304,7 +333,7 @@ fn trainer_step(
         "--batch",
         &batch.to_string(),
         "--target",
-        "cpu",
+        target,
         "--checkpoint-every",
         "1000000",
     ]
