@@ -50,13 +50,34 @@ pub struct Built {
     pub trainable: Vec<T>,
 }
 
+/// Most elements one tensor of an imported model may have.
+const MAX_ELEMENTS: u64 = 1 << 32;
+
+/// The element count of `shape`, or an error when it passes
+/// [`MAX_ELEMENTS`] (or overflows).
+fn elements(shape: &[usize], what: &str) -> Result<usize, Error> {
+    shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| {
+            err(format!(
+                "{what}: shape {shape:?} has more than 2^32 elements"
+            ))
+        })
+}
+
 fn dims(t: &TensorProto) -> Result<Vec<usize>, Error> {
-    t.dims
+    let shape = t
+        .dims
         .iter()
         .map(|&d| {
             usize::try_from(d).map_err(|_| err(format!("tensor {} has dimension {d}", t.name)))
         })
-        .collect()
+        .collect::<Result<Vec<usize>, Error>>()?;
+    elements(&shape, &format!("tensor {}", t.name))?;
+    Ok(shape)
 }
 
 fn le<const N: usize>(bytes: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
@@ -618,10 +639,11 @@ impl Import<'_> {
                             infer = Some(i);
                             shape.push(1);
                         }
-                        d if d > 0 => shape.push(d as usize),
+                        d if d > 0 && d as u64 <= MAX_ELEMENTS => shape.push(d as usize),
                         _ => return Err(err(format!("{label}: bad target shape {to:?}"))),
                     }
                 }
+                elements(&shape, &label)?;
                 if let Some(i) = infer {
                     let known: usize = shape.iter().product();
                     let total: usize = s.iter().product();
@@ -883,7 +905,10 @@ impl Import<'_> {
                 .collect::<Vec<usize>>()
         });
         let shape = match (recorded, first_shape) {
-            (Some(s), _) if !s.contains(&0) => s,
+            (Some(s), _) if !s.contains(&0) => {
+                elements(&s, &label)?;
+                s
+            }
             (_, Some(s)) if SAME_SHAPE.contains(&n.0.op_type.as_str()) => s,
             (_, Some(s)) if matches!(n.0.op_type.as_str(), "Conv" | "MaxPool" | "AveragePool") => {
                 self.window_shape(n, &s, &values)?
@@ -932,6 +957,9 @@ impl Import<'_> {
         let mut shape = vec![x[0], channels];
         for (i, &k) in kernel.iter().enumerate() {
             let span = x[2 + i] + geom.pads[i] + geom.pads[i + kernel.len()];
+            if k == 0 {
+                return Err(err(format!("{}: a kernel of size 0", n.label())));
+            }
             let reach = (k - 1) * geom.dilations[i] + 1;
             let d = span
                 .checked_sub(reach)
@@ -970,6 +998,12 @@ impl Geometry {
         };
         let strides = list("strides", 1, r)?;
         let dilations = list("dilations", 1, r)?;
+        if strides.contains(&0) || dilations.contains(&0) {
+            return Err(err(format!(
+                "{}: strides {strides:?} and dilations {dilations:?} must be at least 1",
+                n.label()
+            )));
+        }
         let auto = n
             .attr("auto_pad")
             .map(|a| String::from_utf8_lossy(&a.s).into_owned())

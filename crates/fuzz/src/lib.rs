@@ -11,6 +11,7 @@
 //! | [`oci`] | manifests and configs, and bundle materialization | other blobs of the store are never changed; a bundle stays in its directory |
 //! | [`weft_toml`] | `weft.toml` texts | every listed file path is inside the artifact and unique |
 //! | [`agent_config`] | the agent's configuration | parses or names what is wrong |
+//! | [`onnx_import`] | ONNX model bytes, to fine-tune | parse and build give a graph or an error; writing the model's own values back gives the same initializers |
 //!
 //! The libFuzzer binaries in `libfuzzer/` call these (`scripts/fuzz.sh`);
 //! `tests/corpus.rs` replays the committed corpus and every input a fuzzer
@@ -221,6 +222,64 @@ pub fn agent_config(data: &[u8]) {
 }
 
 /// Every harness by its name (the corpus directories' names).
+/// The fine-tuning importer (`weft_autodiff::import`): a model that parses
+/// builds into a graph (every float initializer trainable, and none) or
+/// fails with an error; a graph that builds writes ONNX bytes; and writing
+/// the model's own initializer values back changes none of them.
+#[cfg(feature = "autodiff")]
+pub fn onnx_import(data: &[u8]) {
+    use weft_autodiff::import::{Model, replace_initializers};
+    use weft_autodiff::{DType, Graph};
+    let Ok(m) = Model::parse(data) else {
+        return;
+    };
+    let names: Vec<String> = m
+        .initializers()
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
+    let example = m.example_shape();
+    if example
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .is_none_or(|n| n > 1 << 20)
+    {
+        return;
+    }
+    for trainable in [&names[..], &[]] {
+        let mut g = Graph::new(DType::F32);
+        let mut shape = vec![m.fixed_batch().unwrap_or(2)];
+        shape.extend(&example);
+        let x = g.input("fuzz_x", &shape);
+        if let Ok(built) = m.build(&mut g, x, trainable, true) {
+            g.output(built.logits, "fuzz_logits");
+            let _ = g.to_onnx();
+        }
+    }
+    let own: Vec<(String, Vec<f32>)> = names
+        .iter()
+        .map(|n| {
+            (
+                n.clone(),
+                m.initializer(n)
+                    .map(|(_, v)| v.to_vec())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    if let Ok(back) = replace_initializers(data, &own) {
+        let again = Model::parse(&back).expect("the model with its own values written back parses");
+        for n in &names {
+            let (a, b) = (m.initializer(n).unwrap(), again.initializer(n).unwrap());
+            assert_eq!(a.0, b.0, "{n}: shape changed");
+            assert!(
+                a.1.iter().zip(b.1).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{n}: values changed"
+            );
+        }
+    }
+}
+
 pub fn by_name(name: &str) -> Option<fn(&[u8])> {
     Some(match name {
         "abi" => abi,
@@ -236,6 +295,8 @@ pub fn by_name(name: &str) -> Option<fn(&[u8])> {
         "weft_toml" => weft_toml,
         #[cfg(feature = "agent")]
         "agent_config" => agent_config,
+        #[cfg(feature = "autodiff")]
+        "onnx_import" => onnx_import,
         _ => return None,
     })
 }
