@@ -92,6 +92,11 @@ fn float_data(t: &TensorProto, n: usize) -> Result<Vec<f32>, Error> {
     } else {
         le::<4>(&t.raw_data).map(f32::from_le_bytes).collect()
     };
+    counted(t, v, n)
+}
+
+/// `v`, the values of `t`, when there are `n` of them as its shape says.
+fn counted<V>(t: &TensorProto, v: Vec<V>, n: usize) -> Result<Vec<V>, Error> {
     if v.len() != n {
         return Err(err(format!(
             "tensor {}: {} values for shape {:?}",
@@ -112,15 +117,7 @@ fn int_data(t: &TensorProto, n: usize) -> Result<Vec<i64>, Error> {
             .collect(),
         (_, true) => t.int32_data.iter().map(|&x| i64::from(x)).collect(),
     };
-    if v.len() != n {
-        return Err(err(format!(
-            "tensor {}: {} values for shape {:?}",
-            t.name,
-            v.len(),
-            t.dims
-        )));
-    }
-    Ok(v)
+    counted(t, v, n)
 }
 
 fn int_tensor(shape: &[usize], data: &[i64]) -> TensorProto {

@@ -186,6 +186,12 @@ struct Walk {
     masks: Vec<(Vec<usize>, f32)>,
 }
 
+impl Walk {
+    fn param(&mut self, name: String, shape: Vec<usize>, init: Init) {
+        self.params.push((Param { name, shape }, init));
+    }
+}
+
 impl Net {
     /// Every layer, the final dense layer included.
     fn all(&self) -> Vec<Layer> {
@@ -211,20 +217,8 @@ impl Net {
                     let [f] = shape[..] else {
                         return Err(at("needs one axis: add flatten before it"));
                     };
-                    w.params.push((
-                        Param {
-                            name: format!("w{index}"),
-                            shape: vec![f, out],
-                        },
-                        Init::He(f),
-                    ));
-                    w.params.push((
-                        Param {
-                            name: format!("b{index}"),
-                            shape: vec![out],
-                        },
-                        Init::Zeros,
-                    ));
+                    w.param(format!("w{index}"), vec![f, out], Init::He(f));
+                    w.param(format!("b{index}"), vec![out], Init::Zeros);
                     index += 1;
                     shape = vec![out];
                 }
@@ -241,20 +235,8 @@ impl Net {
                     let (Some(h2), Some(w2)) = (size(h), size(wd)) else {
                         return Err(at("has a kernel larger than the padded input"));
                     };
-                    w.params.push((
-                        Param {
-                            name: format!("w{index}"),
-                            shape: vec![out, c, k, k],
-                        },
-                        Init::He(c * k * k),
-                    ));
-                    w.params.push((
-                        Param {
-                            name: format!("b{index}"),
-                            shape: vec![out],
-                        },
-                        Init::Zeros,
-                    ));
+                    w.param(format!("w{index}"), vec![out, c, k, k], Init::He(c * k * k));
+                    w.param(format!("b{index}"), vec![out], Init::Zeros);
                     index += 1;
                     shape = vec![out, h2, w2];
                 }
@@ -270,13 +252,7 @@ impl Net {
                 Layer::BatchNorm => {
                     let c = shape[0];
                     for (name, init) in [("gamma", Init::Ones), ("beta", Init::Zeros)] {
-                        w.params.push((
-                            Param {
-                                name: format!("{name}{index}"),
-                                shape: vec![c],
-                            },
-                            init,
-                        ));
+                        w.param(format!("{name}{index}"), vec![c], init);
                     }
                     for (name, start) in [("mean", 0.0), ("var", 1.0)] {
                         w.buffers.push((
@@ -291,20 +267,8 @@ impl Net {
                 }
                 Layer::Norm => {
                     let last = *shape.last().unwrap_or(&1);
-                    w.params.push((
-                        Param {
-                            name: format!("gamma{index}"),
-                            shape: vec![last],
-                        },
-                        Init::Ones,
-                    ));
-                    w.params.push((
-                        Param {
-                            name: format!("beta{index}"),
-                            shape: vec![last],
-                        },
-                        Init::Zeros,
-                    ));
+                    w.param(format!("gamma{index}"), vec![last], Init::Ones);
+                    w.param(format!("beta{index}"), vec![last], Init::Zeros);
                     index += 1;
                 }
                 Layer::Flatten => shape = vec![shape.iter().product()],
