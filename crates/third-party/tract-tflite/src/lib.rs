@@ -4,7 +4,7 @@ extern crate derive_new;
 
 mod model;
 mod ops;
-mod registry;
+pub mod registry;
 pub mod rewriter;
 mod ser;
 mod tensors;

@@ -60,6 +60,16 @@ fn write_model<'fb>(
 }
 
 impl Tflite {
+    /// The operator registry: which TFLite builtin codes this front end
+    /// translates, and the place to register more.
+    pub fn registry(&self) -> &Registry {
+        &self.0
+    }
+
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.0
+    }
+
     pub fn write(&self, model: &TypedModel, mut w: impl std::io::Write) -> TractResult<()> {
         let builder = write_model(&self.0, model)?;
         w.write_all(builder.finished_data())?;
@@ -83,7 +93,9 @@ impl Framework<TfliteProtoModel, TypedModel> for Tflite {
         mut target: TypedModel,
     ) -> TractResult<TypedModel> {
         let root = proto.root();
-        let main = &root.subgraphs().context("No subgraphs in Tflite model")?.get(0);
+        let subgraphs = root.subgraphs().context("No subgraphs in Tflite model")?;
+        ensure!(!subgraphs.is_empty(), "No subgraphs in Tflite model");
+        let main = &subgraphs.get(0);
         let mut mapping = HashMap::new();
         for input in main.inputs().context("No inputs in Tflite model")? {
             if !flat_tensor_uses_per_axis_q(main, input) {
@@ -94,6 +106,10 @@ impl Framework<TfliteProtoModel, TypedModel> for Tflite {
         }
         for op in main.operators().context("No operators in Tflite model")? {
             for input in op.inputs().context("No input in Tflite  operator")? {
+                // -1 is an optional input left out.
+                if input < 0 {
+                    continue;
+                }
                 if let Entry::Vacant(slot) = mapping.entry(input) {
                     let (fact, name) = flat_tensor_to_tract_fact(&root, main, input)?;
                     let value = fact.konst.with_context(|| format!("Error in TF file for operator {op:?}. No prior computation nor constant for input {input}"))?;
@@ -109,8 +125,12 @@ impl Framework<TfliteProtoModel, TypedModel> for Tflite {
             .outputs()
             .context("No outputs in Tflite model")?
             .iter()
-            .map(|o| mapping[&o])
-            .collect();
+            .map(|o| {
+                mapping.get(&o).copied().with_context(|| {
+                    format!("Model output refers to tensor {o}, which no operator computes")
+                })
+            })
+            .collect::<TractResult<_>>()?;
         target.select_output_outlets(&outputs)?;
         Ok(target)
     }

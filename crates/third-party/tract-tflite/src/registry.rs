@@ -66,12 +66,30 @@ impl Registry {
         target: &mut TypedModel,
         mapping: &mut HashMap<i32, OutletId>,
     ) -> TractResult<()> {
-        let inputs: TVec<OutletId> =
-            flat_op.inputs().unwrap().iter().map(|o| mapping[&o]).collect();
-        let tensors = subgraph.tensors().unwrap();
-        let prefix = tensors.get(flat_op.outputs().unwrap().get(0) as usize).name().unwrap();
-        let opcode_index = flat_op.opcode_index();
-        let operator_code = model.operator_codes().unwrap().get(opcode_index as _);
+        let inputs: TVec<OutletId> = flat_op
+            .inputs()
+            .context("Operator without inputs")?
+            .iter()
+            // -1 is an optional input left out.
+            .filter(|&o| o >= 0)
+            .map(|o| {
+                mapping.get(&o).copied().with_context(|| {
+                    format!("Operator input refers to tensor {o}, which nothing computes")
+                })
+            })
+            .collect::<TractResult<_>>()?;
+        let tensors = subgraph.tensors().context("Subgraph without tensors")?;
+        let outputs = flat_op.outputs().context("Operator without outputs")?;
+        let first = outputs.iter().next().context("Operator without outputs")?;
+        let prefix = usize::try_from(first)
+            .ok()
+            .filter(|&i| i < tensors.len())
+            .with_context(|| format!("Operator output tensor {first} is out of range"))?;
+        let prefix = tensors.get(prefix).name().context("Tensor without a name")?;
+        let opcode_index = flat_op.opcode_index() as usize;
+        let codes = model.operator_codes().context("Model without operator codes")?;
+        ensure!(opcode_index < codes.len(), "Operator code index {opcode_index} is out of range");
+        let operator_code = codes.get(opcode_index);
         let opcode = if operator_code.deprecated_builtin_code() as i32
             == BuiltinOperator::PLACEHOLDER_FOR_GREATER_OP_CODES.0
         {
@@ -81,9 +99,7 @@ impl Registry {
         };
         let ctx = DeserContext { model, subgraph, target };
         let results = if let Some(op) = self.to_tract.get(&opcode) {
-            let output_facts = flat_op
-                .outputs()
-                .unwrap()
+            let output_facts = outputs
                 .iter()
                 .map(|t| Ok(crate::tensors::flat_tensor_to_tract_fact(model, subgraph, t)?.0))
                 .collect::<TractResult<TVec<TypedFact>>>()?;
@@ -100,7 +116,7 @@ impl Registry {
                 inputs.iter().map(|o| target.outlet_fact(*o)).collect::<TractResult<TVec<_>>>()?;
             bail!("Unsupported: {operator_code:#?}, inputs: {facts:#?}")
         };
-        for (flat, wire) in flat_op.outputs().unwrap().iter().zip(results.iter()) {
+        for (flat, wire) in outputs.iter().zip(results.iter()) {
             mapping.insert(flat, *wire);
         }
         Ok(())

@@ -1,4 +1,4 @@
-use crate::tflite::{Model, SubGraph};
+use crate::tflite::{Model, SubGraph, Tensor as Tensor_};
 use crate::tflite_generated::tflite::{TensorType, TensorType as BufferTensorType};
 #[cfg(feature = "complex")]
 use num_complex::Complex;
@@ -57,6 +57,17 @@ impl TryFrom<DatumType> for BufferTensorType {
 
 #[allow(dead_code)]
 fn create_tensor(dt: DatumType, shape: &[usize], data: &[u8]) -> TractResult<Tensor> {
+    let elements = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .context("Tensor shape overflows")?;
+    let width = if dt == DatumType::Bool { 1 } else { dt.size_of() };
+    ensure!(
+        elements.checked_mul(width) == Some(data.len()),
+        "Constant of shape {shape:?} and type {dt:?} needs {} bytes, its buffer holds {}",
+        elements.saturating_mul(width),
+        data.len()
+    );
     unsafe {
         match dt {
             DatumType::U8 => Tensor::from_raw::<u8>(shape, data),
@@ -76,13 +87,23 @@ fn create_tensor(dt: DatumType, shape: &[usize], data: &[u8]) -> TractResult<Ten
                 .into_plain_array::<u8>()?
                 .mapv(|x| x != 0)
                 .into()),
-            _ => unimplemented!("FIXME, raw tensor loading"),
+            _ => bail!("Constants of type {dt:?} are not supported"),
         }
     }
 }
 
+/// The tensor `id` of a subgraph, or an error when it is out of range.
+pub fn flat_tensor<'m>(graph: &SubGraph<'m>, id: i32) -> TractResult<Tensor_<'m>> {
+    let tensors = graph.tensors().context("Subgraph without tensors")?;
+    let ix = usize::try_from(id)
+        .ok()
+        .filter(|&i| i < tensors.len())
+        .with_context(|| format!("Tensor index {id} is out of range ({} tensors)", tensors.len()))?;
+    Ok(tensors.get(ix))
+}
+
 pub fn flat_tensor_uses_per_axis_q<'m>(graph: &'m SubGraph<'m>, id: i32) -> bool {
-    let flat = graph.tensors().unwrap().get(id as _);
+    let Ok(flat) = flat_tensor(graph, id) else { return false };
     if let Some(qp) = flat.quantization() {
         if let (Some(scale), Some(zp)) = (qp.scale(), qp.zero_point()) {
             return !scale.iter().all_equal() || !zp.iter().all_equal();
@@ -95,7 +116,7 @@ pub fn per_axis_q_params<'m>(
     graph: &'m SubGraph<'m>,
     id: i32,
 ) -> TractResult<(Vec<i32>, Vec<f32>)> {
-    let flat = graph.tensors().unwrap().get(id as _);
+    let flat = flat_tensor(graph, id)?;
     let Some(qp) = flat.quantization() else { bail!("Unquantized value") };
     let (Some(scale), Some(zp)) = (qp.scale(), qp.zero_point()) else { bail!("No ZP/scale found") };
     Ok((zp.iter().map(|i| i as i32).collect_vec(), scale.iter().collect_vec()))
@@ -106,17 +127,22 @@ pub fn flat_tensor_to_tract_fact<'m>(
     graph: &'m SubGraph<'m>,
     id: i32,
 ) -> TractResult<(TypedFact, &'m str)> {
-    let flat = graph.tensors().unwrap().get(id as _);
+    let flat = flat_tensor(graph, id)?;
     let mut dt: DatumType = flat.type_().try_into()?;
     if let Some(qp) = flat.quantization() {
         if let (Some(scale), Some(zp)) = (qp.scale(), qp.zero_point()) {
-            dt = dt.quantize(QParams::ZpScale { zero_point: zp.get(0) as _, scale: scale.get(0) })
+            if !scale.is_empty() && !zp.is_empty() {
+                dt = dt.quantize(QParams::ZpScale {
+                    zero_point: zp.get(0) as _,
+                    scale: scale.get(0),
+                })
+            }
         }
     }
     let shape = flat
         .shape()
-        .unwrap()
-        .iter()
+        .into_iter()
+        .flatten()
         .map(|d| {
             if d < 0 {
                 bail!("Negative dimension in TFLite tensor shape: {d}")
@@ -128,20 +154,23 @@ pub fn flat_tensor_to_tract_fact<'m>(
     let mut fact = dt.fact(shape);
     let buffer_ix = flat.buffer() as usize;
     if buffer_ix != 0 {
-        let buffer = model.buffers().unwrap().get(flat.buffer() as usize);
+        let buffers = model.buffers().context("Model without buffers")?;
+        ensure!(
+            buffer_ix < buffers.len(),
+            "Tensor {id} refers to buffer {buffer_ix}, the model has {}",
+            buffers.len()
+        );
+        let buffer = buffers.get(buffer_ix);
         if let Some(data) = buffer.data() {
-            let mut data = create_tensor(
-                fact.datum_type.unquantized(),
-                fact.shape.as_concrete().unwrap(),
-                data.bytes(),
-            )?;
+            let shape = fact.shape.as_concrete().context("Constant with a symbolic shape")?;
+            let mut data = create_tensor(fact.datum_type.unquantized(), shape, data.bytes())?;
             unsafe {
                 data.set_datum_type(dt);
             };
             fact = TypedFact::try_from(data)?;
         }
     }
-    Ok((fact, flat.name().unwrap()))
+    Ok((fact, flat.name().unwrap_or("")))
 }
 
 #[derive(Clone, Debug)]

@@ -46,6 +46,8 @@ pub fn register_all(reg: &mut Registry) {
 
     reg.reg_to_tract(BuiltinOperator::RELU, de_relu);
     reg.reg_to_tract(BuiltinOperator::RELU6, de_relu6);
+    reg.reg_to_tract(BuiltinOperator::PRELU, de_prelu);
+    reg.reg_to_tract(BuiltinOperator::DEQUANTIZE, de_dequantize);
 
     reg.reg_to_tflite(ser_reduce);
     reg.reg_to_tract(BuiltinOperator::REDUCE_MAX, |op| de_reduce(op, Reducer::Max));
@@ -77,13 +79,24 @@ fn de_batch_matmul(op: &mut DeserOp) -> TractResult<TVec<OutletId>> {
 }
 
 fn de_fully_connected(op: &mut DeserOp) -> TractResult<TVec<OutletId>> {
-    let (input, weights, bias) = args_3!(op.facts()?);
+    // The bias is optional (an absent input, index -1, in the flatbuffer).
+    let facts = op.facts()?;
+    ensure!(
+        facts.len() == 2 || facts.len() == 3,
+        "FULLY_CONNECTED takes 2 or 3 inputs, got {}",
+        facts.len()
+    );
+    let (input, weights) = (facts[0].clone(), facts[1].clone());
     let options = builtin!(op, builtin_options_as_fully_connected_options);
     ensure!(options.weights_format() == FullyConnectedOptionsWeightsFormat::DEFAULT);
     ensure!(!options.asymmetric_quantize_inputs());
     ensure!(input.rank() == 2);
     ensure!(weights.rank() == 2);
-    ensure!(bias.rank() == 1);
+    if let Some(bias) = facts.get(2) {
+        ensure!(bias.rank() == 1);
+    } else {
+        ensure!(input.datum_type.is_float(), "quantized FULLY_CONNECTED needs a bias");
+    }
     let mut inputs: TVec<OutletId> = op.inputs.into();
     let wires = if input.datum_type.is_float() {
         let axes = "BI,OI->BO".parse()?;
@@ -161,7 +174,14 @@ fn de_reduce_mean(op: &mut DeserOp) -> TractResult<TVec<OutletId>> {
         &[norm],
     )?;
     let norm = op.ctx.target.wire_node(format!("{p}.recip"), core::math::recip(), &norm)?;
-    wire_with_rank_broadcast(op.prefix, op.ctx.target, core::quant::scale(), &[norm[0], wire[0]])
+    // `scale` rounds to an integer (it is made for quantized values): a
+    // float mean is a plain product.
+    if input.datum_type.is_float() {
+        let norm = wire_cast(p, op.ctx.target, &norm, input.datum_type)?;
+        wire_with_rank_broadcast(op.prefix, op.ctx.target, core::math::mul(), &[wire[0], norm[0]])
+    } else {
+        wire_with_rank_broadcast(op.prefix, op.ctx.target, core::quant::scale(), &[norm[0], wire[0]])
+    }
 }
 
 fn de_softmax(op: &mut DeserOp) -> TractResult<TVec<OutletId>> {
@@ -364,6 +384,51 @@ pub fn de_relu6(op: &mut DeserOp) -> TractResult<TVec<OutletId>> {
         core::math::min(),
         &wires,
     )
+}
+
+/// PRELU(x, alpha) = max(x, 0) + alpha * min(x, 0), alpha broadcast
+/// against x (TFLite stores it per channel, last axis).
+pub fn de_prelu(op: &mut DeserOp) -> TractResult<TVec<OutletId>> {
+    ensure!(op.inputs.len() == 2, "PRELU takes 2 inputs, got {}", op.inputs.len());
+    let dt = op.ctx.target.outlet_fact(op.inputs[0])?.datum_type;
+    let zero = op.ctx.target.add_const(format!("{}.zero", op.prefix), tensor0(0f32))?;
+    let wires = wire_cast(op.prefix, op.ctx.target, &[op.inputs[0], zero, op.inputs[1]], dt)?;
+    let (x, zero, alpha) = (wires[0], wires[1], wires[2]);
+    let pos = wire_with_rank_broadcast(
+        format!("{}.pos", op.prefix),
+        op.ctx.target,
+        core::math::max(),
+        &[x, zero],
+    )?[0];
+    let neg = wire_with_rank_broadcast(
+        format!("{}.neg", op.prefix),
+        op.ctx.target,
+        core::math::min(),
+        &[x, zero],
+    )?[0];
+    let scaled = wire_with_rank_broadcast(
+        format!("{}.scaled", op.prefix),
+        op.ctx.target,
+        core::math::mul(),
+        &[neg, alpha],
+    )?[0];
+    wire_with_rank_broadcast(
+        format!("{}.prelu", op.prefix),
+        op.ctx.target,
+        core::math::add(),
+        &[pos, scaled],
+    )
+}
+
+/// DEQUANTIZE: float16 or quantized (u8/i8 with scale and zero point)
+/// values to the output's float type. TFLite converters emit it for
+/// float16-compressed weights, so its input is usually a constant and the
+/// cast folds away when the model is optimized.
+pub fn de_dequantize(op: &mut DeserOp) -> TractResult<TVec<OutletId>> {
+    ensure!(op.inputs.len() == 1, "DEQUANTIZE takes 1 input, got {}", op.inputs.len());
+    let to = op.output_facts.first().context("DEQUANTIZE has no output")?.datum_type;
+    ensure!(to.is_float(), "DEQUANTIZE to {to:?}: only float outputs are supported");
+    op.ctx.target.wire_node(op.prefix, Cast::new(to), &[op.inputs[0]])
 }
 
 fn ser_matmul(
