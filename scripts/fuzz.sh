@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-targets=(abi v2_rest v2_grpc onnx oci weft_toml agent_config onnx_import)
+targets=(abi v2_rest v2_grpc onnx tflite tensorflow oci weft_toml agent_config onnx_import)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz: installing cargo-fuzz" >&2

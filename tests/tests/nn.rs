@@ -388,3 +388,230 @@ fn a_gpu_plan_being_built_holds_up_only_callers_of_the_same_shapes() {
         .unwrap();
     assert!(Arc::ptr_eq(&built, &again));
 }
+
+/// MediaPipe's published TFLite models (from its wheel, see
+/// `scripts/fetch-models.sh`), or `None` (skipped) when not fetched.
+fn tflite(name: &str) -> Option<Vec<u8>> {
+    let path = weft_tests::repo_root().join("models/tflite").join(name);
+    match std::fs::read(&path) {
+        Ok(bytes) => Some(bytes),
+        Err(_) => {
+            weft_tests::skip_or_fail(&format!(
+                "{} missing; run scripts/fetch-models.sh",
+                path.display()
+            ));
+            None
+        }
+    }
+}
+
+/// TFLite models with float16 weights behind DEQUANTIZE and with PRELU
+/// load through the TFLite front end with their own interface (names,
+/// static shapes) and compute; `autodetect` recognises the flatbuffer.
+/// Their outputs are checked against LiteRT in the CLI's serving test.
+#[test]
+fn tflite_models_load_with_their_interface_and_compute() {
+    use weft_nn::ModelFormat;
+    for (file, input, shape, outputs) in [
+        (
+            "face_detection_short_range.tflite",
+            "input",
+            [1u32, 128, 128, 3],
+            &["regressors", "classificators"][..],
+        ),
+        (
+            "iris_landmark.tflite",
+            "input_1",
+            [1, 64, 64, 3],
+            &["output_eyes_contours_and_brows", "output_iris"][..],
+        ),
+    ] {
+        let Some(bytes) = tflite(file) else { return };
+        assert_eq!(ModelFormat::detect(&bytes), ModelFormat::TensorFlowLite);
+        let model = OnnxModel::load_as(&bytes, ModelFormat::TensorFlowLite)
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(model.format(), ModelFormat::TensorFlowLite);
+        let sig = model.signature();
+        assert_eq!(sig.inputs.len(), 1, "{file}");
+        assert_eq!(sig.inputs[0].name, input, "{file}");
+        assert_eq!(
+            model.inputs()[0].concrete(),
+            Some(shape.iter().map(|&d| d as usize).collect()),
+            "{file}"
+        );
+        let names: Vec<&str> = sig.outputs.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, outputs, "{file}");
+        let mut ctx = TractContext::new(model.clone());
+        let n: u32 = shape.iter().product();
+        let x: Vec<f32> = (0..n).map(|i| (i % 255) as f32 / 255.0).collect();
+        ctx.set(Id::Index(0), &f32s(shape.to_vec(), &x)).unwrap();
+        ctx.run().unwrap_or_else(|e| panic!("{file}: {e}"));
+        for (k, info) in model.outputs().iter().enumerate() {
+            let out = ctx.output(&Id::Index(k as u32)).unwrap();
+            let values = as_f32(&out);
+            assert_eq!(
+                Some(out.dimensions.iter().map(|&d| d as usize).collect()),
+                info.concrete(),
+                "{file}"
+            );
+            assert!(values.iter().all(|v| v.is_finite()), "{file}: non-finite");
+            assert!(values.iter().any(|&v| v != 0.0), "{file}: all zero");
+        }
+    }
+}
+
+/// What the TFLite front end cannot run is named at load, before any
+/// translation: a custom operator by its custom code. Truncated or
+/// corrupted flatbuffers are errors, never panics.
+#[test]
+fn tflite_gaps_and_broken_flatbuffers_are_named() {
+    use weft_nn::ModelFormat::TensorFlowLite;
+    let Some(bytes) = tflite("selfie_segmentation.tflite") else {
+        return;
+    };
+    let err = OnnxModel::load_as(&bytes, TensorFlowLite).unwrap_err();
+    assert!(
+        matches!(&err, NnError::UnsupportedOperators { ops } if ops == &["custom:Convolution2DTransposeBias"]),
+        "{err}"
+    );
+    let Some(bytes) = tflite("face_detection_short_range.tflite") else {
+        return;
+    };
+    for cut in [0, 7, 100, bytes.len() / 2] {
+        let err = OnnxModel::load_as(&bytes[..cut], TensorFlowLite).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not a valid TensorFlow Lite model"),
+            "cut at {cut}: {err}"
+        );
+    }
+    // Flipped bytes across the file: an error or a model, never a panic
+    // escaping the loader.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..200 {
+        let mut b = bytes.clone();
+        for _ in 0..4 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let at = (rng % b.len() as u64) as usize;
+            b[at] ^= (rng >> 32) as u8 | 1;
+        }
+        let _ = OnnxModel::load_as(&b, TensorFlowLite);
+    }
+}
+
+#[test]
+fn autodetect_tells_the_formats_apart() {
+    use weft_nn::ModelFormat;
+    let onnx = std::fs::read(data("tiny.onnx")).unwrap();
+    assert_eq!(ModelFormat::detect(&onnx), ModelFormat::Onnx);
+    assert_eq!(
+        ModelFormat::detect(b"\x0a\x05image"),
+        ModelFormat::TensorFlow
+    );
+    assert_eq!(
+        ModelFormat::detect(b"\x1c\0\0\0TFL3"),
+        ModelFormat::TensorFlowLite
+    );
+    // A GraphDef that is not one is named as such.
+    let err = OnnxModel::load_as(b"\x0a\xff\xff\xff\x0fxx", ModelFormat::TensorFlow).unwrap_err();
+    assert!(
+        err.to_string().contains("not a valid TensorFlow model"),
+        "{err}"
+    );
+}
+
+/// A frozen GraphDef written by TensorFlow (`tests/data/make_tf_models.py`)
+/// loads with its placeholder as input and its sink as output; a small
+/// float16 TFLite model (DEQUANTIZE, PRELU) computes the same as its
+/// float32 self would within float16 rounding. The served comparisons
+/// against TensorFlow and LiteRT are in the CLI's tests.
+#[test]
+fn tensorflow_graphs_and_small_tflite_models_compute() {
+    use weft_nn::ModelFormat;
+    let bytes = std::fs::read(data("cnn_frozen.pb")).unwrap();
+    assert_eq!(ModelFormat::detect(&bytes), ModelFormat::TensorFlow);
+    let model = OnnxModel::load_as(&bytes, ModelFormat::TensorFlow).unwrap();
+    let sig = model.signature();
+    assert_eq!(sig.inputs[0].name, "image");
+    assert_eq!(model.inputs()[0].concrete(), Some(vec![1, 16, 16, 3]));
+    assert_eq!(sig.outputs[0].name, "Identity");
+    let mut ctx = TractContext::new(model);
+    let x: Vec<f32> = (0..768).map(|i| (i % 17) as f32 / 17.0).collect();
+    ctx.set(Id::Index(0), &f32s(vec![1, 16, 16, 3], &x))
+        .unwrap();
+    ctx.run().unwrap();
+    let p = as_f32(&ctx.output(&Id::Index(0)).unwrap());
+    assert_eq!(p.len(), 10);
+    // Softmax: a distribution.
+    assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{p:?}");
+    assert!(p.iter().all(|&v| v > 0.0));
+
+    let bytes = std::fs::read(data("tiny_f16.tflite")).unwrap();
+    let model = OnnxModel::load_as(&bytes, ModelFormat::TensorFlowLite).unwrap();
+    let mut ctx = TractContext::new(model);
+    let x: Vec<f32> = (0..64).map(|i| i as f32 / 32.0 - 1.0).collect();
+    ctx.set(Id::Index(0), &f32s(vec![1, 8, 8, 1], &x)).unwrap();
+    ctx.run().unwrap();
+    let y = as_f32(&ctx.output(&Id::Index(0)).unwrap());
+    assert_eq!(y.len(), 3);
+    assert!(y.iter().all(|v| v.is_finite() && *v != 0.0), "{y:?}");
+}
+
+/// The GPU backend takes TFLite and TensorFlow models too: what the
+/// lowering covers of their decluttered graph runs as kernels, the rest
+/// on tract, and the outputs match the CPU's (lavapipe in CI).
+#[test]
+fn tflite_and_tensorflow_models_run_on_the_gpu_backend() {
+    use weft_nn::{Device, ModelFormat, Place};
+    if let Err(e) = weft_nn::gpu::shared() {
+        weft_tests::skip_or_fail(&format!(
+            "no GPU adapter (apt-get install mesa-vulkan-drivers): {e}"
+        ));
+        return;
+    }
+    let Some(face) = tflite("face_detection_short_range.tflite") else {
+        return;
+    };
+    let tf = std::fs::read(data("cnn_frozen.pb")).unwrap();
+    for (bytes, format, shape) in [
+        (&face, ModelFormat::TensorFlowLite, vec![1u32, 128, 128, 3]),
+        (&tf, ModelFormat::TensorFlow, vec![1, 16, 16, 3]),
+    ] {
+        let model = OnnxModel::load_as(bytes, format).unwrap();
+        let n: u32 = shape.iter().product();
+        let x: Vec<f32> = (0..n).map(|i| (i % 251) as f32 / 251.0).collect();
+        let run = |device| {
+            let mut ctx = TractContext::on(model.clone(), device);
+            ctx.set(Id::Index(0), &f32s(shape.clone(), &x)).unwrap();
+            ctx.run()
+                .unwrap_or_else(|e| panic!("{format} on {device:?}: {e}"));
+            (0..model.outputs().len())
+                .map(|k| as_f32(&ctx.output(&Id::Index(k as u32)).unwrap()))
+                .collect::<Vec<_>>()
+        };
+        let (cpu, gpu) = (run(Device::Cpu), run(Device::Gpu));
+        for (c, g) in cpu.iter().zip(&gpu) {
+            assert_eq!(c.len(), g.len());
+            let worst = c
+                .iter()
+                .zip(g)
+                .map(|(a, b)| (a - b).abs() / (1.0 + a.abs()))
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-3, "{format}: GPU differs from CPU by {worst}");
+        }
+        let shapes = vec![shape.iter().map(|&d| d as usize).collect()];
+        let plan = model.gpu_plan(&shapes, &[weft_nn::DatumType::F32]).unwrap();
+        let lowered = plan
+            .report()
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.place, Place::Gpu(_)))
+            .count();
+        println!(
+            "{format}: {lowered} nodes lowered to the GPU; {}",
+            plan.report().summary()
+        );
+    }
+}

@@ -1,11 +1,15 @@
 //! `weft-bench`: the runtime's figures, measured side by side in one run.
 //!
 //! On the PP-OCRv4 detection model with one fixed input it times native
-//! tract in-process, the same model through a wasm guest (set_input +
-//! compute + get_output per iteration), and onnxruntime from Python; then
-//! instantiation, two contexts of one model on two threads, and the cold
-//! start of `weft run` as a process with a warm compile cache. Medians and
-//! ratios are the figures: the machine is noisy.
+//! tract in-process and the same model through a wasm guest (set_input +
+//! compute + get_output per iteration); then, on the detection and the
+//! recognition model at 1 and 2 threads, onnxruntime from Python against
+//! Weft's onnxruntime engine (`--cpu-engine onnxruntime`, the same library
+//! through the same wasm guest and wasi-nn tensors) and tract; then
+//! instantiation, two contexts of one model on two threads (tract, and the
+//! onnxruntime engine), and the cold start of `weft run` as a process with
+//! a warm compile cache. Medians and ratios are the figures: the machine
+//! is noisy.
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -14,7 +18,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
-use weft_nn::{Models, OnnxModel, Preload};
+use weft_nn::{BackendOptions, CpuEngine, Models, OnnxModel, Preload};
 use weft_runtime::{MemoryOutputPipe, RunOptions, Runtime, RuntimeConfig};
 
 #[derive(Parser)]
@@ -40,13 +44,21 @@ struct Args {
     /// Rounds of (native, wasm), interleaved so machine noise hits both.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Skip the onnxruntime reference (needs python3 with onnxruntime).
+    /// Skip onnxruntime: the Python reference and Weft's onnxruntime
+    /// engine (they need python with onnxruntime).
     #[arg(long)]
     no_ort: bool,
+    /// The Python whose onnxruntime is the reference; Weft's onnxruntime
+    /// engine loads the library of the same wheel (else it searches as
+    /// `weft --cpu-engine onnxruntime` does).
+    #[arg(long, env = "WEFT_PYTHON", default_value = "python3")]
+    python: PathBuf,
 }
 
 const DET: &str = "ch_PP-OCRv4_det_infer.onnx";
 const DIMS: [usize; 4] = [1, 3, 640, 640];
+const REC: &str = "ch_PP-OCRv4_rec_infer.onnx";
+const REC_DIMS: [usize; 4] = [1, 3, 48, 320];
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -66,9 +78,9 @@ fn parse_iters(text: &str, key: &str) -> Vec<Duration> {
 }
 
 /// Deterministic pseudo-random input in [0, 1), shared by all contenders.
-fn input() -> Vec<f32> {
+fn input(dims: &[usize]) -> Vec<f32> {
     let mut state = 0x2545_f491_4f6c_dd1du64;
-    (0..DIMS.iter().product::<usize>())
+    (0..dims.iter().product::<usize>())
         .map(|_| {
             state = state
                 .wrapping_mul(6364136223846793005)
@@ -79,8 +91,17 @@ fn input() -> Vec<f32> {
 }
 
 fn native(model: &Arc<OnnxModel>, x: &[f32], iters: usize) -> anyhow::Result<Vec<Duration>> {
-    let plan = model.plan(&[DIMS.to_vec()], &[DatumType::F32])?;
-    let tensor = tract_ndarray::ArrayD::from_shape_vec(DIMS.to_vec(), x.to_vec())?.into_tensor();
+    native_at(model, x, &DIMS, iters)
+}
+
+fn native_at(
+    model: &Arc<OnnxModel>,
+    x: &[f32],
+    dims: &[usize],
+    iters: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let plan = model.plan(&[dims.to_vec()], &[DatumType::F32])?;
+    let tensor = tract_ndarray::ArrayD::from_shape_vec(dims.to_vec(), x.to_vec())?.into_tensor();
     let mut state = plan.spawn()?;
     let mut times = Vec::new();
     for i in 0..iters + 2 {
@@ -105,7 +126,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let tmp = tempfile::tempdir()?;
-    let x = input();
+    let x = input(&DIMS);
     let raw: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(tmp.path().join("input.bin"), &raw)?;
     let dims = DIMS.map(|d| d.to_string()).join(",");
@@ -167,34 +188,10 @@ fn main() -> anyhow::Result<()> {
         wasm_t.as_secs_f64() / native_t.as_secs_f64()
     );
 
-    // 3. onnxruntime, the reference.
+    // 3. onnxruntime: its Python against Weft's onnxruntime engine (the
+    // same library, through the wasm guest and wasi-nn), and tract.
     if !a.no_ort {
-        for threads in [1, 2] {
-            let out = Command::new("python3")
-                .arg("scripts/bench_ort.py")
-                .arg(&det)
-                .arg(tmp.path().join("input.bin"))
-                .args([&dims, &a.iters.to_string(), &threads.to_string()])
-                .output();
-            match out {
-                Ok(o) if o.status.success() => {
-                    let t = median(parse_iters(&String::from_utf8_lossy(&o.stdout), "iter_ns"));
-                    println!(
-                        "  onnxruntime, {threads} thread(s)        {:8.2} ms   native tract/ort = {:.2}x",
-                        ms(t),
-                        native_t.as_secs_f64() / t.as_secs_f64()
-                    );
-                }
-                Ok(o) => println!(
-                    "  onnxruntime: skipped ({})",
-                    String::from_utf8_lossy(&o.stderr)
-                        .lines()
-                        .last()
-                        .unwrap_or("failed")
-                ),
-                Err(e) => println!("  onnxruntime: skipped (python3: {e})"),
-            }
-        }
+        onnxruntime(&a, &rt, &program, tmp.path(), native_t)?;
     }
 
     // 4. Two contexts of one model on two threads: plans are shared, states
@@ -219,6 +216,10 @@ fn main() -> anyhow::Result<()> {
         one_rate,
         two_rate / one_rate
     );
+
+    if !a.no_ort {
+        ort_two_contexts(&a, &x)?;
+    }
 
     // 5. Instantiation: a fresh store, WASI context and instance per run.
     let empty = rt.load(
@@ -310,5 +311,243 @@ fn cold_start(a: &Args, tmp: &Path, det: &Path) -> anyhow::Result<()> {
             ms(wall.saturating_sub(load + infer))
         );
     }
+    Ok(())
+}
+
+/// The Python reference (scripts/bench_ort.py): per-iteration times, or why
+/// it could not run.
+fn python_ort(
+    a: &Args,
+    model: &Path,
+    input: &Path,
+    dims: &str,
+    threads: usize,
+) -> Result<Vec<Duration>, String> {
+    let out = Command::new(&a.python)
+        .arg("scripts/bench_ort.py")
+        .arg(model)
+        .arg(input)
+        .args([dims, &a.iters.to_string(), &threads.to_string()])
+        .output()
+        .map_err(|e| format!("{}: {e}", a.python.display()))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or("failed")
+            .to_owned());
+    }
+    Ok(parse_iters(
+        &String::from_utf8_lossy(&out.stdout),
+        "iter_ns",
+    ))
+}
+
+/// Load onnxruntime for the engine from the reference's own wheel, so both
+/// sides run one build; else from the engine's usual search.
+fn ort_library(a: &Args) -> anyhow::Result<&'static weft_nn::ort::Library> {
+    let path = weft_nn::ort::wheel_library(&a.python).or_else(|_| weft_nn::ort::library())?;
+    Ok(weft_nn::ort::init_from(Some(&path))?)
+}
+
+/// The guest's per-iteration times: `args` are nnbench's (MODEL DIMS
+/// ITERS INPUT), `dir` is granted as `/in`.
+fn guest(
+    rt: &Runtime,
+    program: &weft_runtime::Program,
+    models: &Arc<Models>,
+    args: Vec<String>,
+    dir: &Path,
+) -> anyhow::Result<Vec<Duration>> {
+    let stdout = MemoryOutputPipe::new(1 << 20);
+    let code = rt.run(
+        program,
+        RunOptions {
+            args,
+            dirs: vec![weft_runtime::DirGrant {
+                host: dir.into(),
+                guest: "/in".into(),
+                read_only: true,
+            }],
+            models: models.clone(),
+            stdout: Some(stdout.clone()),
+            ..Default::default()
+        },
+    )?;
+    anyhow::ensure!(code == 0, "nnbench exited with {code}");
+    Ok(parse_iters(
+        &String::from_utf8_lossy(&stdout.contents()),
+        "iter_ns",
+    ))
+}
+
+/// PP-OCRv4 det and rec at 1 and 2 threads: onnxruntime's Python, Weft's
+/// onnxruntime engine through the wasm guest, and tract in process,
+/// interleaved in rounds.
+fn onnxruntime(
+    a: &Args,
+    rt: &Runtime,
+    program: &weft_runtime::Program,
+    tmp: &Path,
+    det_native: Duration,
+) -> anyhow::Result<()> {
+    let library = match ort_library(a) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("  onnxruntime: skipped ({e:#})");
+            return Ok(());
+        }
+    };
+    println!(
+        "  onnxruntime {} ({}); {} rounds x {} timed iterations, interleaved; per-call intra-op threads, inter-op 1",
+        library.version(),
+        library.path().display(),
+        a.rounds,
+        a.iters
+    );
+    let rec_x = input(&REC_DIMS);
+    std::fs::write(
+        tmp.join("rec.bin"),
+        rec_x
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )?;
+    let rec_path = a.models.join(REC);
+    let rec_native = OnnxModel::load(&std::fs::read(&rec_path)?)?;
+    struct Case {
+        label: &'static str,
+        name: &'static str,
+        path: PathBuf,
+        dims: String,
+        input: &'static str,
+        threads: usize,
+        models: Arc<Models>,
+        ort: Vec<Duration>,
+        weft: Vec<Duration>,
+        error: Option<String>,
+    }
+    let mut cases = Vec::new();
+    for (label, name, file, dims, input) in [
+        ("det", "det", DET, DIMS, "input.bin"),
+        ("rec", "rec", REC, REC_DIMS, "rec.bin"),
+    ] {
+        let path = a.models.join(file);
+        for threads in [1, 2] {
+            let preload: Preload = format!("{name}:onnx:cpu:{}", path.display()).parse()?;
+            let options = BackendOptions {
+                cpu: CpuEngine::Onnxruntime { threads },
+                ..Default::default()
+            };
+            cases.push(Case {
+                label,
+                name,
+                path: path.clone(),
+                dims: dims.map(|d| d.to_string()).join(","),
+                input,
+                threads,
+                models: Arc::new(Models::load(&[preload], options)?),
+                ort: Vec::new(),
+                weft: Vec::new(),
+                error: None,
+            });
+        }
+    }
+    let mut rec_tract = Vec::new();
+    for _ in 0..a.rounds {
+        for c in &mut cases {
+            match python_ort(a, &c.path, &tmp.join(c.input), &c.dims, c.threads) {
+                Ok(t) => c.ort.extend(t),
+                Err(e) => c.error = Some(e),
+            }
+            let args = vec![
+                c.name.into(),
+                c.dims.clone(),
+                a.iters.to_string(),
+                format!("/in/{}", c.input),
+            ];
+            c.weft.extend(guest(rt, program, &c.models, args, tmp)?);
+        }
+        rec_tract.extend(native_at(&rec_native, &rec_x, &REC_DIMS, a.iters)?);
+    }
+    let rec_tract = median(rec_tract);
+    for c in cases {
+        let weft = median(c.weft);
+        let tract = if c.label == "det" {
+            det_native
+        } else {
+            rec_tract
+        };
+        let ratio = |t: Duration, of: Duration| t.as_secs_f64() / of.as_secs_f64();
+        match c.error {
+            Some(e) if c.ort.is_empty() => println!(
+                "  {} {} thread(s): weft onnxruntime engine (wasm guest) {:8.2} ms; onnxruntime (Python) skipped ({e})",
+                c.label,
+                c.threads,
+                ms(weft)
+            ),
+            _ => {
+                let ort = median(c.ort);
+                println!(
+                    "  {} {} thread(s): onnxruntime (Python) {:8.2} ms | weft onnxruntime engine (wasm guest) {:8.2} ms = {:.3}x ort (goal <= 1.2x) | tract (native, 1 thread) {:8.2} ms = {:.2}x ort",
+                    c.label,
+                    c.threads,
+                    ms(ort),
+                    ms(weft),
+                    ratio(weft, ort),
+                    ms(tract),
+                    ratio(tract, ort)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Two contexts of one model on two threads on the onnxruntime engine (one
+/// intra-op thread each): the model's session pool opens a second session
+/// instead of serializing the runs.
+fn ort_two_contexts(a: &Args, x: &[f32]) -> anyhow::Result<()> {
+    use weft_nn::{Id, Tensor, TensorType};
+    if weft_nn::ort::loaded().is_none() {
+        return Ok(());
+    }
+    let model = weft_nn::onnxruntime::load(&std::fs::read(a.models.join(DET))?, 1)?;
+    let graph = weft_nn::onnxruntime::graph(model);
+    let tensor = Tensor {
+        dimensions: DIMS.map(|d| d as u32).to_vec(),
+        ty: TensorType::Fp32,
+        data: x.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    };
+    let n = a.iters.max(2) + 2;
+    let run = || -> anyhow::Result<()> {
+        let mut ctx = graph.init_execution_context()?;
+        for _ in 0..n {
+            ctx.set_input(Id::Index(0), &tensor)?;
+            ctx.compute()?;
+            ctx.get_output(Id::Index(0))?;
+        }
+        Ok(())
+    };
+    run()?; // opens nothing new: warms the first session
+    let started_one = Instant::now();
+    run()?;
+    let one = started_one.elapsed();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2).map(|_| s.spawn(run)).collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("bench thread panicked"))
+    })?;
+    let two = started.elapsed();
+    let one_rate = n as f64 / one.as_secs_f64();
+    let two_rate = 2.0 * n as f64 / two.as_secs_f64();
+    println!(
+        "  2 contexts on 2 threads, onnxruntime engine (1 thread per run) {:8.1} inf/s vs {:.1} inf/s on one: {:.2}x",
+        two_rate,
+        one_rate,
+        two_rate / one_rate
+    );
     Ok(())
 }

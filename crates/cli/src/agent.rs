@@ -52,6 +52,12 @@ pub fn exec(a: AgentArgs) -> anyhow::Result<i32> {
             Ok(0)
         }
         None => {
+            // The agent builds its runtime from its configuration file,
+            // which has no engine choice yet: refuse rather than ignore.
+            anyhow::ensure!(
+                a.gpu.cpu.engine() == weft_nn::CpuEngine::Tract,
+                "weft agent runs ONNX graphs on tract; --cpu-engine onnxruntime (WEFT_CPU_ENGINE) is for weft run, serve and train"
+            );
             a.gpu.apply();
             let config = a.config.context(
                 "no configuration: weft agent --config FILE (or WEFT_AGENT_CONFIG); see docs/agent.md",

@@ -13,7 +13,7 @@ use weft_oci::package::WeftToml;
 /// parsed to record their interface and to fail now, not on a device.
 #[derive(Args)]
 #[command(
-    after_help = "weft.toml:\n  [module]\n  name = \"ocr\"\n  version = \"1.0.0\"\n  file = \"ocr.wasm\"             # [default: the bundled predictor]\n  args = [\"--dict\", \"/models/ppocr_keys.txt\"]\n\n  [[model]]\n  name = \"ppocr-det\"            # preload name\n  file = \"det.onnx\"             # host path, relative to DIR\n  path = \"models/det.onnx\"      # path inside the artifact [default: file]\n  encoding = \"onnx\"\n  target = \"cpu\"\n\n  [[file]]\n  file = \"keys.txt\"\n  path = \"models/ppocr_keys.txt\"\n  kind = \"config\"               # config or doc\n\n  [train]                        # train the model while building\n  model = \"ppocr-det\"            # the [[model]] written [default: the only one]\n  data = \"data\"                 # data directory\n  epochs = 20\n  args = [\"--hidden\", \"64\"]       # for the training module\n  module = \"train.wasm\"         # [default: the bundled trainer]\n  base_model = \"base.onnx\"      # fine-tune this model\n  target = \"cpu\"                # cpu, gpu or auto\n\nSee docs/artifact-format.md and docs/training.md."
+    after_help = "weft.toml:\n  [module]\n  name = \"ocr\"\n  version = \"1.0.0\"\n  file = \"ocr.wasm\"             # [default: the bundled predictor]\n  args = [\"--dict\", \"/models/ppocr_keys.txt\"]\n\n  [[model]]\n  name = \"ppocr-det\"            # preload name\n  file = \"det.onnx\"             # host path, relative to DIR\n  path = \"models/det.onnx\"      # path inside the artifact [default: file]\n  encoding = \"onnx\"            # onnx, tensorflowlite, tensorflow, autodetect\n  target = \"cpu\"\n\n  [[file]]\n  file = \"keys.txt\"\n  path = \"models/ppocr_keys.txt\"\n  kind = \"config\"               # config or doc\n\n  [train]                        # train the model while building\n  model = \"ppocr-det\"            # the [[model]] written [default: the only one]\n  data = \"data\"                 # data directory\n  epochs = 20\n  args = [\"--hidden\", \"64\"]       # for the training module\n  module = \"train.wasm\"         # [default: the bundled trainer]\n  base_model = \"base.onnx\"      # fine-tune this model\n  target = \"cpu\"                # cpu, gpu or auto\n\nSee docs/artifact-format.md and docs/training.md."
 )]
 pub struct BuildArgs {
     /// Directory holding weft.toml.
@@ -76,13 +76,15 @@ pub fn exec(a: BuildArgs) -> anyhow::Result<i32> {
         .with_context(|| format!("[[model]] `{}` in {}", m.name, manifest_path.display()))?;
         let bytes = std::fs::read(&preload.path)
             .with_context(|| format!("cannot read model file {}", preload.path.display()))?;
-        let parsed = OnnxModel::load(&bytes)
+        let format = weft_nn::format_of(preload.encoding, &bytes)
+            .with_context(|| format!("model `{}` ({})", m.name, preload.path.display()))?;
+        let parsed = OnnxModel::load_as(&bytes, format)
             .with_context(|| format!("model `{}` ({})", m.name, preload.path.display()))?;
         let signature = parsed.signature();
         models.push(ModelSpec {
             name: m.name.clone(),
             path: path.clone(),
-            encoding: m.encoding.to_ascii_lowercase(),
+            encoding: weft_nn::encoding_name(preload.encoding).into(),
             target: m.target.to_ascii_lowercase(),
             digest: String::new(),
             inputs: signature.inputs,

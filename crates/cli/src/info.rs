@@ -29,6 +29,7 @@ pub fn exec(a: InfoArgs) -> anyhow::Result<i32> {
     outln!("weft {}", env!("CARGO_PKG_VERSION"));
     outln!("wasi-nn encodings: onnx, autodetect");
     outln!("backends: cpu (tract), gpu (wgpu: vulkan, metal, dx12)");
+    cpu_engine(&a.gpu.cpu);
     let source = if a.gpu.nn_gpu_adapter.is_some() {
         "--nn-gpu-adapter / WEFT_GPU_ADAPTER"
     } else {
@@ -98,7 +99,8 @@ pub fn exec(a: InfoArgs) -> anyhow::Result<i32> {
     };
     let bytes = std::fs::read(path)
         .map_err(|e| anyhow::anyhow!("cannot read model {}: {e}", path.display()))?;
-    let model = OnnxModel::load(&bytes)?;
+    let format = weft_nn::ModelFormat::detect(&bytes);
+    let model = OnnxModel::load_as(&bytes, format)?;
     let mut shapes = Vec::new();
     let mut types = Vec::new();
     for (i, input) in model.inputs().iter().enumerate() {
@@ -121,4 +123,32 @@ pub fn exec(a: InfoArgs) -> anyhow::Result<i32> {
         outln!("{line}");
     }
     Ok(0)
+}
+
+/// The CPU engine chosen, and where onnxruntime is (loaded when chosen).
+fn cpu_engine(cpu: &crate::run::CpuArgs) {
+    use weft_nn::CpuEngine;
+    match cpu.engine() {
+        CpuEngine::Tract => {
+            outln!("cpu engine: tract (--cpu-engine / WEFT_CPU_ENGINE: tract or onnxruntime)");
+            match weft_nn::ort::library() {
+                Ok(path) => outln!(
+                    "onnxruntime: {} (--cpu-engine onnxruntime loads it)",
+                    path.display()
+                ),
+                Err(e) => outln!("onnxruntime: unavailable: {e}"),
+            }
+        }
+        CpuEngine::Onnxruntime { threads } => {
+            let threads = match threads {
+                0 => "onnxruntime's default".to_owned(),
+                n => n.to_string(),
+            };
+            outln!("cpu engine: onnxruntime for ONNX graphs, threads per inference: {threads}");
+            match weft_nn::ort::init() {
+                Ok(lib) => outln!("onnxruntime: {} at {}", lib.version(), lib.path().display()),
+                Err(e) => outln!("onnxruntime: unavailable: {e}"),
+            }
+        }
+    }
 }

@@ -113,6 +113,14 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
                 "--nn-gpu-fallback (WEFT_NN_GPU_FALLBACK) runs target gpu on the CPU when no GPU opens",
             ),
             NnError::Gpu(g) => gpu(g),
+            NnError::Preloaded { error, .. } => nn(error),
+            NnError::Onnxruntime(
+                weft_nn::ort::OrtError::NotFound { .. }
+                | weft_nn::ort::OrtError::Load { .. }
+                | weft_nn::ort::OrtError::TooOld { .. },
+            ) => Some(
+                "--cpu-engine tract (WEFT_CPU_ENGINE) runs ONNX graphs on the engine built into weft",
+            ),
             _ => None,
         }
     }

@@ -6,7 +6,7 @@ use clap::Args;
 use std::path::PathBuf;
 
 use std::time::{Duration, Instant};
-use weft_nn::{BackendOptions, GpuPolicy, Preload};
+use weft_nn::{BackendOptions, CpuEngine, GpuPolicy, Preload};
 use weft_runtime::{DirGrant, Launch, Limits, Purpose, Runtime, RuntimeConfig, RuntimeError};
 
 /// Run a WebAssembly module (wasm32-wasip1 core module or wasm32-wasip2
@@ -130,7 +130,8 @@ pub fn exec(a: RunArgs) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-/// The GPU flags `weft run` and `weft serve` share.
+/// The GPU flags `weft run` and `weft serve` share, with the CPU engine's
+/// (every command that builds wasi-nn backends takes both).
 #[derive(clap::Args, Debug, Clone)]
 pub struct GpuArgs {
     /// When a model asks for the GPU (target gpu) and no GPU adapter opens,
@@ -168,7 +169,60 @@ pub struct GpuArgs {
     #[arg(long, value_name = "ON|OFF", env = "WEFT_GPU_COOPERATIVE_MATRIX", default_value = "on",
           value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub nn_gpu_cooperative_matrix: bool,
+
+    #[command(flatten)]
+    pub cpu: CpuArgs,
 }
+
+/// The engine that runs ONNX graphs on the CPU.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuEngineName {
+    /// tract: pure Rust, built in.
+    Tract,
+    /// onnxruntime, loaded at run time.
+    Onnxruntime,
+}
+
+/// The CPU engine flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CpuArgs {
+    /// The engine for ONNX graphs on the CPU: `tract`, the pure-Rust
+    /// default built into weft, or `onnxruntime`, loaded at run time from
+    /// WEFT_ONNXRUNTIME (the library file or its directory),
+    /// ORT_DYLIB_PATH, /usr/local/lib, /usr/lib, /usr/lib/<arch>-linux-gnu,
+    /// or the `onnxruntime` wheel of python3 (or WEFT_PYTHON): `pip install
+    /// onnxruntime==1.32.0`. The module and the artifact stay the same;
+    /// TFLite and TensorFlow graphs and graphs on the GPU run as before.
+    #[arg(
+        long,
+        value_name = "ENGINE",
+        env = "WEFT_CPU_ENGINE",
+        default_value = "tract",
+        value_enum
+    )]
+    pub cpu_engine: CpuEngineName,
+
+    /// Threads per inference for the onnxruntime engine (0: onnxruntime's
+    /// default, one per physical core); tract ignores it.
+    #[arg(long, value_name = "N", env = "WEFT_CPU_THREADS", default_value_t = 0)]
+    pub cpu_threads: usize,
+}
+
+impl CpuArgs {
+    pub fn engine(&self) -> CpuEngine {
+        match self.cpu_engine {
+            CpuEngineName::Tract => CpuEngine::Tract,
+            CpuEngineName::Onnxruntime => CpuEngine::Onnxruntime {
+                threads: self.cpu_threads,
+            },
+        }
+    }
+}
+
+/// The CPU engine the flags chose, for [`runtime_config`]: set by
+/// [`GpuArgs::apply`], which every command calls before building its
+/// runtime (so `runtime_config` keeps the signature its callers use).
+static CPU_ENGINE: std::sync::Mutex<CpuEngine> = std::sync::Mutex::new(CpuEngine::Tract);
 
 impl GpuArgs {
     /// The GPU configuration these flags (and their environment variables)
@@ -189,11 +243,13 @@ impl GpuArgs {
     /// Make the choices process-wide, before any model loads.
     pub fn apply(&self) {
         weft_runtime::configure_gpu(self.config());
+        *CPU_ENGINE.lock().unwrap_or_else(|e| e.into_inner()) = self.cpu.engine();
     }
 }
 
 /// What runs: the module bytes and everything that goes with them.
-/// Engine settings from the flags `weft run` and `weft serve` share.
+/// Engine settings from the flags `weft run` and `weft serve` share; the
+/// CPU engine is the one the last [`GpuArgs::apply`] chose.
 pub fn runtime_config(
     gpu_fallback: bool,
     no_cache: bool,
@@ -214,6 +270,7 @@ pub fn runtime_config(
             } else {
                 GpuPolicy::Fail
             },
+            cpu: *CPU_ENGINE.lock().unwrap_or_else(|e| e.into_inner()),
         },
     }
 }

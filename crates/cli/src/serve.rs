@@ -23,7 +23,7 @@ pub const PREDICTOR_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/pred
 /// with Triton's binary tensor extension, and gRPC.
 #[derive(Args)]
 #[command(
-    after_help = "Each MODEL is [NAME=]SOURCE, where SOURCE is:\n  an .onnx file        served by the bundled generic predictor module\n  a serving module     a .wasm file (weft_serve_guest::serve!), with --nn-preload\n  a reference          a model module artifact in the store or a registry\n\nExamples:\n  weft serve tests/data/mlp_dynamic_batch.onnx\n  weft serve mlp=model.onnx ocr=registry.example/ocr:1.0 --bind 0.0.0.0:8000\n  curl -s localhost:8000/v2/models/mlp"
+    after_help = "Each MODEL is [NAME=]SOURCE, where SOURCE is:\n  a model file         .onnx, .tflite or a frozen TensorFlow .pb, served by the\n                       bundled generic predictor module\n  a serving module     a .wasm file (weft_serve_guest::serve!), with --nn-preload\n  a reference          a model module artifact in the store or a registry\n\nExamples:\n  weft serve tests/data/mlp_dynamic_batch.onnx\n  weft serve mlp=model.onnx ocr=registry.example/ocr:1.0 --bind 0.0.0.0:8000\n  curl -s localhost:8000/v2/models/mlp"
 )]
 pub struct ServeArgs {
     /// Models to serve: [NAME=]SOURCE (see below).
@@ -132,6 +132,8 @@ fn stem(source: &str) -> String {
     let base = base.split(['@']).next().unwrap_or(base);
     let base = base.split(':').next().unwrap_or(base);
     base.trim_end_matches(".onnx")
+        .trim_end_matches(".tflite")
+        .trim_end_matches(".pb")
         .trim_end_matches(".wasm")
         .to_owned()
 }
@@ -240,14 +242,14 @@ fn model_spec(
     name: String,
     source: &str,
 ) -> anyhow::Result<ModelSpec> {
-    let (resolved, platform) = if source.ends_with(".onnx") || is_onnx(Path::new(source)) {
-        let preload: Preload = format!("model:onnx:{}:{source}", a.nn_target).parse()?;
+    let (resolved, platform) = if let Some(encoding) = model_file_encoding(source) {
+        let preload: Preload = format!("model:{encoding}:{}:{source}", a.nn_target).parse()?;
         (
             Resolved {
                 preloads: vec![preload],
                 ..Resolved::module("predictor.wasm", PREDICTOR_WASM.to_vec())
             },
-            "onnx",
+            encoding,
         )
     } else {
         let mut r = resolve_module(source, &a.store, &a.remote, false)?;
@@ -271,14 +273,30 @@ fn model_spec(
     )?)
 }
 
-/// An existing file that starts like an ONNX protobuf (`ir_version` field).
-fn is_onnx(path: &Path) -> bool {
+/// The wasi-nn encoding of a model file given directly: by its extension
+/// (`.onnx`, `.tflite`, `.pb`), else by its first bytes (an ONNX protobuf's
+/// `ir_version` field, a TFLite flatbuffer's `TFL3`); `None` for anything
+/// else (a module, a reference).
+fn model_file_encoding(source: &str) -> Option<&'static str> {
     use std::io::Read;
-    let mut head = [0u8; 1];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .map(|()| head[0] == 0x08)
-        .unwrap_or(false)
+    for (ext, encoding) in [
+        (".onnx", "onnx"),
+        (".tflite", "tensorflowlite"),
+        (".pb", "tensorflow"),
+    ] {
+        if source.ends_with(ext) {
+            return Some(encoding);
+        }
+    }
+    let mut head = [0u8; 8];
+    let n = std::fs::File::open(Path::new(source))
+        .and_then(|mut f| f.read(&mut head))
+        .ok()?;
+    match &head[..n] {
+        [0x08, ..] => Some("onnx"),
+        [_, _, _, _, b'T', b'F', b'L', b'3'] => Some("tensorflowlite"),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

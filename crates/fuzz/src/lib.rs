@@ -11,6 +11,8 @@
 //! | [`oci`] | manifests and configs, and bundle materialization | other blobs of the store are never changed; a bundle stays in its directory |
 //! | [`weft_toml`] | `weft.toml` texts | every listed file path is inside the artifact and unique |
 //! | [`agent_config`] | the agent's configuration | parses or names what is wrong |
+//! | [`tflite`] | TensorFlow Lite flatbuffers | a model or an error, no panic escapes (a caught one is an error) |
+//! | [`tensorflow`] | frozen TensorFlow `GraphDef`s | the same |
 //! | [`onnx_import`] | ONNX model bytes, to fine-tune | parse and build give a graph or an error; writing the model's own values back gives the same initializers |
 //!
 //! The libFuzzer binaries in `libfuzzer/` call these (`scripts/fuzz.sh`);
@@ -87,6 +89,32 @@ pub fn onnx(data: &[u8]) {
             "tract panicked on this model: {e}"
         ),
     }
+}
+
+/// Model bytes in another format: a model or an error, never a panic out
+/// of the loader. Weaker than [`onnx`]: tract's TFLite and TensorFlow
+/// operator translators index their inputs and tract-core asserts on
+/// negative dimensions, so a malformed model can reach a panic there, which
+/// the loader catches and reports as an error naming it (no checker runs
+/// before them as `check_graph` does for ONNX).
+#[cfg(feature = "nn")]
+fn model_as(data: &[u8], format: weft_nn::ModelFormat) {
+    if let Ok(model) = weft_nn::OnnxModel::load_as(data, format) {
+        assert_eq!(model.format(), format);
+        assert!(model.plan_builds() <= weft_nn::MAX_PLANS_PER_MODEL + 1);
+    }
+}
+
+/// TensorFlow Lite flatbuffers, loaded as encoding `tensorflowlite` does.
+#[cfg(feature = "nn")]
+pub fn tflite(data: &[u8]) {
+    model_as(data, weft_nn::ModelFormat::TensorFlowLite);
+}
+
+/// Frozen TensorFlow graphs, loaded as encoding `tensorflow` does.
+#[cfg(feature = "nn")]
+pub fn tensorflow(data: &[u8]) {
+    model_as(data, weft_nn::ModelFormat::TensorFlow);
 }
 
 #[cfg(feature = "oci")]
@@ -289,6 +317,10 @@ pub fn by_name(name: &str) -> Option<fn(&[u8])> {
         "v2_grpc" => v2_grpc,
         #[cfg(feature = "nn")]
         "onnx" => onnx,
+        #[cfg(feature = "nn")]
+        "tflite" => tflite,
+        #[cfg(feature = "nn")]
+        "tensorflow" => tensorflow,
         #[cfg(feature = "oci")]
         "oci" => oci,
         #[cfg(feature = "oci")]

@@ -272,6 +272,10 @@ mod tests {
         let e = Models::load(&resolved.preloads, Default::default())
             .err()
             .unwrap();
-        assert!(matches!(e, weft_nn::NnError::ModelDigest { .. }), "{e}");
+        assert!(
+            matches!(&e, weft_nn::NnError::Preloaded { error, .. }
+                if matches!(**error, weft_nn::NnError::ModelDigest { .. })),
+            "{e}"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The wasi-nn backend traits implemented on tract.
 
 use crate::error::NnError;
-use crate::model::{OnnxModel, Plan};
+use crate::model::{ModelFormat, OnnxModel, Plan};
 use crate::tensor::{from_tract, tensor_type, to_tract, wire_type};
 use std::sync::{Arc, Mutex};
 use tract_onnx::prelude::*;
@@ -23,10 +23,37 @@ pub enum GpuPolicy {
     FallbackToCpu,
 }
 
+/// Which engine runs ONNX graphs on the CPU. TFLite and TensorFlow graphs,
+/// and graphs on the GPU, stay on tract (and weft-gpu) either way; the
+/// guest cannot tell the engines apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuEngine {
+    /// tract: pure Rust, in every build and on every node.
+    #[default]
+    Tract,
+    /// onnxruntime, loaded at run time (`weft_ort::library` says where it
+    /// is looked for); a load fails with that search's error where it is
+    /// missing. `threads`: intra-op threads per run, 0 for onnxruntime's
+    /// default (one per physical core).
+    Onnxruntime { threads: usize },
+}
+
 /// Options shared by all graphs a backend loads.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BackendOptions {
     pub gpu: GpuPolicy,
+    pub cpu: CpuEngine,
+}
+
+impl BackendOptions {
+    /// The onnxruntime threads per run when a model of `format` on `device`
+    /// runs on onnxruntime under these options; `None`: tract runs it.
+    pub(crate) fn onnxruntime_threads(&self, device: Device, format: ModelFormat) -> Option<usize> {
+        match (device, format, self.cpu) {
+            (Device::Cpu, ModelFormat::Onnx, CpuEngine::Onnxruntime { threads }) => Some(threads),
+            _ => None,
+        }
+    }
 }
 
 /// Where a graph runs once its target is resolved.
@@ -103,9 +130,11 @@ pub fn resolve(target: Target, options: BackendOptions) -> Result<Device, NnErro
     }
 }
 
-/// The CPU backend: ONNX on tract. One instance serves one graph encoding
-/// (wasmtime-wasi-nn keys backends by encoding), so a context gets one for
-/// `onnx` and one for `autodetect`; both share the process-wide model cache.
+/// The CPU backend: ONNX, TensorFlow Lite and TensorFlow on tract (ONNX
+/// on onnxruntime instead under [`CpuEngine::Onnxruntime`]). One
+/// instance serves one graph encoding (wasmtime-wasi-nn keys backends by
+/// encoding), so a context gets one per encoding; all share the
+/// process-wide model cache.
 #[derive(Debug, Clone)]
 pub struct TractBackend {
     encoding: GraphEncoding,
@@ -117,15 +146,37 @@ impl TractBackend {
         Self { encoding, options }
     }
 
-    /// Load a model for a target, applying the GPU policy.
+    /// Load a model for a target, applying the GPU policy and, on the CPU,
+    /// the engine choice for ONNX graphs.
     pub fn load_model(&self, bytes: &[u8], target: ExecutionTarget) -> Result<Graph, NnError> {
         let device = resolve(target.into(), self.options)?;
-        let model = OnnxModel::load(bytes)?;
+        let format = format_of(self.encoding, bytes)?;
+        if let Some(threads) = self.options.onnxruntime_threads(device, format) {
+            return Ok(crate::onnxruntime::graph(crate::onnxruntime::load(
+                bytes, threads,
+            )?));
+        }
+        let model = OnnxModel::load_as(bytes, format)?;
         if device == Device::Gpu {
             model.prepare_gpu()?;
         }
         Ok(graph_on(model, device))
     }
+}
+
+/// The model format an encoding names; `autodetect` looks at the bytes.
+pub fn format_of(encoding: GraphEncoding, bytes: &[u8]) -> Result<ModelFormat, NnError> {
+    Ok(match encoding {
+        GraphEncoding::Onnx => ModelFormat::Onnx,
+        GraphEncoding::Tensorflowlite => ModelFormat::TensorFlowLite,
+        GraphEncoding::Tensorflow => ModelFormat::TensorFlow,
+        GraphEncoding::Autodetect => ModelFormat::detect(bytes),
+        other => {
+            return Err(NnError::UnsupportedEncoding {
+                encoding: format!("{other:?}").to_lowercase(),
+            });
+        }
+    })
 }
 
 /// Wrap a loaded model as a wasi-nn graph on the CPU.

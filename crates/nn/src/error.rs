@@ -27,6 +27,19 @@ pub enum ErrorKind {
 pub enum NnError {
     #[error("model bytes are not a valid ONNX model: {message}")]
     BadModel { message: String },
+    /// A TensorFlow Lite or TensorFlow model that does not parse.
+    #[error("model bytes are not a valid {format} model: {message}")]
+    BadFormat {
+        format: &'static str,
+        message: String,
+    },
+    /// A preloaded model that failed, with its name and file.
+    #[error("model `{name}` ({path}): {error}", path = .path.display())]
+    Preloaded {
+        name: String,
+        path: PathBuf,
+        error: Box<NnError>,
+    },
     #[error(
         "model uses operators the CPU backend cannot run: {}",
         .ops.join(", ")
@@ -44,7 +57,9 @@ pub enum NnError {
     },
     #[error("execution target {target} is not available: {reason}")]
     TargetUnavailable { target: String, reason: String },
-    #[error("encoding {encoding} is not supported; supported encodings: onnx, autodetect")]
+    #[error(
+        "encoding {encoding} is not supported; supported encodings: onnx, tensorflowlite, tensorflow, autodetect"
+    )]
     UnsupportedEncoding { encoding: String },
     #[error("expected exactly one model buffer, got {count}")]
     BuilderCount { count: usize },
@@ -103,6 +118,10 @@ pub enum NnError {
     UnknownModel(String),
     #[error(transparent)]
     Gpu(#[from] weft_gpu::GpuError),
+    /// The onnxruntime CPU engine: its library, a model it cannot load, or
+    /// a run it failed.
+    #[error(transparent)]
+    Onnxruntime(#[from] weft_ort::OrtError),
 }
 
 impl NnError {
@@ -110,7 +129,8 @@ impl NnError {
     pub fn kind(&self) -> ErrorKind {
         use NnError::*;
         match self {
-            BadModel { .. } | BuilderCount { .. } => ErrorKind::InvalidArgument,
+            BadModel { .. } | BadFormat { .. } | BuilderCount { .. } => ErrorKind::InvalidArgument,
+            Preloaded { error, .. } => error.kind(),
             UnsupportedOperators { .. } | UnsupportedType(_) | TargetUnavailable { .. } => {
                 ErrorKind::Unsupported
             }
@@ -137,6 +157,23 @@ impl NnError {
                 | weft_gpu::GpuError::RequestDevice { .. } => ErrorKind::Unsupported,
                 _ => ErrorKind::Runtime,
             },
+            Onnxruntime(e) => {
+                use weft_ort::OrtError as O;
+                match e {
+                    e if e.is_bad_input() => ErrorKind::InvalidArgument,
+                    O::Model { .. } => ErrorKind::InvalidArgument,
+                    O::TooLarge { .. } => ErrorKind::TooLarge,
+                    // The engine is missing on this node, or cannot carry
+                    // a type the model uses.
+                    O::NotFound { .. }
+                    | O::Load { .. }
+                    | O::TooOld { .. }
+                    | O::Environment { .. }
+                    | O::UnsupportedInput { .. }
+                    | O::UnsupportedOutput { .. } => ErrorKind::Unsupported,
+                    _ => ErrorKind::Runtime,
+                }
+            }
         }
     }
 }

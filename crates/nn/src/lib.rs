@@ -1,6 +1,8 @@
 //! `weft-nn`: the wasi-nn backends of Weft.
 //!
-//! The CPU backend runs ONNX models on [tract](https://github.com/sonos/tract);
+//! The CPU backend runs ONNX models on [tract](https://github.com/sonos/tract)
+//! (or, chosen with [`CpuEngine::Onnxruntime`], on an onnxruntime loaded at
+//! run time: [`onnxruntime`]);
 //! the GPU backend lowers them to wgpu kernels through `weft-gpu` (target
 //! `gpu`, or `auto` with a hardware adapter), nodes it cannot lower staying
 //! on tract.
@@ -25,16 +27,19 @@
 
 mod backend;
 mod error;
+mod formats;
 mod model;
+pub mod onnxruntime;
 mod registry;
 mod tensor;
 
 pub use backend::{
-    BackendOptions, Device, GpuPolicy, Target, TractBackend, TractContext, graph, graph_on, resolve,
+    BackendOptions, CpuEngine, Device, GpuPolicy, Target, TractBackend, TractContext, format_of,
+    graph, graph_on, resolve,
 };
 pub use error::{ErrorKind, NnError, kind_of};
-pub use model::{Dim, MAX_PLANS_PER_MODEL, OnnxModel, Plan, TensorInfo, digest};
-pub use registry::{Models, Preload};
+pub use model::{Dim, MAX_PLANS_PER_MODEL, ModelFormat, OnnxModel, Plan, TensorInfo, digest};
+pub use registry::{Models, Preload, encoding_name};
 pub use tensor::{from_tract, to_tract, type_name, wire_type};
 /// Element types as tract (and [`TensorInfo`]) name them.
 pub use tract_onnx::prelude::DatumType;
@@ -46,11 +51,19 @@ pub use weft_abi::{Signature, TensorSpec};
 /// The GPU executor (adapter choice, memory budget, adapters list).
 pub use weft_gpu as gpu;
 pub use weft_gpu::{Place, Report as GpuReport};
+/// The onnxruntime CPU engine's library and models ([`CpuEngine::Onnxruntime`]).
+pub use weft_ort as ort;
 
-/// The backends a wasi-nn context needs: tract for `onnx` and `autodetect`.
+/// The backends a wasi-nn context needs: tract for `onnx`,
+/// `tensorflowlite`, `tensorflow` and `autodetect`.
 pub fn backends(options: BackendOptions) -> Vec<Backend> {
-    vec![
-        Backend::from(TractBackend::new(GraphEncoding::Onnx, options)),
-        Backend::from(TractBackend::new(GraphEncoding::Autodetect, options)),
+    [
+        GraphEncoding::Onnx,
+        GraphEncoding::Tensorflowlite,
+        GraphEncoding::Tensorflow,
+        GraphEncoding::Autodetect,
     ]
+    .into_iter()
+    .map(|encoding| Backend::from(TractBackend::new(encoding, options)))
+    .collect()
 }

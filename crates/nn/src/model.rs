@@ -1,4 +1,5 @@
-//! ONNX models on tract: parsing, interface, and a cache of optimized plans.
+//! Models on tract: parsing (ONNX, TensorFlow Lite, TensorFlow frozen
+//! graphs), interface, and a cache of optimized plans.
 //!
 //! A model is parsed once per process (keyed by the SHA-256 of its bytes) and
 //! shared by every graph handle that loads it. tract plans are compiled per
@@ -144,10 +145,86 @@ type PlanCell = Arc<OnceLock<Result<Plan, String>>>;
 /// it was built on is lost.
 type GpuPlanCell = Arc<Mutex<Option<Arc<weft_gpu::GpuPlan>>>>;
 
-/// A parsed ONNX model with its plan cache.
+/// The serialized model formats tract reads, one per wasi-nn encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelFormat {
+    /// ONNX `ModelProto` (encoding `onnx`).
+    Onnx,
+    /// A TensorFlow Lite flatbuffer (encoding `tensorflowlite`).
+    TensorFlowLite,
+    /// A frozen TensorFlow `GraphDef` (encoding `tensorflow`): variables
+    /// folded into constants, as `convert_variables_to_constants_v2` writes.
+    TensorFlow,
+}
+
+impl ModelFormat {
+    /// The format of model bytes, for the `autodetect` encoding: a TFLite
+    /// flatbuffer carries the identifier `TFL3` at offset 4; a `GraphDef`
+    /// starts with its repeated `node` field (field 1, length-delimited,
+    /// tag byte 0x0a), which an ONNX `ModelProto` never does (its field 1
+    /// is the `ir_version` varint); anything else is read as ONNX.
+    pub fn detect(bytes: &[u8]) -> ModelFormat {
+        if bytes.get(4..8) == Some(b"TFL3") {
+            ModelFormat::TensorFlowLite
+        } else if bytes.first() == Some(&0x0a) {
+            ModelFormat::TensorFlow
+        } else {
+            ModelFormat::Onnx
+        }
+    }
+
+    /// The wasi-nn encoding's name.
+    pub fn encoding(self) -> &'static str {
+        match self {
+            ModelFormat::Onnx => "onnx",
+            ModelFormat::TensorFlowLite => "tensorflowlite",
+            ModelFormat::TensorFlow => "tensorflow",
+        }
+    }
+}
+
+impl fmt::Display for ModelFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ModelFormat::Onnx => "ONNX",
+            ModelFormat::TensorFlowLite => "TensorFlow Lite",
+            ModelFormat::TensorFlow => "TensorFlow",
+        })
+    }
+}
+
+/// The parsed graph plans are made from: ONNX and TensorFlow parse to an
+/// inference model (types and shapes still open), TFLite to a typed one
+/// (its shapes are static).
+#[derive(Clone)]
+enum Source {
+    Inference(InferenceModel),
+    Typed(TypedModel),
+}
+
+impl Source {
+    /// The graph typed for these input shapes and types, decluttered.
+    fn typed(&self, shapes: &[Vec<usize>], types: &[DatumType]) -> TractResult<TypedModel> {
+        match self {
+            Source::Inference(m) => {
+                let mut m = m.clone();
+                for (ix, (shape, dt)) in shapes.iter().zip(types).enumerate() {
+                    m.set_input_fact(ix, InferenceFact::dt_shape(*dt, shape.as_slice()))?;
+                }
+                m.into_typed()?.into_decluttered()
+            }
+            // Inputs were checked against the static interface.
+            Source::Typed(m) => m.clone().into_decluttered(),
+        }
+    }
+}
+
+/// A parsed model (ONNX, TensorFlow Lite or TensorFlow; the name is
+/// historical) with its plan cache.
 pub struct OnnxModel {
     digest: String,
-    inference: InferenceModel,
+    format: ModelFormat,
+    source: Source,
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
     metadata: BTreeMap<String, String>,
@@ -182,6 +259,16 @@ impl fmt::Debug for OnnxModel {
 fn onnx() -> &'static tract_onnx::Onnx {
     static ONNX: OnceLock<tract_onnx::Onnx> = OnceLock::new();
     ONNX.get_or_init(tract_onnx::onnx)
+}
+
+fn tflite() -> &'static tract_tflite::Tflite {
+    static TFLITE: OnceLock<tract_tflite::Tflite> = OnceLock::new();
+    TFLITE.get_or_init(tract_tflite::tflite)
+}
+
+fn tensorflow() -> &'static tract_tensorflow::Tensorflow {
+    static TF: OnceLock<tract_tensorflow::Tensorflow> = OnceLock::new();
+    TF.get_or_init(tract_tensorflow::tensorflow)
 }
 
 fn models() -> &'static Mutex<HashMap<String, Weak<OnnxModel>>> {
@@ -219,25 +306,44 @@ impl OnnxModel {
     /// Parse ONNX bytes, or return the already-parsed model with the same
     /// digest. Fails with the names of operators tract cannot run.
     pub fn load(bytes: &[u8]) -> Result<Arc<OnnxModel>, NnError> {
-        Self::load_hashed(bytes, digest(bytes))
+        Self::load_as(bytes, ModelFormat::Onnx)
     }
 
-    /// [`OnnxModel::load`] for bytes whose [`digest`] the caller computed.
-    pub(crate) fn load_hashed(bytes: &[u8], digest: String) -> Result<Arc<OnnxModel>, NnError> {
+    /// [`OnnxModel::load`] for a model in `format`.
+    pub fn load_as(bytes: &[u8], format: ModelFormat) -> Result<Arc<OnnxModel>, NnError> {
+        Self::load_hashed(bytes, digest(bytes), format)
+    }
+
+    /// [`OnnxModel::load_as`] for bytes whose [`digest`] the caller computed.
+    pub(crate) fn load_hashed(
+        bytes: &[u8],
+        digest: String,
+        format: ModelFormat,
+    ) -> Result<Arc<OnnxModel>, NnError> {
         if let Some(model) = models()
             .lock()
             .unwrap()
             .get(&digest)
             .and_then(Weak::upgrade)
+            .filter(|m| m.format == format)
         {
             tracing::debug!(model.digest = %digest, "model cache hit");
             return Ok(model);
         }
-        let model = Arc::new(Self::parse(bytes, digest.clone())?);
+        let parsed = match format {
+            ModelFormat::Onnx => Self::parse(bytes, digest.clone()),
+            ModelFormat::TensorFlowLite => Self::parse_tflite(bytes, digest.clone()),
+            ModelFormat::TensorFlow => Self::parse_tensorflow(bytes, digest.clone()),
+        };
+        let model = Arc::new(parsed?);
         let mut cache = models().lock().unwrap();
         cache.retain(|_, m| m.strong_count() > 0);
         // Another thread may have parsed the same bytes meanwhile: keep one.
-        if let Some(existing) = cache.get(&digest).and_then(Weak::upgrade) {
+        if let Some(existing) = cache
+            .get(&digest)
+            .and_then(Weak::upgrade)
+            .filter(|m| m.format == format)
+        {
             return Ok(existing);
         }
         cache.insert(digest, Arc::downgrade(&model));
@@ -299,9 +405,31 @@ impl OnnxModel {
                 i
             })
             .collect();
+        Self::assemble(
+            digest,
+            ModelFormat::Onnx,
+            Source::Inference(inference),
+            inputs,
+            outputs,
+            metadata,
+        )
+    }
+
+    /// The model around a parsed graph. A model with fully static inputs is
+    /// compiled right away, so a model tract cannot type or optimize fails at
+    /// load, not at first compute.
+    fn assemble(
+        digest: String,
+        format: ModelFormat,
+        source: Source,
+        inputs: Vec<TensorInfo>,
+        outputs: Vec<TensorInfo>,
+        metadata: BTreeMap<String, String>,
+    ) -> Result<OnnxModel, NnError> {
         let model = OnnxModel {
             digest,
-            inference,
+            format,
+            source,
             inputs,
             outputs,
             metadata,
@@ -309,12 +437,124 @@ impl OnnxModel {
             gpu_plans: Mutex::default(),
             gpu_weights: weft_gpu::Weights::new(),
         };
-        // A model with fully static inputs is compiled right away, so a model
-        // tract cannot type or optimize fails at load, not at first compute.
         if let Some((shapes, types)) = model.static_inputs() {
             model.plan(&shapes, &types)?;
         }
         Ok(model)
+    }
+
+    /// A TensorFlow Lite flatbuffer through tract's TFLite front end (with
+    /// Weft's patch: DEQUANTIZE, PRELU). Its tensors' shapes are static.
+    fn parse_tflite(bytes: &[u8], digest: String) -> Result<OnnxModel, NnError> {
+        let bad = |message: String| NnError::BadFormat {
+            format: "TensorFlow Lite",
+            message,
+        };
+        let tflite = tflite();
+        let proto = guarded("decoding the TFLite flatbuffer", || {
+            tflite.proto_model_for_read(&mut &*bytes)
+        })
+        .map_err(bad)?;
+        let missing = crate::formats::tflite_unsupported(&proto, tflite.registry()).map_err(bad)?;
+        if !missing.is_empty() {
+            return Err(NnError::UnsupportedOperators { ops: missing });
+        }
+        let typed = guarded("translating the TFLite model", || {
+            tflite.model_for_proto_model(&proto)
+        })
+        .map_err(bad)?;
+        // Interface names are the flatbuffer's tensor names (what LiteRT
+        // reports), not the names of the tract nodes computing them.
+        let (input_names, output_names) = crate::formats::tflite_io_names(&proto);
+        let infos = |outlets: &[OutletId], names: Vec<String>| -> Vec<TensorInfo> {
+            outlets
+                .iter()
+                .zip(names.into_iter().map(Some).chain(std::iter::repeat(None)))
+                .map(|(o, name)| {
+                    let mut info = typed_info(&typed, *o);
+                    if let Some(name) = name.filter(|n| !n.is_empty()) {
+                        info.name = name;
+                    }
+                    info
+                })
+                .collect()
+        };
+        let inputs = infos(
+            typed.input_outlets().map_err(|e| bad(format!("{e:#}")))?,
+            input_names,
+        );
+        let outputs = infos(
+            typed.output_outlets().map_err(|e| bad(format!("{e:#}")))?,
+            output_names,
+        );
+        Self::assemble(
+            digest,
+            ModelFormat::TensorFlowLite,
+            Source::Typed(typed),
+            inputs,
+            outputs,
+            BTreeMap::new(),
+        )
+    }
+
+    /// A frozen TensorFlow `GraphDef` through tract's TensorFlow front end:
+    /// `Placeholder` nodes are the inputs, nodes nothing consumes the
+    /// outputs.
+    fn parse_tensorflow(bytes: &[u8], digest: String) -> Result<OnnxModel, NnError> {
+        let bad = |message: String| NnError::BadFormat {
+            format: "TensorFlow",
+            message,
+        };
+        let tf = tensorflow();
+        let graph = guarded("decoding the GraphDef", || {
+            tf.proto_model_for_read(&mut &*bytes)
+        })
+        .map_err(bad)?;
+        let missing = crate::formats::tensorflow_unsupported(&graph, &tf.op_register);
+        if !missing.is_empty() {
+            return Err(NnError::UnsupportedOperators { ops: missing });
+        }
+        // Sinks that compute nothing (`NoOp`, which TensorFlow adds for
+        // control dependencies) are not outputs.
+        let no_ops: std::collections::HashSet<&str> = graph
+            .node
+            .iter()
+            .filter(|n| n.op == "NoOp")
+            .map(|n| n.name.as_str())
+            .collect();
+        let inference = guarded("parsing the TensorFlow graph", || {
+            let mut m = tf.model_for_proto_model(&graph)?;
+            let outputs: Vec<OutletId> = m
+                .output_outlets()?
+                .iter()
+                .copied()
+                .filter(|o| !no_ops.contains(m.node(o.node).name.as_str()))
+                .collect();
+            m.select_output_outlets(&outputs)?;
+            Ok(m)
+        })
+        .map_err(bad)?;
+        let infos = |outlets: &[OutletId]| -> Vec<TensorInfo> {
+            outlets.iter().map(|o| info(&inference, *o)).collect()
+        };
+        let inputs = infos(
+            inference
+                .input_outlets()
+                .map_err(|e| bad(format!("{e:#}")))?,
+        );
+        let outputs = infos(
+            inference
+                .output_outlets()
+                .map_err(|e| bad(format!("{e:#}")))?,
+        );
+        Self::assemble(
+            digest,
+            ModelFormat::TensorFlow,
+            Source::Inference(inference),
+            inputs,
+            outputs,
+            BTreeMap::new(),
+        )
     }
 
     fn static_inputs(&self) -> Option<(Vec<Vec<usize>>, Vec<DatumType>)> {
@@ -400,14 +640,8 @@ impl OnnxModel {
             shapes: format!("{shapes:?}"),
             message,
         };
-        let typed = guarded("typing the model", || {
-            let mut m = self.inference.clone();
-            for (ix, (shape, dt)) in shapes.iter().zip(types).enumerate() {
-                m.set_input_fact(ix, InferenceFact::dt_shape(*dt, shape.as_slice()))?;
-            }
-            m.into_typed()?.into_decluttered()
-        })
-        .map_err(plan_error)?;
+        let typed =
+            guarded("typing the model", || self.source.typed(shapes, types)).map_err(plan_error)?;
         let started = std::time::Instant::now();
         let plan = catch_unwind(AssertUnwindSafe(|| build(gpu, &typed, &self.gpu_weights)))
             .map_err(|panic| {
@@ -439,6 +673,11 @@ impl OnnxModel {
     /// `sha256:<hex>` of the model bytes.
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// The format the model was read as.
+    pub fn format(&self) -> ModelFormat {
+        self.format
     }
 
     pub fn inputs(&self) -> &[TensorInfo] {
@@ -524,22 +763,28 @@ impl OnnxModel {
                     "the model has plans for as many input shapes as it may hold; \
                      further shapes run on its shape-generic plan"
                 );
-                self.generic_facts(types).and_then(|facts| {
-                    guarded("optimizing the model for any shape", || {
-                        let mut m = self.inference.clone();
-                        for (ix, fact) in facts.into_iter().enumerate() {
-                            m.set_input_fact(ix, fact)?;
-                        }
-                        m.into_optimized()?.into_runnable()
-                    })
-                })
+                match &self.source {
+                    Source::Inference(inference) => {
+                        self.generic_facts(inference, types).and_then(|facts| {
+                            guarded("optimizing the model for any shape", || {
+                                let mut m = inference.clone();
+                                for (ix, fact) in facts.into_iter().enumerate() {
+                                    m.set_input_fact(ix, fact)?;
+                                }
+                                m.into_optimized()?.into_runnable()
+                            })
+                        })
+                    }
+                    Source::Typed(m) => guarded("optimizing the model", || {
+                        m.clone().into_optimized()?.into_runnable()
+                    }),
+                }
             } else {
                 guarded("optimizing the model", || {
-                    let mut m = self.inference.clone();
-                    for (ix, (shape, dt)) in shapes.iter().zip(types).enumerate() {
-                        m.set_input_fact(ix, InferenceFact::dt_shape(*dt, shape.as_slice()))?;
-                    }
-                    m.into_optimized()?.into_runnable()
+                    self.source
+                        .typed(shapes, types)?
+                        .into_optimized()?
+                        .into_runnable()
                 })
             };
             tracing::debug!(elapsed = ?started.elapsed(), ok = plan.is_ok(), "compiled plan");
@@ -563,8 +808,12 @@ impl OnnxModel {
 
     /// Input facts with every dynamic dimension symbolic: the model's own
     /// symbols where it names them, a fresh one per unnamed dimension.
-    fn generic_facts(&self, types: &[DatumType]) -> Result<Vec<InferenceFact>, String> {
-        let symbols = &self.inference.symbols;
+    fn generic_facts(
+        &self,
+        inference: &InferenceModel,
+        types: &[DatumType],
+    ) -> Result<Vec<InferenceFact>, String> {
+        let symbols = &inference.symbols;
         self.inputs
             .iter()
             .zip(types)
@@ -610,6 +859,28 @@ fn info(model: &InferenceModel, outlet: OutletId) -> TensorInfo {
         name,
         datum_type,
         shape,
+    }
+}
+
+/// A typed model's input or output (TFLite: every dimension known).
+fn typed_info(model: &TypedModel, outlet: OutletId) -> TensorInfo {
+    let name = model
+        .outlet_label(outlet)
+        .map(str::to_owned)
+        .unwrap_or_else(|| model.node(outlet.node).name.clone());
+    let fact = model.outlet_fact(outlet).ok();
+    TensorInfo {
+        name,
+        datum_type: fact.map(|f| f.datum_type.unquantized()),
+        shape: fact.map(|f| {
+            f.shape
+                .iter()
+                .map(|d| match d.to_i64() {
+                    Ok(n) if n >= 0 => Dim::Fixed(n as usize),
+                    _ => Dim::Unknown,
+                })
+                .collect()
+        }),
     }
 }
 

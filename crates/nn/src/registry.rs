@@ -9,6 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use wasmtime_wasi_nn::wit::GraphEncoding;
 use wasmtime_wasi_nn::{Graph, GraphRegistry};
+use weft_ort::OrtModel;
 
 /// One `--nn-preload NAME:ENCODING:TARGET:PATH` (WasmEdge's syntax, so
 /// command lines people already use carry over).
@@ -28,6 +29,20 @@ impl Preload {
     pub fn verified(mut self, digest: impl Into<String>) -> Preload {
         self.digest = Some(digest.into());
         self
+    }
+}
+
+/// The canonical name of an encoding Weft reads (`tflite` is written
+/// `tensorflowlite`), as artifacts record it.
+pub fn encoding_name(encoding: GraphEncoding) -> &'static str {
+    match encoding {
+        GraphEncoding::Onnx => "onnx",
+        GraphEncoding::Tensorflowlite => "tensorflowlite",
+        GraphEncoding::Tensorflow => "tensorflow",
+        GraphEncoding::Autodetect => "autodetect",
+        GraphEncoding::Openvino => "openvino",
+        GraphEncoding::Pytorch => "pytorch",
+        GraphEncoding::Ggml => "ggml",
     }
 }
 
@@ -57,10 +72,13 @@ impl FromStr for Preload {
         }
         let encoding = match encoding.to_ascii_lowercase().as_str() {
             "onnx" => GraphEncoding::Onnx,
+            "tensorflowlite" | "tflite" => GraphEncoding::Tensorflowlite,
+            "tensorflow" | "tf" => GraphEncoding::Tensorflow,
             "autodetect" | "auto" => GraphEncoding::Autodetect,
             other => {
                 return Err(err(format!(
-                    "unknown encoding `{other}`; supported: onnx, autodetect"
+                    "unknown encoding `{other}`; supported: onnx, tensorflowlite, tensorflow, \
+                     autodetect"
                 )));
             }
         };
@@ -85,10 +103,17 @@ impl FromStr for Preload {
     }
 }
 
+/// A preloaded model and the engine that runs it.
+#[derive(Clone)]
+enum Loaded {
+    Tract(Arc<OnnxModel>),
+    Onnxruntime(Arc<OrtModel>),
+}
+
 /// Models loaded once per process and handed to every run by name.
 #[derive(Clone, Default)]
 pub struct Models {
-    graphs: HashMap<String, (Graph, Arc<OnnxModel>, Device)>,
+    graphs: HashMap<String, (Graph, Loaded, Device)>,
 }
 
 impl Models {
@@ -96,7 +121,13 @@ impl Models {
     pub fn load(preloads: &[Preload], options: BackendOptions) -> Result<Models, NnError> {
         let mut models = Models::default();
         for p in preloads {
-            models.insert_file(p, options)?;
+            models
+                .insert_file(p, options)
+                .map_err(|e| NnError::Preloaded {
+                    name: p.name.clone(),
+                    path: p.path.clone(),
+                    error: Box::new(e),
+                })?;
         }
         Ok(models)
     }
@@ -114,7 +145,20 @@ impl Models {
                 actual,
             });
         }
-        let model = OnnxModel::load_hashed(&bytes, actual)?;
+        let format = crate::backend::format_of(p.encoding, &bytes)?;
+        if let Some(threads) = options.onnxruntime_threads(device, format) {
+            let model = crate::onnxruntime::load_hashed(&bytes, actual.clone(), threads)?;
+            tracing::debug!(
+                model.name = %p.name,
+                model.digest = %actual,
+                path = %p.path.display(),
+                threads,
+                "preloaded model on onnxruntime"
+            );
+            self.insert_onnxruntime(&p.name, model);
+            return Ok(());
+        }
+        let model = OnnxModel::load_hashed(&bytes, actual, format)?;
         if device == Device::Gpu {
             model.prepare_gpu()?;
         }
@@ -138,13 +182,42 @@ impl Models {
     pub fn insert_on(&mut self, name: &str, model: Arc<OnnxModel>, device: Device) {
         self.graphs.insert(
             name.into(),
-            (graph_on(model.clone(), device), model, device),
+            (
+                graph_on(model.clone(), device),
+                Loaded::Tract(model),
+                device,
+            ),
         );
     }
 
-    /// The parsed model behind a name.
+    /// Register a model loaded into onnxruntime under a name (on the CPU).
+    pub fn insert_onnxruntime(&mut self, name: &str, model: Arc<OrtModel>) {
+        self.graphs.insert(
+            name.into(),
+            (
+                crate::onnxruntime::graph(model.clone()),
+                Loaded::Onnxruntime(model),
+                Device::Cpu,
+            ),
+        );
+    }
+
+    /// The tract model behind a name; `None` also for a model the
+    /// onnxruntime engine runs ([`Models::signature`] has every model's
+    /// interface).
     pub fn model(&self, name: &str) -> Option<&Arc<OnnxModel>> {
-        self.graphs.get(name).map(|(_, m, _)| m)
+        match self.graphs.get(name) {
+            Some((_, Loaded::Tract(m), _)) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// The interface of the model behind a name, whichever engine runs it.
+    pub fn signature(&self, name: &str) -> Option<weft_abi::Signature> {
+        self.graphs.get(name).map(|(_, loaded, _)| match loaded {
+            Loaded::Tract(m) => m.signature(),
+            Loaded::Onnxruntime(m) => m.signature(),
+        })
     }
 
     /// The device a named model runs on.

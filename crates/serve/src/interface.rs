@@ -10,12 +10,11 @@ use weft_abi::{Signature, Tensor, TensorSpec};
 /// when that is ambiguous (the module may declare its own).
 pub fn of_preloads(models: &weft_nn::Models) -> Signature {
     models
-        .model("model")
+        .signature("model")
         .or_else(|| match models.names().as_slice() {
-            [only] => models.model(only),
+            [only] => models.signature(only),
             _ => None,
         })
-        .map(|m| m.signature())
         .unwrap_or_default()
 }
 
