@@ -193,6 +193,17 @@ fn the_layers_depend_only_downwards() {
         "training metrics are files for people and tools: they know no runtime",
     ));
     broken.extend(ws.never(
+        "weft-ort",
+        &[
+            "weft-nn",
+            "weft-runtime",
+            "wasmtime",
+            "tract-onnx",
+            "weft-gpu",
+        ],
+        "the onnxruntime engine is a leaf: weft-nn wraps it, it knows no wasm, tract or GPU",
+    ));
+    broken.extend(ws.never(
         "containerd-shim-weft",
         &["oci-client", "kube"],
         "the shim, which runs as root on every node, reads images from containerd, never a registry",

@@ -2,7 +2,8 @@
 //! their interface, `weft serve` serves them (packaged, or given directly),
 //! a guest runs one through `--nn-preload`, and every answer matches what
 //! the framework itself computes (LiteRT's interpreter, TensorFlow), read
-//! through tritonclient.
+//! through tritonclient. The optional onnxruntime engine answers a guest
+//! as tract does.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -206,4 +207,45 @@ fn a_tensorflow_frozen_graph_serves_like_tensorflow_and_guests_preload_tflite() 
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("iris"), "{}", stderr(&o));
+}
+
+/// `--cpu-engine onnxruntime` runs a guest's ONNX graph on onnxruntime,
+/// found in the test venv's `onnxruntime` wheel, with the same answer as
+/// tract; a library that is not there is an error naming where it looked,
+/// with the way back to tract as the hint.
+#[test]
+fn the_onnxruntime_engine_gives_the_guest_the_same_answer() {
+    let Some(py) = weft_tests::python_with(&["onnxruntime"]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = weft_tests::data("tiny.onnx");
+    let preload = format!("tiny:onnx:cpu:{}", tiny.display());
+    let tinyrun = module(Guest::P2, "tinyrun").display().to_string();
+    let run = |engine: &str, env: &[(&str, &str)]| {
+        Command::new(weft_bin())
+            .args(["run", "--cpu-engine", engine, "--nn-preload", &preload])
+            .args([tinyrun.as_str(), "--", "tiny", "1", "2", "3", "4"])
+            .env("WEFT_PYTHON", &py)
+            .envs(env.iter().copied())
+            .current_dir(tmp.path())
+            .output()
+            .unwrap()
+    };
+    let tract = run("tract", &[]);
+    let ort = run("onnxruntime", &[]);
+    assert!(tract.status.success(), "{}", stderr(&tract));
+    assert!(ort.status.success(), "{}", stderr(&ort));
+    assert_eq!(String::from_utf8_lossy(&tract.stdout).trim(), "3 5 7 9");
+    assert_eq!(tract.stdout, ort.stdout);
+    let missing = run(
+        "onnxruntime",
+        &[("WEFT_ONNXRUNTIME", "/nonexistent/libonnxruntime.so")],
+    );
+    assert!(!missing.status.success());
+    let err = stderr(&missing);
+    assert!(
+        err.contains("/nonexistent/libonnxruntime.so") && err.contains("--cpu-engine tract"),
+        "{err}"
+    );
 }
