@@ -1,8 +1,9 @@
 //! `weft-nn`: the wasi-nn backends of Weft.
 //!
-//! The CPU backend runs ONNX models on [tract](https://github.com/sonos/tract)
-//! (or, chosen with [`CpuEngine::Onnxruntime`], on an onnxruntime loaded at
-//! run time: [`onnxruntime`]);
+//! The CPU backend runs ONNX, TensorFlow Lite and frozen TensorFlow models
+//! on [tract](https://github.com/sonos/tract) ([`ModelFormat`]); ONNX graphs
+//! may instead run, chosen with [`CpuEngine::Onnxruntime`], on an
+//! onnxruntime loaded at run time ([`onnxruntime`]);
 //! the GPU backend lowers them to wgpu kernels through `weft-gpu` (target
 //! `gpu`, or `auto` with a hardware adapter), nodes it cannot lower staying
 //! on tract.
@@ -12,7 +13,8 @@
 //!
 //! Where to start: [`backends`] builds the per-encoding backend list a
 //! wasi-nn context needs; [`Models`] holds preloaded named models;
-//! [`OnnxModel`] is the parsed model with its plan cache.
+//! [`OnnxModel`] is the parsed model (any of the three formats) with its
+//! plan cache.
 //!
 //! ```no_run
 //! use weft_nn::{BackendOptions, Models, Preload};
