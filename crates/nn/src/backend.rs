@@ -238,7 +238,7 @@ pub struct TractContext {
     /// tract's run state is `Send` but not `Sync`, and wasi-nn contexts must
     /// be both; the mutex is only ever reached through `get_mut`, so it
     /// costs nothing and never blocks.
-    state: Mutex<Option<(Vec<Vec<usize>>, TypedSimpleState)>>,
+    state: Mutex<Option<(crate::model::PlanKey, TypedSimpleState)>>,
 }
 
 impl TractContext {
@@ -358,6 +358,12 @@ impl TractContext {
                 Err(NnError::ShapeLimit { .. }) => {
                     tracing::debug!("shape set past the GPU plan limit: running on the CPU");
                 }
+                // A graph that shapes alone do not determine (integer
+                // inputs it needs as constants) is planned per input
+                // values, which only the CPU does.
+                Err(NnError::Plan { message, .. }) => {
+                    tracing::debug!("no GPU plan ({message}): running on the CPU");
+                }
                 other => return other,
             }
         }
@@ -367,17 +373,17 @@ impl TractContext {
             .flatten()
             .map(|t| t.clone().into_tvalue())
             .collect();
-        let shapes: Vec<Vec<usize>> = values.iter().map(|v| v.shape().to_vec()).collect();
+        let key = self.model.plan_key(&values);
         let slot = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        if slot.as_ref().is_none_or(|(s, _)| *s != shapes) {
-            let types: Vec<DatumType> = values.iter().map(|v| v.datum_type()).collect();
-            let plan: Plan = self.model.plan(&shapes, &types)?;
+        if slot.as_ref().is_none_or(|(k, _)| *k != key) {
+            let (plan, key): (Plan, _) = self.model.plan_for(&values)?;
             let state = plan.spawn().map_err(|e| NnError::Compute {
                 message: format!("{e:#}"),
             })?;
-            *slot = Some((shapes, state));
+            *slot = Some((key, state));
         }
-        let (_, state) = slot.as_mut().expect("set above");
+        let (key, state) = slot.as_mut().expect("set above");
+        let values = crate::model::unpinned(key, values);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.run(values)));
         self.outputs = match result {
             Ok(Ok(outputs)) => outputs.into_vec(),

@@ -140,6 +140,21 @@ impl TensorInfo {
 
 type PlanCell = Arc<OnceLock<Result<Plan, String>>>;
 
+/// What a CPU plan is specialised to: the input shapes and, for a plan
+/// that needed them, the values of small integer inputs.
+pub type PlanKey = (Vec<Vec<usize>>, Option<Pins>);
+
+/// The values of a plan's small integer inputs, `None` for the others.
+pub type Pins = Vec<Option<Vec<i64>>>;
+
+type PinnedKey = (Vec<Vec<usize>>, Pins);
+
+/// Integer inputs of at most this many elements may be pinned (their
+/// values made part of the plan) when the model cannot be planned without
+/// them: ONNX graphs that take reduction axes, a target shape or split
+/// sizes as inputs, which tract needs as constants.
+const MAX_PINNED_ELEMENTS: usize = 16;
+
 /// One input-shape set's GPU plan, built under its own lock (so a build
 /// holds up only callers of the same shapes) and replaced when the device
 /// it was built on is lost.
@@ -229,6 +244,9 @@ pub struct OnnxModel {
     outputs: Vec<TensorInfo>,
     metadata: BTreeMap<String, String>,
     plans: Mutex<PlanCache>,
+    /// Plans specialised to small integer input values (see [`PlanKey`]),
+    /// at most [`MAX_PLANS_PER_MODEL`].
+    pinned: Mutex<HashMap<PinnedKey, PlanCell>>,
     /// GPU plans per input-shape set; a plan of a lost device is rebuilt.
     gpu_plans: Mutex<HashMap<Vec<Vec<usize>>, GpuPlanCell>>,
     /// The constants those plans hold on the device, uploaded once for
@@ -434,11 +452,24 @@ impl OnnxModel {
             outputs,
             metadata,
             plans: Mutex::default(),
+            pinned: Mutex::default(),
             gpu_plans: Mutex::default(),
             gpu_weights: weft_gpu::Weights::new(),
         };
-        if let Some((shapes, types)) = model.static_inputs() {
-            model.plan(&shapes, &types)?;
+        if let Some((shapes, types)) = model.static_inputs()
+            && let Err(e) = model.plan(&shapes, &types)
+        {
+            // A plan may still come from the values of small integer
+            // inputs, which only a compute supplies.
+            let pinnable = matches!(model.source, Source::Inference(_))
+                && shapes.iter().zip(&types).any(|(shape, dt)| {
+                    matches!(dt, DatumType::I64 | DatumType::I32)
+                        && shape.iter().product::<usize>() <= MAX_PINNED_ELEMENTS
+                });
+            if !pinnable {
+                return Err(e);
+            }
+            tracing::debug!("no plan from shapes alone ({e}); planning per input values");
         }
         Ok(model)
     }
@@ -806,6 +837,91 @@ impl OnnxModel {
         })
     }
 
+    /// The key of the plan [`OnnxModel::plan_for`] gives these inputs, to
+    /// tell whether a context's current plan still fits them.
+    pub fn plan_key(&self, values: &[TValue]) -> PlanKey {
+        let shapes: Vec<Vec<usize>> = values.iter().map(|v| v.shape().to_vec()).collect();
+        let pinned = self.needs_pins(&shapes, values).then(|| pins(values));
+        (shapes, pinned)
+    }
+
+    /// Whether these inputs need a value-specialised plan: the shape plan
+    /// failed and some integer input is small enough to pin.
+    fn needs_pins(&self, shapes: &[Vec<usize>], values: &[TValue]) -> bool {
+        if !matches!(self.source, Source::Inference(_)) || !pins(values).iter().any(Option::is_some)
+        {
+            return false;
+        }
+        let cell = self.plans.lock().unwrap().cells.get(shapes).cloned();
+        matches!(cell.and_then(|c| c.get().cloned()), Some(Err(_)))
+    }
+
+    /// The CPU plan for these input tensors: the shape plan, or, when the
+    /// model cannot be planned from shapes alone (tract needs some integer
+    /// inputs as constants), one specialised to the values of its small
+    /// integer inputs, built once per distinct set of values (at most
+    /// [`MAX_PLANS_PER_MODEL`]).
+    pub fn plan_for(&self, values: &[TValue]) -> Result<(Plan, PlanKey), NnError> {
+        let shapes: Vec<Vec<usize>> = values.iter().map(|v| v.shape().to_vec()).collect();
+        let types: Vec<DatumType> = values.iter().map(|v| v.datum_type()).collect();
+        let first = self.plan(&shapes, &types);
+        let (Err(NnError::Plan { .. }), Source::Inference(inference)) = (&first, &self.source)
+        else {
+            return first.map(|p| (p, (shapes, None)));
+        };
+        let pinned = pins(values);
+        if pinned.iter().all(Option::is_none) {
+            return first.map(|p| (p, (shapes, None)));
+        }
+        let key = (shapes.clone(), pinned.clone());
+        let cell = {
+            let mut cache = self.pinned.lock().unwrap();
+            if !cache.contains_key(&key) && cache.len() >= MAX_PLANS_PER_MODEL {
+                return Err(NnError::ShapeLimit {
+                    shapes: format!("{shapes:?}"),
+                    limit: MAX_PLANS_PER_MODEL,
+                    reason: "its plans for distinct integer input values are used up".into(),
+                });
+            }
+            cache.entry(key).or_default().clone()
+        };
+        let result = cell.get_or_init(|| {
+            guarded("optimizing the model for these input values", || {
+                // Pinned inputs become constants of the plan, which then
+                // takes only the others (`unpinned` gives them).
+                let mut m = inference.clone();
+                let outlets = m.input_outlets()?.to_vec();
+                let mut kept = Vec::new();
+                for (ix, value) in values.iter().enumerate() {
+                    let outlet = outlets[ix];
+                    if pinned[ix].is_some() {
+                        let konst = tract_onnx::tract_core::ops::konst::Const::new(
+                            value.clone().into_tensor().into_arc_tensor(),
+                        )?;
+                        m.node_mut(outlet.node).op = Box::new(konst);
+                        m.set_outlet_fact(
+                            outlet,
+                            InferenceFact::from(value.clone().into_tensor()),
+                        )?;
+                    } else {
+                        m.set_outlet_fact(
+                            outlet,
+                            InferenceFact::dt_shape(value.datum_type(), value.shape()),
+                        )?;
+                        kept.push(outlet);
+                    }
+                }
+                m.set_input_outlets(&kept)?;
+                m.into_optimized()?.into_runnable()
+            })
+        });
+        match result {
+            Ok(plan) => Ok((plan.clone(), (shapes, Some(pinned)))),
+            // The shape plan's error says more about what is wrong.
+            Err(_) => first.map(|p| (p, (shapes, None))),
+        }
+    }
+
     /// Input facts with every dynamic dimension symbolic: the model's own
     /// symbols where it names them, a fresh one per unnamed dimension.
     fn generic_facts(
@@ -836,6 +952,41 @@ impl OnnxModel {
             })
             .collect()
     }
+}
+
+/// The inputs a plan of this key takes: all, or those not pinned.
+pub fn unpinned(key: &PlanKey, values: TVec<TValue>) -> TVec<TValue> {
+    match &key.1 {
+        None => values,
+        Some(pins) => values
+            .into_iter()
+            .zip(pins)
+            .filter(|(_, p)| p.is_none())
+            .map(|(v, _)| v)
+            .collect(),
+    }
+}
+
+/// The values of the small integer inputs (`None` for the others).
+fn pins(values: &[TValue]) -> Pins {
+    values
+        .iter()
+        .map(|v| {
+            if !matches!(v.datum_type(), DatumType::I64 | DatumType::I32)
+                || v.len() > MAX_PINNED_ELEMENTS
+            {
+                return None;
+            }
+            let t = v.cast_to_dt(DatumType::I64).ok()?;
+            Some(
+                t.to_plain_array_view::<i64>()
+                    .ok()?
+                    .iter()
+                    .copied()
+                    .collect(),
+            )
+        })
+        .collect()
 }
 
 fn info(model: &InferenceModel, outlet: OutletId) -> TensorInfo {
