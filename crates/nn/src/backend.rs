@@ -310,7 +310,7 @@ impl TractContext {
                 index: *i,
                 count: self.inputs.len(),
             }),
-            Id::Name(name) => find(self.model.inputs(), name),
+            Id::Name(name) => find(&names(self.model.inputs()), name),
         }
     }
 
@@ -414,7 +414,7 @@ impl TractContext {
             Id::Index(i) => {
                 return Err(NnError::OutputIndex { index: *i, count });
             }
-            Id::Name(name) => find(self.model.outputs(), name)?,
+            Id::Name(name) => find(&names(self.model.outputs()), name)?,
         };
         if self.gpu_ran {
             let slot = self.gpu.get_mut().unwrap_or_else(|e| e.into_inner());
@@ -428,20 +428,82 @@ impl TractContext {
 
 /// A tensor by name; a name that is a decimal position (`"0"`) is accepted
 /// as that position when no tensor has that name, so guests that only know
-/// positions (the wasip1 habit) work over the named WIT ABI.
-fn find(infos: &[crate::model::TensorInfo], name: &str) -> Result<usize, NnError> {
-    infos
+/// positions (the wasip1 habit) work over the named WIT ABI. Shared by both
+/// CPU engines.
+pub(crate) fn find(names: &[&str], name: &str) -> Result<usize, NnError> {
+    names
         .iter()
-        .position(|i| i.name == name)
-        .or_else(|| name.parse::<usize>().ok().filter(|&i| i < infos.len()))
+        .position(|n| *n == name)
+        .or_else(|| name.parse::<usize>().ok().filter(|&i| i < names.len()))
         .ok_or_else(|| NnError::TensorName {
             name: name.into(),
-            known: infos
+            known: names
                 .iter()
-                .map(|i| format!("`{}`", i.name))
+                .map(|n| format!("`{n}`"))
                 .collect::<Vec<_>>()
                 .join(", "),
         })
+}
+
+/// The names of a tract model's inputs or outputs, for [`find`].
+fn names(infos: &[crate::model::TensorInfo]) -> Vec<&str> {
+    infos.iter().map(|i| i.name.as_str()).collect()
+}
+
+/// What both CPU engines' execution contexts offer, so the wasi-nn
+/// `compute` (the WIT style: named inputs in, every output out by name) is
+/// written once.
+pub(crate) trait CpuContext {
+    fn set(&mut self, id: Id, tensor: &Tensor) -> Result<(), NnError>;
+    fn run(&mut self) -> Result<(), NnError>;
+    fn output(&mut self, id: &Id) -> Result<Tensor, NnError>;
+    fn output_names(&self) -> Vec<String>;
+}
+
+/// `BackendExecutionContext::compute` for any [`CpuContext`].
+pub(crate) fn compute_named(
+    ctx: &mut impl CpuContext,
+    inputs: Option<Vec<NamedTensor>>,
+) -> Result<Option<Vec<NamedTensor>>, BackendError> {
+    let Some(inputs) = inputs else {
+        ctx.run()?;
+        return Ok(None);
+    };
+    for NamedTensor { name, tensor } in inputs {
+        ctx.set(Id::Name(name), &tensor)?;
+    }
+    ctx.run()?;
+    let outputs = ctx
+        .output_names()
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            Ok(NamedTensor {
+                name,
+                tensor: ctx.output(&Id::Index(i as u32))?,
+            })
+        })
+        .collect::<Result<Vec<_>, NnError>>()?;
+    Ok(Some(outputs))
+}
+
+impl CpuContext for TractContext {
+    fn set(&mut self, id: Id, tensor: &Tensor) -> Result<(), NnError> {
+        TractContext::set(self, id, tensor)
+    }
+    fn run(&mut self) -> Result<(), NnError> {
+        TractContext::run(self)
+    }
+    fn output(&mut self, id: &Id) -> Result<Tensor, NnError> {
+        TractContext::output(self, id)
+    }
+    fn output_names(&self) -> Vec<String> {
+        self.model
+            .outputs()
+            .iter()
+            .map(|i| i.name.clone())
+            .collect()
+    }
 }
 
 impl BackendExecutionContext for TractContext {
@@ -457,31 +519,6 @@ impl BackendExecutionContext for TractContext {
         &mut self,
         inputs: Option<Vec<NamedTensor>>,
     ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
-        let Some(inputs) = inputs else {
-            self.run()?;
-            return Ok(None);
-        };
-        // WIT style: named inputs in, every output out by name.
-        for NamedTensor { name, tensor } in inputs {
-            self.set(Id::Name(name), &tensor)?;
-        }
-        self.run()?;
-        let names: Vec<String> = self
-            .model
-            .outputs()
-            .iter()
-            .map(|i| i.name.clone())
-            .collect();
-        let outputs = names
-            .into_iter()
-            .enumerate()
-            .map(|(i, name)| {
-                Ok(NamedTensor {
-                    name,
-                    tensor: self.output(&Id::Index(i as u32))?,
-                })
-            })
-            .collect::<Result<Vec<_>, NnError>>()?;
-        Ok(Some(outputs))
+        compute_named(self, inputs)
     }
 }

@@ -247,6 +247,9 @@ pub struct OnnxModel {
     /// Plans specialised to small integer input values (see [`PlanKey`]),
     /// at most [`MAX_PLANS_PER_MODEL`].
     pinned: Mutex<HashMap<PinnedKey, PlanCell>>,
+    /// Whether any plan of `pinned` was built: until then no run looks
+    /// for pins.
+    any_pinned: std::sync::atomic::AtomicBool,
     /// GPU plans per input-shape set; a plan of a lost device is rebuilt.
     gpu_plans: Mutex<HashMap<Vec<Vec<usize>>, GpuPlanCell>>,
     /// The constants those plans hold on the device, uploaded once for
@@ -453,6 +456,7 @@ impl OnnxModel {
             metadata,
             plans: Mutex::default(),
             pinned: Mutex::default(),
+            any_pinned: Default::default(),
             gpu_plans: Mutex::default(),
             gpu_weights: weft_gpu::Weights::new(),
         };
@@ -841,19 +845,17 @@ impl OnnxModel {
     /// tell whether a context's current plan still fits them.
     pub fn plan_key(&self, values: &[TValue]) -> PlanKey {
         let shapes: Vec<Vec<usize>> = values.iter().map(|v| v.shape().to_vec()).collect();
-        let pinned = self.needs_pins(&shapes, values).then(|| pins(values));
+        // Almost every model never needs pins: one atomic load, no lock.
+        let pinned = (self.any_pinned.load(std::sync::atomic::Ordering::Acquire)
+            && self.shape_plan_failed(&shapes))
+        .then(|| pins(values));
         (shapes, pinned)
     }
 
-    /// Whether these inputs need a value-specialised plan: the shape plan
-    /// failed and some integer input is small enough to pin.
-    fn needs_pins(&self, shapes: &[Vec<usize>], values: &[TValue]) -> bool {
-        if !matches!(self.source, Source::Inference(_)) || !pins(values).iter().any(Option::is_some)
-        {
-            return false;
-        }
+    /// Whether the plan for these shapes was tried and could not be built.
+    fn shape_plan_failed(&self, shapes: &[Vec<usize>]) -> bool {
         let cell = self.plans.lock().unwrap().cells.get(shapes).cloned();
-        matches!(cell.and_then(|c| c.get().cloned()), Some(Err(_)))
+        cell.is_some_and(|c| matches!(c.get(), Some(Err(_))))
     }
 
     /// The CPU plan for these input tensors: the shape plan, or, when the
@@ -916,7 +918,11 @@ impl OnnxModel {
             })
         });
         match result {
-            Ok(plan) => Ok((plan.clone(), (shapes, Some(pinned)))),
+            Ok(plan) => {
+                self.any_pinned
+                    .store(true, std::sync::atomic::Ordering::Release);
+                Ok((plan.clone(), (shapes, Some(pinned))))
+            }
             // The shape plan's error says more about what is wrong.
             Err(_) => first.map(|p| (p, (shapes, None))),
         }

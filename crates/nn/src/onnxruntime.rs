@@ -2,6 +2,7 @@
 //! by a libonnxruntime loaded at run time (`weft-ort`), behind the same
 //! wasi-nn traits as tract, so a guest cannot tell which engine ran it.
 
+use crate::backend::{CpuContext, compute_named, find};
 use crate::error::NnError;
 use crate::model::digest;
 use std::collections::HashMap;
@@ -107,7 +108,7 @@ impl OrtContext {
                 index: *i,
                 count: self.inputs.len(),
             }),
-            Id::Name(name) => find(self.model.inputs(), name),
+            Id::Name(name) => find(&names(self.model.inputs()), name),
         }
     }
 
@@ -164,7 +165,7 @@ impl OrtContext {
         let index = match id {
             Id::Index(i) if (*i as usize) < count => *i as usize,
             Id::Index(i) => return Err(NnError::OutputIndex { index: *i, count }),
-            Id::Name(name) => find(self.model.outputs(), name)?,
+            Id::Name(name) => find(&names(self.model.outputs()), name)?,
         };
         let t = outputs.tensor(index)?;
         let dimensions = t
@@ -205,21 +206,28 @@ fn tensor_type(ty: ElementType) -> TensorType {
     }
 }
 
-/// A port by name, or by a decimal position when no port has that name
-/// (as the tract engine's contexts accept).
-fn find(ports: &[weft_ort::Port], name: &str) -> Result<usize, NnError> {
-    ports
-        .iter()
-        .position(|p| p.name() == name)
-        .or_else(|| name.parse::<usize>().ok().filter(|&i| i < ports.len()))
-        .ok_or_else(|| NnError::TensorName {
-            name: name.into(),
-            known: ports
-                .iter()
-                .map(|p| format!("`{}`", p.name()))
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+/// The names of the session's inputs or outputs, for [`find`].
+fn names(ports: &[weft_ort::Port]) -> Vec<&str> {
+    ports.iter().map(|p| p.name()).collect()
+}
+
+impl CpuContext for OrtContext {
+    fn set(&mut self, id: Id, tensor: &Tensor) -> Result<(), NnError> {
+        OrtContext::set(self, id, tensor)
+    }
+    fn run(&mut self) -> Result<(), NnError> {
+        OrtContext::run(self)
+    }
+    fn output(&mut self, id: &Id) -> Result<Tensor, NnError> {
+        OrtContext::output(self, id)
+    }
+    fn output_names(&self) -> Vec<String> {
+        self.model
+            .outputs()
+            .iter()
+            .map(|p| p.name().into())
+            .collect()
+    }
 }
 
 impl BackendExecutionContext for OrtContext {
@@ -235,24 +243,7 @@ impl BackendExecutionContext for OrtContext {
         &mut self,
         inputs: Option<Vec<NamedTensor>>,
     ) -> Result<Option<Vec<NamedTensor>>, BackendError> {
-        let Some(inputs) = inputs else {
-            self.run()?;
-            return Ok(None);
-        };
-        // WIT style: named inputs in, every output out by name.
-        for NamedTensor { name, tensor } in inputs {
-            self.set(Id::Name(name), &tensor)?;
-        }
-        self.run()?;
-        let outputs = (0..self.model.outputs().len())
-            .map(|i| {
-                Ok(NamedTensor {
-                    name: self.model.outputs()[i].name().into(),
-                    tensor: self.output(&Id::Index(i as u32))?,
-                })
-            })
-            .collect::<Result<Vec<_>, NnError>>()?;
-        Ok(Some(outputs))
+        compute_named(self, inputs)
     }
 }
 
